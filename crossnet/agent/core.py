@@ -1,0 +1,275 @@
+"""Probes and echo services of the agent (asyncio, stdlib; dnspython only for DNS probes)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import socket
+import struct
+import time
+from typing import Any, cast
+
+__all__ = ["PROBE_PROTOCOLS", "EchoServers", "run_probe", "run_probes"]
+
+PROBE_PROTOCOLS = ("tcp", "udp", "icmp", "dns-udp", "dns-tcp")
+HELLO = b"CROSSNET "
+MAX_LINE = 65536
+
+ERRNO_CLASS = {
+    errno.ECONNREFUSED: "refused",
+    errno.EHOSTUNREACH: "no-route",
+    errno.ENETUNREACH: "no-route",
+    errno.EHOSTDOWN: "no-route",
+    errno.ETIMEDOUT: "timeout",
+}
+
+
+def _result(reached: bool, error: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {"reached": reached, "error": error, **fields}
+
+
+def _os_error(exc: OSError, started: float) -> dict[str, Any]:
+    klass = ERRNO_CLASS.get(exc.errno or 0, "error")
+    return _result(False, klass, latency_ms=_ms(started), detail=f"{exc.strerror or exc}")
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)
+
+
+def _check_reply(raw: bytes, probe: dict[str, Any], started: float) -> dict[str, Any]:
+    try:
+        reply = json.loads(raw.decode().strip())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _result(False, "wrong-answer", latency_ms=_ms(started), detail=f"not an agent reply: {raw[:80]!r}")
+    responder = reply.get("agent")
+    expected = probe.get("expect_agent")
+    if expected and responder != expected:
+        return _result(False, "wrong-answer", latency_ms=_ms(started), responder=responder,
+                       source_ip=reply.get("seen"), detail=f"answered by {responder}, expected {expected}")
+    if int(reply.get("len", -1)) != int(probe.get("payload") or 0):
+        return _result(False, "wrong-answer", latency_ms=_ms(started), responder=responder,
+                       detail=f"payload of {probe.get('payload')} bytes came back as {reply.get('len')}")
+    return _result(True, latency_ms=_ms(started), source_ip=reply.get("seen"), responder=responder)
+
+
+def _payload(probe: dict[str, Any]) -> bytes:
+    return HELLO + b"x" * int(probe.get("payload") or 0) + b"\n"
+
+
+async def _probe_tcp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(probe["dst"], int(probe["port"])), timeout)
+    except TimeoutError:
+        return _result(False, "timeout", latency_ms=_ms(started), detail=f"no TCP answer within {timeout}s")
+    except OSError as exc:
+        return _os_error(exc, started)
+    try:
+        writer.write(_payload(probe))
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), max(timeout - (time.perf_counter() - started), 0.05))
+        if not line:
+            return _result(False, "refused", latency_ms=_ms(started), detail="connection closed without a reply")
+        return _check_reply(line, probe, started)
+    except TimeoutError:
+        return _result(False, "timeout", latency_ms=_ms(started), detail="connected, but no reply")
+    except OSError as exc:
+        return _os_error(exc, started)
+    finally:
+        writer.close()
+
+
+class _DatagramWaiter(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self.reply.done():
+            self.reply.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(exc)
+
+
+async def _probe_udp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    try:
+        transport, waiter = await loop.create_datagram_endpoint(
+            _DatagramWaiter, remote_addr=(probe["dst"], int(probe["port"])))
+    except OSError as exc:
+        return _os_error(exc, started)
+    try:
+        transport.sendto(_payload(probe))
+        data = await asyncio.wait_for(waiter.reply, timeout)
+        return _check_reply(data, probe, started)
+    except TimeoutError:
+        return _result(False, "timeout", latency_ms=_ms(started), detail=f"no UDP answer within {timeout}s")
+    except OSError as exc:
+        return _os_error(exc, started)
+    finally:
+        transport.close()
+
+
+def _icmp_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return int(~total & 0xFFFF)
+
+
+async def _probe_icmp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """ICMP echo through an unprivileged ping socket (the lab sets net.ipv4.ping_group_range)."""
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    except OSError:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sock.setblocking(False)
+    ident = os.getpid() & 0xFFFF
+    seq = int(time.monotonic_ns() & 0x7FFF)
+    body = b"crossnet" + b"x" * int(probe.get("payload") or 0)
+    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    packet = struct.pack("!BBHHH", 8, 0, _icmp_checksum(header + body), ident, seq) + body
+    try:
+        sock.connect((probe["dst"], 0))
+        await loop.sock_sendall(sock, packet)
+        deadline = started + timeout
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise TimeoutError
+            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), remaining)
+            if sock.type == socket.SOCK_RAW:
+                data = data[(data[0] & 0x0F) * 4:]
+            if len(data) >= 8 and data[0] == 0:
+                _, _, _, _, got_seq = struct.unpack("!BBHHH", data[:8])
+                if got_seq == seq:
+                    return _result(True, latency_ms=_ms(started))
+    except TimeoutError:
+        return _result(False, "timeout", latency_ms=_ms(started), detail=f"no echo reply within {timeout}s")
+    except OSError as exc:
+        return _os_error(exc, started)
+    finally:
+        sock.close()
+
+
+async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Resolve like a pod's resolver would: the cluster DNS server, its search list, ndots:5."""
+    import dns.asyncresolver
+    import dns.exception
+    import dns.name
+    import dns.rdatatype
+    import dns.resolver
+
+    started = time.perf_counter()
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [str(probe["server"])]
+    resolver.port = int(probe.get("port") or 53)
+    resolver.search = [dns.name.from_text(s) for s in probe.get("search") or []]
+    resolver.use_search_by_default = True
+    resolver.ndots = int(probe.get("ndots", 5))
+    resolver.retry_servfail = False
+    try:
+        answer = await resolver.resolve(str(probe["qname"]), "A", tcp=probe["protocol"] == "dns-tcp",
+                                        lifetime=timeout, raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        return _result(False, "nxdomain", latency_ms=_ms(started), rcode="NXDOMAIN")
+    except dns.resolver.NoNameservers as exc:
+        return _result(False, "servfail", latency_ms=_ms(started), rcode="SERVFAIL", detail=str(exc)[:300])
+    except dns.resolver.LifetimeTimeout:
+        return _result(False, "timeout", latency_ms=_ms(started), detail=f"no DNS answer within {timeout}s")
+    except dns.exception.DNSException as exc:
+        return _result(False, "error", latency_ms=_ms(started), detail=f"{exc.__class__.__name__}: {exc}"[:300])
+    records: list[str] = []
+    for rrset in answer.response.answer:
+        for rdata in rrset:
+            if rdata.rdtype == dns.rdatatype.CNAME:
+                records.append(f"cname:{rdata.target.to_text()}")
+            elif rdata.rdtype == dns.rdatatype.A:
+                records.append(rdata.address)
+    return _result(True, latency_ms=_ms(started), rcode="NOERROR", answers=records,
+                   detail=f"resolved as {answer.qname.to_text()}")
+
+
+PROBERS = {"tcp": _probe_tcp, "udp": _probe_udp, "icmp": _probe_icmp, "dns-udp": _probe_dns, "dns-tcp": _probe_dns}
+
+
+async def run_probe(probe: dict[str, Any]) -> dict[str, Any]:
+    """Run one probe; every failure comes back as data, never as an exception."""
+    timeout = float(probe.get("timeout") or 2.0)
+    prober = PROBERS.get(str(probe.get("protocol")))
+    if prober is None:
+        return _result(False, "agent-error", detail=f"unknown protocol {probe.get('protocol')!r}")
+    try:
+        result = await prober(probe, timeout)
+    except Exception as exc:  # noqa: BLE001 - a probe reports, it never raises
+        result = _result(False, "agent-error", detail=f"{exc.__class__.__name__}: {exc}")
+    result["id"] = probe.get("id")
+    return result
+
+
+async def run_probes(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(run_probe(p) for p in probes)))
+
+
+class _UdpEcho(asyncio.DatagramProtocol):
+    def __init__(self, agent_id: str) -> None:
+        self.agent_id = agent_id
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        size = len(data) - len(HELLO) - 1 if data.startswith(HELLO) else -1
+        reply = json.dumps({"agent": self.agent_id, "seen": addr[0], "len": size}).encode() + b"\n"
+        if self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+
+class EchoServers:
+    """TCP and UDP echo on one port: the reply names the agent and the source address it saw."""
+
+    def __init__(self, agent_id: str, host: str, port: int) -> None:
+        self.agent_id, self.host, self.port = agent_id, host, port
+        self._tcp: asyncio.Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+
+    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+            if line.startswith(b"GET "):
+                body = json.dumps({"agent": self.agent_id, "seen": peer[0]}).encode()
+                writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+            else:
+                size = len(line) - len(HELLO) - 1 if line.startswith(HELLO) else -1
+                writer.write(json.dumps({"agent": self.agent_id, "seen": peer[0], "len": size}).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, OSError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tcp = await asyncio.start_server(self._on_tcp, self.host, self.port, reuse_address=True,
+                                               limit=MAX_LINE * 2)
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpEcho(self.agent_id),
+                                                           local_addr=(self.host, self.port))
+        self._udp = transport
+
+    def close(self) -> None:
+        if self._tcp is not None:
+            self._tcp.close()
+        if self._udp is not None:
+            self._udp.close()

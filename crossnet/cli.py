@@ -1,0 +1,236 @@
+"""`crossnet up|down|status|exec|doctor|report|diff|bench`: the command line.
+
+Errors are one clear message naming the problem and the fix (exit 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from crossnet import report
+from crossnet.config import DEFAULT_CONFIGS, ConfigError, load_topology
+from crossnet.lifecycle import attach, bring_up, default_state_dir, new_run_id, tear_down
+from crossnet.model import ClusterSet
+from crossnet.profile import ProfileError, load_profile
+from crossnet.providers.base import ExecTarget, ProviderError, StateFile
+from crossnet.providers.lab.provider import LabProvider
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALL_HINT = "apt-get install -y iproute2 iptables conntrack procps util-linux"
+
+
+class CliError(Exception):
+    pass
+
+
+def _runs_dir() -> Path:
+    return Path.cwd() / ".crossnet"
+
+
+def _find_state_dir(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit).resolve()
+    runs = sorted(p.parent for p in _runs_dir().glob("*/state.json"))
+    if not runs:
+        raise CliError(f"no crossnet run under {_runs_dir()}; start one with `crossnet up` "
+                       "(or pass --state-dir)")
+    if len(runs) > 1:
+        raise CliError("several runs are here; pick one with --state-dir:\n" + "\n".join(f"  {r}" for r in runs))
+    return runs[0]
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+    topology = load_topology(args.kind_config or [str(ROOT / p) for p in DEFAULT_CONFIGS],
+                             allow_overlap=profile.globalnet)
+    run_id = new_run_id()
+    state_dir = Path(args.state_dir or default_state_dir(run_id)).resolve()
+    run = bring_up(topology, state_dir, run_id, detached=True)
+    print(f"crossnet: run {run_id} is up (provider lab, profile {profile.name})")
+    print(f"  state:   {run.state_dir / 'state.json'}")
+    print(f"  probe:   pytest suites/ --attach {run.state_dir}")
+    print(f"  inspect: crossnet status --state-dir {run.state_dir}")
+    print(f"  enter:   crossnet exec cluster-1/worker -- ip route   (add --state-dir {run.state_dir} "
+          "when several runs exist)")
+    print(f"  end:     crossnet down --state-dir {run.state_dir}")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    dirs = sorted(p.parent for p in _runs_dir().glob("*/state.json")) if args.all else [
+        _find_state_dir(args.state_dir)]
+    for state_dir in dirs:
+        try:
+            run = attach(state_dir)
+        except ProviderError as exc:
+            print(f"crossnet: {state_dir}: {exc}; removing what is left", file=sys.stderr)
+            LabProvider(state_dir, state_dir.name).down()
+            continue
+        run.owned = True
+        tear_down(run)
+        print(f"crossnet: {state_dir.name} is down")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    state_dir = _find_state_dir(args.state_dir)
+    data = StateFile(state_dir).read()
+    if args.json:
+        print(json.dumps(data, indent=1, sort_keys=True))
+        return 0
+    print(f"run {data['run_id']}  provider {data['provider']}  phase {data.get('phase')}  state {state_dir}")
+    if "cluster_set" not in data:
+        return 0
+    cluster_set = ClusterSet.from_json(data["cluster_set"])
+    for cluster in cluster_set.clusters:
+        print(f"{cluster.name}: domain {cluster.domain}, pods {cluster.pod_subnet}, services "
+              f"{cluster.service_subnet}, DNS {cluster.dns_service_ip} -> {', '.join(cluster.dns_server_ips)}")
+        for node in cluster.nodes:
+            pods = ", ".join(f"{p.name} {p.ip}" for p in cluster.pods if p.node == node.short)
+            print(f"  {node.short:<14} {node.role:<13} {node.ip:<12} podCIDR {node.pod_cidr:<14} {pods}")
+        for svc in cluster.services:
+            where = svc.cluster_ip or svc.external_name or "-"
+            print(f"  svc {svc.namespace}/{svc.name} {svc.type} {where}")
+    routes = (data.get("plumbing") or {}).get("routes") or []
+    print(f"plumbing: {len(routes)} node routes, Corefile forwards in "
+          f"{', '.join(sorted((data.get('plumbing') or {}).get('corefiles') or {})) or 'no cluster'}")
+    return 0
+
+
+def _resolve_program(argv: list[str]) -> list[str]:
+    """Find argv[0] on PATH plus this interpreter's bin directory (where crossnet-agent lives)."""
+    if not argv or "/" in argv[0]:
+        return argv
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = shutil.which(argv[0], path=search)
+    return [found or argv[0], *argv[1:]]
+
+
+def _cmd_exec(args: argparse.Namespace) -> int:
+    command = [a for a in args.command if a != "--"] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise CliError("nothing to run: crossnet exec <cluster>/<node>[/<pod>] -- <command> [args]")
+    provider = LabProvider.attach(_find_state_dir(args.state_dir))
+    rc, out, err = provider.exec(ExecTarget.parse(args.target), _resolve_program(command), timeout=args.timeout)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return rc
+
+
+def _check(label: str, ok: bool, fix: str) -> bool:
+    print(f"  [{'ok' if ok else 'missing'}] {label}" + ("" if ok else f"\n        fix: {fix}"))
+    return ok
+
+
+def _cmd_doctor(_args: argparse.Namespace) -> int:
+    print("crossnet doctor: what the lab provider needs on this machine")
+    results = [_check("running as root (network namespaces need CAP_SYS_ADMIN)", os.geteuid() == 0,
+                      "run as root, e.g. sudo -E crossnet ...")]
+    tools = {"unshare": "util-linux", "nsenter": "util-linux", "mount": "mount", "ip": "iproute2",
+             "iptables": "iptables", "iptables-restore": "iptables", "conntrack": "conntrack", "sysctl": "procps"}
+    missing = sorted({pkg for tool, pkg in tools.items() if shutil.which(tool) is None})
+    for tool, pkg in tools.items():
+        results.append(_check(f"{tool} ({pkg})", shutil.which(tool) is not None, f"apt-get install -y {pkg}"))
+    for module, pkg in (("dns", "dnspython"), ("yaml", "PyYAML"), ("xdist", "pytest-xdist"),
+                        ("pytest_html", "pytest-html")):
+        try:
+            __import__(module)
+            ok = True
+        except ImportError:
+            ok = False
+        results.append(_check(f"python module {module} ({pkg})", ok, f"pip install {pkg}"))
+    if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
+        probe = ("ip link set lo up && ip link add name cn-a type veth peer name cn-b && "
+                 "iptables -t nat -A POSTROUTING -m addrtype ! --dst-type LOCAL -j MASQUERADE")
+        done = subprocess.run(["unshare", "--net", "--mount", "sh", "-c", probe], capture_output=True, text=True)
+        results.append(_check("kernel: network namespace, veth, iptables nat + addrtype in a private namespace",
+                              done.returncode == 0, f"kernel said: {done.stderr.strip()[:300]}"))
+    if missing:
+        print(f"\ninstall what is missing with:\n  apt-get update && apt-get install -y {' '.join(missing)}")
+    print("\nall good" if all(results) else "\nsome prerequisites are missing (see the fixes above)")
+    return 0 if all(results) else 1
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    matrix = report.load_matrix(Path(args.matrix))
+    out = Path(args.out or Path(args.matrix).parent)
+    for path in report.write_reports(matrix, out):
+        print(path)
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    changes = report.diff_matrices(report.load_matrix(Path(args.old)), report.load_matrix(Path(args.new)))
+    print(report.render_diff(changes))
+    return 1 if changes and args.exit_code else 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from crossnet.bench import run_bench
+
+    return run_bench(rounds=args.rounds)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crossnet", description="Networking conformance across Kubernetes clusters. `pytest suites/` runs "
+        "the matrix; these commands manage a long-lived run and its reports.")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="bring the two-cluster lab up and leave it running (for --attach / exec)")
+    up.add_argument("--kind-config", action="append", metavar="FILE", help="kind config (repeat; default the two "
+                    "in kind-configs/)")
+    up.add_argument("--profile", default="flat-routed", help="profile name or path (default flat-routed)")
+    up.add_argument("--state-dir", help="state directory (default .crossnet/<run-id>)")
+    down = sub.add_parser("down", help="tear a run down: restore Corefiles, remove routes, end the topology")
+    down.add_argument("--state-dir", help="the run to end (default: the only one under .crossnet/)")
+    down.add_argument("--all", action="store_true", help="end every run under .crossnet/")
+    status = sub.add_parser("status", help="show a run's clusters, nodes, pods, services and plumbing")
+    status.add_argument("--state-dir")
+    status.add_argument("--json", action="store_true", help="print the state file")
+    ex = sub.add_parser("exec", help="run a command in a node or pod namespace: exec cluster-1/worker[/agent] -- ip r")
+    ex.add_argument("--state-dir")
+    ex.add_argument("--timeout", type=float, default=30.0)
+    ex.add_argument("target", help="<cluster>/<node>[/<pod>], e.g. cluster-1/worker or cluster-2/worker2/agent")
+    ex.add_argument("command", nargs=argparse.REMAINDER, help="-- the command and its arguments")
+    sub.add_parser("doctor", help="check kernel and tool prerequisites; print the install command for what is missing")
+    rep = sub.add_parser("report", help="re-render matrix.html and summary.md from a saved matrix.json")
+    rep.add_argument("matrix", help="path to matrix.json")
+    rep.add_argument("--out", help="output directory (default: beside matrix.json)")
+    diff = sub.add_parser("diff", help="list cells whose verdict changed between two matrix.json files")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.add_argument("--exit-code", action="store_true", help="exit 1 when any verdict changed")
+    bench = sub.add_parser("bench", help="measure up, plumbing, agents, probing and teardown; print figures")
+    bench.add_argument("--rounds", type=int, default=3)
+    return parser
+
+
+COMMANDS = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "exec": _cmd_exec, "doctor": _cmd_doctor,
+            "report": _cmd_report, "diff": _cmd_diff, "bench": _cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        return COMMANDS[args.cmd](args)
+    except (CliError, ConfigError, ProfileError, ProviderError, report.ReportError) as exc:
+        print(f"crossnet {args.cmd}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"crossnet {args.cmd}: interrupted after {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

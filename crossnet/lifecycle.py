@@ -1,0 +1,178 @@
+"""Bring a run up (topology, agents, plumbing, convergence) and down (undo in reverse).
+
+Shared by the pytest plugin, the CLI and the benchmark, whatever the provider. Each stage
+prints one progress line with its time, so a long step is never silent.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crossnet.model import CROSSNET_NAMESPACE, ClusterSet, Topology
+from crossnet.plumbing.corefile import CorefileError, plan_forward_patch
+from crossnet.plumbing.routes import RouteChange, plan_peer_routes
+from crossnet.providers.base import Provider, ProviderError, StateFile
+from crossnet.providers.lab.provider import LabProvider
+from crossnet.workloads import ECHO_SERVICE, agent_id
+
+__all__ = ["Progress", "Run", "apply_plumbing", "attach", "bring_up", "bring_up_with", "default_state_dir",
+           "new_run_id", "tear_down", "wait_converged"]
+
+Progress = Callable[[str], None]
+CONVERGE_TIMEOUT = 30.0
+
+
+def stderr_progress(message: str) -> None:
+    print(f"crossnet: {message}", file=sys.stderr, flush=True)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def default_state_dir(run_id: str) -> Path:
+    return Path.cwd() / ".crossnet" / run_id
+
+
+@dataclass
+class Run:
+    """A live run: its provider, what it brought up and how long each stage took."""
+
+    provider: Provider
+    cluster_set: ClusterSet
+    owned: bool  # False when attached to somebody else's run: never tear that down
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.provider.state_dir
+
+
+def _timed(timings: dict[str, float], key: str, progress: Progress, label: str, action: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    result = action()
+    timings[key] = time.perf_counter() - started
+    progress(f"{label} ({timings[key]:.2f}s)")
+    return result
+
+
+def bring_up(topology: Topology, state_dir: Path, run_id: str, detached: bool = False,
+             progress: Progress = stderr_progress) -> Run:
+    """Bring up the lab (the one provider built so far) for `topology`."""
+    return bring_up_with(LabProvider(state_dir, run_id, detached=detached), topology, run_id, progress)
+
+
+def bring_up_with(provider: Provider, topology: Topology, run_id: str, progress: Progress = stderr_progress) -> Run:
+    timings: dict[str, float] = {}
+    cluster_set = _timed(timings, "topology_up", progress,
+                         f"{provider.name} topology up: {len(topology.clusters)} clusters, "
+                         f"{sum(len(c.nodes) for c in topology.clusters)} nodes", lambda: provider.up(topology))
+    run = Run(provider, cluster_set, owned=True, timings=timings)
+    try:
+        _timed(timings, "agents_ready", progress, "agents and cluster DNS ready", provider.deploy_agents)
+        _timed(timings, "plumbing", progress, "node routes and Corefile forwards injected",
+               lambda: apply_plumbing(provider, cluster_set, run_id))
+        _timed(timings, "converged", progress, "peer names resolve in every cluster",
+               lambda: wait_converged(provider, cluster_set))
+        provider.state.update(phase="ready")
+    except BaseException as exc:  # Ctrl-C included: never leave a half-built topology behind
+        progress(f"bring-up stopped ({exc.__class__.__name__}); tearing down what was made")
+        tear_down(run, progress=progress)
+        raise
+    return run
+
+
+def attach(state_dir: Path) -> Run:
+    provider = LabProvider.attach(state_dir)
+    data = provider.state.read()
+    if "cluster_set" not in data or data.get("phase") != "ready":
+        raise ProviderError(f"the run at {state_dir} is not ready (phase {data.get('phase')!r})")
+    return Run(provider, ClusterSet.from_json(data["cluster_set"]), owned=False)
+
+
+def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str) -> None:
+    """Routes to every peer node's podCIDR, then a fenced forward block per peer domain.
+    Each change is recorded with its undo in the state file before the next one is made."""
+    routes = plan_peer_routes(cluster_set)
+    state = StateFile(provider.state_dir)
+    state.update(plumbing={"routes": [_route_json(r) for r in routes], "corefiles": {}})
+    provider.apply_routes(routes)
+    originals: dict[str, str] = {}
+    for cluster in cluster_set.clusters:
+        forwards = {peer.domain: list(peer.dns_server_ips) for peer in cluster_set.clusters
+                    if peer.name != cluster.name}
+        original = provider.read_corefile(cluster.name)
+        try:
+            patch = plan_forward_patch(original, run_id, forwards)
+        except CorefileError as exc:
+            raise ProviderError(f"{cluster.name}: cannot add the peer forwards to its Corefile: {exc}") from None
+        originals[cluster.name] = patch.original
+        state.update(plumbing={"routes": [_route_json(r) for r in routes], "corefiles": originals})
+        provider.write_corefile(cluster.name, patch.patched)
+    state.update(phase="plumbed")
+
+
+def _route_json(route: RouteChange) -> dict[str, str]:
+    return {"cluster": route.cluster, "node": route.node, "destination": route.destination, "via": route.via}
+
+
+def wait_converged(provider: Provider, cluster_set: ClusterSet, timeout: float = CONVERGE_TIMEOUT) -> None:
+    """Wait until, from a pod of every cluster, each peer's echo Service name resolves: the
+    Corefile reload happened and the forward works. Bounded; says what never converged."""
+    deadline = time.monotonic() + timeout
+    pending = {(c.name, p.name) for c in cluster_set.clusters for p in cluster_set.clusters if p.name != c.name}
+    last: dict[tuple[str, str], str] = {}
+    while pending:
+        for src, dst in sorted(pending):
+            cluster, peer = cluster_set.cluster(src), cluster_set.cluster(dst)
+            probe = {"id": "converge", "protocol": "dns-udp", "timeout": 1.0, "server": cluster.dns_service_ip,
+                     "qname": f"{ECHO_SERVICE}.{CROSSNET_NAMESPACE}.svc.{peer.domain}.", "port": 53}
+            try:
+                result = provider.agent_client(agent_id(src, cluster.nodes[0].short, "pod")).probe([probe], 6.0)[0]
+            except (OSError, ProviderError) as exc:
+                result = {"reached": False, "error": str(exc)}
+            if result.get("reached"):
+                pending.discard((src, dst))
+            else:
+                last[(src, dst)] = str(result.get("error"))
+        if pending and time.monotonic() > deadline:
+            detail = ", ".join(f"{s} -> {d}: {last.get((s, d))}" for s, d in sorted(pending))
+            raise ProviderError(f"peer names did not resolve within {timeout:.0f}s ({detail}); check the "
+                                "Corefile forward blocks with `crossnet status`")
+        if pending:
+            time.sleep(0.05)
+
+
+def tear_down(run: Run, progress: Progress = stderr_progress) -> None:
+    """Undo the plumbing in reverse (Corefiles restored byte for byte, routes removed), then end
+    the topology. Every step runs even when an earlier one failed."""
+    if not run.owned:
+        return
+    started = time.perf_counter()
+    provider = run.provider
+    try:
+        plumbing = provider.state.read().get("plumbing") or {}
+    except ProviderError:
+        plumbing = {}
+    problems: list[str] = []
+    for cluster, original in reversed(list((plumbing.get("corefiles") or {}).items())):
+        try:
+            provider.write_corefile(cluster, original)
+        except OSError as exc:
+            problems.append(f"restore Corefile of {cluster}: {exc}")
+    routes = [RouteChange(r["cluster"], r["node"], r["destination"], r["via"], "undo")
+              for r in plumbing.get("routes") or []]
+    try:
+        provider.apply_routes_undo(list(reversed(routes)))
+    except (ProviderError, OSError) as exc:
+        problems.append(f"remove routes: {exc}")
+    provider.down()
+    run.timings["teardown"] = time.perf_counter() - started
+    progress(f"torn down ({run.timings['teardown']:.2f}s)" + (f"; {'; '.join(problems)}" if problems else ""))
+

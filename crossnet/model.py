@@ -1,0 +1,323 @@
+"""The data model: what a topology is, what a cell asks, what a probe saw, what the judge said.
+
+Everything here is a frozen dataclass or a plain enum-like string so that cells can cross
+process boundaries (xdist workers, the state file, matrix.json) as JSON.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "AGENT_PORT",
+    "CROSSNET_NAMESPACE",
+    "Cell",
+    "Cluster",
+    "ClusterSet",
+    "Expectation",
+    "LiveCluster",
+    "LiveNode",
+    "LivePod",
+    "LiveService",
+    "NodeSpec",
+    "Observation",
+    "Probe",
+    "Target",
+    "Topology",
+    "Vantage",
+    "Verdict",
+]
+
+CROSSNET_NAMESPACE = "crossnet"
+"""The Kubernetes namespace the agents and their Services live in (the lab mirrors it)."""
+
+AGENT_PORT = 8080
+"""TCP and UDP port every agent serves its echo on."""
+
+Protocol = Literal["tcp", "udp", "icmp", "dns-udp", "dns-tcp"]
+VantageKind = Literal["pod", "host"]
+TargetKind = Literal["pod-ip", "cluster-ip", "dns-name"]
+Reachable = Literal["yes", "no", "optional"]
+SourceExpectation = Literal["preserved", "node-ip", "global-egress", "any"]
+Scope = Literal["same-node", "same-cluster", "peer-cluster"]
+Verdict = Literal["pass", "isolated", "regression", "leak", "source-mismatch", "flaky", "optional"]
+
+FAILING_VERDICTS: frozenset[str] = frozenset({"regression", "leak", "source-mismatch"})
+
+
+# --------------------------------------------------------------------------- declared topology
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A node as a kind config declares it. `short` is kind's container suffix:
+    control-plane, worker, worker2, ..."""
+
+    cluster: str
+    short: str
+    role: Literal["control-plane", "worker"]
+
+    @property
+    def name(self) -> str:
+        """The Kubernetes node name (= kind's container name)."""
+        return f"{self.cluster}-{self.short}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.cluster}/{self.short}"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One cluster as declared by its kind config."""
+
+    name: str
+    pod_subnet: str
+    service_subnet: str
+    dns_domain: str
+    nodes: tuple[NodeSpec, ...]
+    source_file: str = ""
+
+    @property
+    def pod_network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.pod_subnet)
+
+    @property
+    def service_network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.service_subnet)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Every cluster of a run, in config order."""
+
+    clusters: tuple[Cluster, ...]
+
+    def cluster(self, name: str) -> Cluster:
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        raise KeyError(name)
+
+    def peers_of(self, name: str) -> tuple[Cluster, ...]:
+        return tuple(c for c in self.clusters if c.name != name)
+
+
+# --------------------------------------------------------------------------- live cluster set
+
+
+@dataclass(frozen=True)
+class LivePod:
+    name: str
+    node: str  # short node name
+    ip: str
+    agent: str  # agent id, e.g. "cluster-1/worker/pod"
+
+
+@dataclass(frozen=True)
+class LiveService:
+    name: str
+    namespace: str
+    type: Literal["ClusterIP", "ExternalName", "Headless"]
+    cluster_ip: str | None = None
+    external_name: str | None = None
+    ports: tuple[tuple[str, int], ...] = ()  # (protocol, port)
+    endpoints: tuple[str, ...] = ()  # pod IPs
+
+    def fqdn(self, domain: str) -> str:
+        return f"{self.name}.{self.namespace}.svc.{domain}"
+
+
+@dataclass(frozen=True)
+class LiveNode:
+    short: str
+    role: str
+    ip: str
+    pod_cidr: str
+    host_agent: str  # agent id of the hostNetwork agent, e.g. "cluster-1/worker/host"
+    handle: str = ""  # provider-specific: netns name or container id
+
+
+@dataclass(frozen=True)
+class LiveCluster:
+    name: str
+    domain: str
+    pod_subnet: str
+    service_subnet: str
+    nodes: tuple[LiveNode, ...]
+    pods: tuple[LivePod, ...]
+    services: tuple[LiveService, ...]
+    dns_service_ip: str
+    dns_server_ips: tuple[str, ...]  # the DNS server *pod* IPs (what peers forward to)
+
+    def node(self, short: str) -> LiveNode:
+        for node in self.nodes:
+            if node.short == short:
+                return node
+        raise KeyError(f"{self.name}/{short}")
+
+    def service(self, name: str, namespace: str = CROSSNET_NAMESPACE) -> LiveService:
+        for svc in self.services:
+            if svc.name == name and svc.namespace == namespace:
+                return svc
+        raise KeyError(f"{self.name}: service {namespace}/{name}")
+
+    def pod_on(self, short: str) -> LivePod:
+        for pod in self.pods:
+            if pod.node == short:
+                return pod
+        raise KeyError(f"{self.name}/{short}: no agent pod")
+
+
+@dataclass(frozen=True)
+class ClusterSet:
+    """What a provider brought up: addresses are only known here, never in cell ids."""
+
+    provider: str
+    clusters: tuple[LiveCluster, ...]
+
+    def cluster(self, name: str) -> LiveCluster:
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClusterSet:
+        clusters = []
+        for c in data["clusters"]:
+            clusters.append(
+                LiveCluster(
+                    name=c["name"],
+                    domain=c["domain"],
+                    pod_subnet=c["pod_subnet"],
+                    service_subnet=c["service_subnet"],
+                    nodes=tuple(LiveNode(**n) for n in c["nodes"]),
+                    pods=tuple(LivePod(**p) for p in c["pods"]),
+                    services=tuple(
+                        LiveService(
+                            **{
+                                **s,
+                                "ports": tuple(tuple(p) for p in s["ports"]),
+                                "endpoints": tuple(s["endpoints"]),
+                            }
+                        )
+                        for s in c["services"]
+                    ),
+                    dns_service_ip=c["dns_service_ip"],
+                    dns_server_ips=tuple(c["dns_server_ips"]),
+                )
+            )
+        return cls(provider=data["provider"], clusters=tuple(clusters))
+
+
+# --------------------------------------------------------------------------- cells
+
+
+@dataclass(frozen=True)
+class Vantage:
+    """Where a probe starts."""
+
+    cluster: str
+    node: str  # short node name
+    kind: VantageKind
+
+    @property
+    def label(self) -> str:
+        return f"{self.cluster}/{self.node}" + ("" if self.kind == "pod" else "(host)")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a probe aims at. For pod targets `node` names the pod's node; for DNS targets
+    `name` is the query as a client types it and `form` says which form it is."""
+
+    cluster: str
+    kind: TargetKind
+    node: str = ""
+    service: str = ""
+    name: str = ""
+    form: str = ""
+    expect_nxdomain: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.kind == "pod-ip":
+            return f"{self.cluster}/{self.node}"
+        if self.kind == "dns-name":
+            return self.name
+        return f"{self.cluster}/{self.service}"
+
+
+@dataclass(frozen=True)
+class Probe:
+    protocol: Protocol
+    port: int = AGENT_PORT
+    payload: int = 0
+
+
+@dataclass(frozen=True)
+class Expectation:
+    reachable: Reachable
+    source: SourceExpectation
+    rule: str  # e.g. "flat-routed#2"
+    because: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One question of the matrix: suite x vantage x target x probe, with its expectation."""
+
+    suite: str
+    vantage: Vantage
+    target: Target
+    probe: Probe
+    expectation: Expectation
+    scope: Scope
+
+    @property
+    def id(self) -> str:
+        """Stable, readable, never holds an IP or a run id (so `--lf` and history work)."""
+        src = f"{self.vantage.kind}:{self.vantage.cluster}/{self.vantage.node}"
+        if self.target.kind == "pod-ip":
+            dst = f"{self.target.cluster}/{self.target.node}"
+        elif self.target.kind == "dns-name":
+            dst = f"{self.target.cluster}:{self.target.form}:{self.target.service}"
+        else:
+            dst = f"{self.target.cluster}/{self.target.service}"
+        return f"{src}->{dst}:{self.target.kind}:{self.probe.protocol}"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a probe saw. Probes report; they never judge."""
+
+    reached: bool
+    error: str | None = None  # timeout | refused | no-route | nxdomain | servfail | wrong-answer | agent-error
+    source_ip: str | None = None  # the source address the target saw
+    latency_ms: float | None = None
+    answers: tuple[str, ...] = ()  # DNS: A records (CNAME chain as "cname:<name>")
+    rcode: str | None = None  # DNS rcode text
+    responder: str | None = None  # agent id that answered
+    detail: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Observation:
+        return cls(**{**data, "answers": tuple(data.get("answers") or ())})
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A judged cell: the verdict plus everything a report shows."""
+
+    verdict: Verdict
+    message: str
+    observation: Observation
+    retried: bool = False
+    expected_source_ip: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)

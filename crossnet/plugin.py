@@ -1,0 +1,320 @@
+"""The pytest plugin: options, topology lifecycle on the controller, one test item per cell,
+batched probing per suite, judging, and the reports.
+
+Controller vs xdist workers (REFERENCE §B): the controller brings the topology up in
+`pytest_sessionstart` and tears it down in `pytest_sessionfinish`/`pytest_unconfigure`;
+workers only read the state directory handed to them through `workerinput`. Cells are built
+from the configs and the profile alone, sorted, so every worker collects the same items.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crossnet import report
+from crossnet.config import DEFAULT_CONFIGS, ConfigError, load_topology
+from crossnet.lifecycle import Run, attach, bring_up, default_state_dir, new_run_id, tear_down
+from crossnet.matrix import SUITES, LiveCell, build_cells, cell_facts, counts_by_expectation, judge, live_cell
+from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Topology
+from crossnet.probes import probe_cells
+from crossnet.profile import Profile, ProfileError, load_profile
+from crossnet.providers.base import ProviderError
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES_DIR = ROOT / "suites"
+RUN_KEY = pytest.StashKey[Run]()
+SETUP_KEY = pytest.StashKey[tuple[Topology, Profile, list[Cell]]]()
+STATE_KEY = pytest.StashKey[Path]()
+CELLS_KEY = pytest.StashKey[list[dict[str, Any]]]()
+STARTED_KEY = pytest.StashKey[float]()
+BATCH_KEY = pytest.StashKey[dict[str, dict[str, Judgement]]]()
+LIVES_KEY = pytest.StashKey[dict[str, LiveCell]]()
+
+
+class ProbeInfrastructureError(Exception):
+    """A cell could not be probed (agent down, API error): a JUnit error, not a failure."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("crossnet", "crossnet: networking across Kubernetes clusters")
+    group.addoption("--provider", choices=("auto", "lab"), default="auto",
+                    help="where the clusters come from: 'lab' emulates kind's topology in network "
+                         "namespaces (needs root); 'auto' (default) picks the best available and says why")
+    group.addoption("--kind-config", action="append", default=None, metavar="FILE",
+                    help="a kind cluster config (repeat per cluster; default: kind-configs/cluster-1.yaml "
+                         "and cluster-2.yaml)")
+    group.addoption("--profile", default="flat-routed", metavar="NAME|PATH",
+                    help="expectation profile: a name under profiles/ or a YAML path (default flat-routed)")
+    group.addoption("--attach", default=None, metavar="STATE_DIR",
+                    help="probe a run started by `crossnet up` instead of creating one (never torn down)")
+    group.addoption("--state-dir", default=None, metavar="DIR",
+                    help="where this run keeps its state file and sockets (default .crossnet/<run-id>)")
+    group.addoption("--probe-timeout", type=float, default=2.0, metavar="SECONDS",
+                    help="timeout of one probe (default 2.0)")
+    group.addoption("--reports", default=str(ROOT / "reports"), metavar="DIR",
+                    help="where junit.xml, report.html, matrix.html/json and summary.md go (default reports/)")
+    group.addoption("--strict-flakes", action="store_true",
+                    help="fail the run on flaky cells (failed, then passed on the re-probe)")
+
+
+def _runs_suites(config: pytest.Config) -> bool:
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        path = path if path.is_absolute() else Path(config.invocation_params.dir) / path
+        try:
+            path.resolve().relative_to(SUITES_DIR)
+            return True
+        except ValueError:
+            continue
+    return False
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+def _exit(message: str) -> None:
+    pytest.exit(f"crossnet: {message}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # xdist's default "load" scheduling would split a suite's cells over workers; a suite is
+    # probed in one batch, so keep each module on one worker (loadgroup would rename ids).
+    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "no":
+        config.option.dist = "loadscope"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for suite in SUITES:
+        config.addinivalue_line("markers", f"{suite.replace('-', '_')}: cells of the {suite} suite")
+    for mark in ("tcp", "udp", "icmp", "dns_udp", "dns_tcp", "same_node", "same_cluster", "peer_cluster",
+                 "pod", "host"):
+        config.addinivalue_line("markers", f"{mark}: a crossnet cell dimension")
+    if not _runs_suites(config):
+        return
+    try:
+        paths = config.getoption("kind_config") or [str(ROOT / p) for p in DEFAULT_CONFIGS]
+        profile = load_profile(config.getoption("profile"))
+        topology = load_topology(paths, allow_overlap=profile.globalnet)
+    except (ConfigError, ProfileError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    cells = build_cells(topology, profile)
+    unused = profile.unused_rules(cell_facts(c) for c in cells)
+    if unused:
+        raise pytest.UsageError(
+            f"{profile.source_file}: " + "; ".join(f"rule {r.ident.split('#')[1]} matches no cell of this "
+                                                   "topology (check its match keys)" for r in unused))
+    config.stash[SETUP_KEY] = (topology, profile, cells)
+    reports_dir = Path(config.getoption("reports"))
+    if _is_controller(config):
+        config.stash[CELLS_KEY] = []
+        config.pluginmanager.register(_CellCollector(config.stash[CELLS_KEY]), "crossnet-cell-collector")
+        config.stash[STARTED_KEY] = time.time()
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        if not getattr(config.option, "xmlpath", None):
+            config.option.xmlpath = str(reports_dir / "junit.xml")
+        if hasattr(config.option, "htmlpath") and not config.option.htmlpath:
+            config.option.htmlpath = str(reports_dir / "report.html")
+            config.option.self_contained_html = True
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    setup = config.stash.get(SETUP_KEY, None)
+    if setup is None:
+        return None
+    topology, profile, cells = setup
+    counts = counts_by_expectation(cells)
+    provider = "lab (attached)" if config.getoption("attach") else "lab"
+    why = ("--provider lab" if config.getoption("provider") == "lab" else
+           "auto: the kind provider is not built yet (issue 5), so the embedded lab emulates kind here")
+    return [
+        f"crossnet provider: {provider} ({why})",
+        "crossnet topology: " + ", ".join(f"{c.name} pods {c.pod_subnet} svc {c.service_subnet} "
+                                          f"domain {c.dns_domain} ({len(c.nodes)} nodes)" for c in topology.clusters),
+        f"crossnet profile: {profile.name} ({profile.source_file})",
+        f"crossnet cells: {len(cells)} (expected reachable {counts['yes']}, isolated {counts['no']}, "
+        f"optional {counts['optional']}); probe timeout {config.getoption('probe_timeout')}s",
+    ]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if SETUP_KEY not in config.stash:
+        return
+    if not _is_controller(config):
+        config.stash[STATE_KEY] = Path(config.workerinput["crossnet_state_dir"])  # type: ignore[attr-defined]
+        return
+    topology = config.stash[SETUP_KEY][0]
+    try:
+        if config.getoption("attach"):
+            run = attach(Path(config.getoption("attach")).resolve())
+        else:
+            run_id = new_run_id()
+            state_dir = Path(config.getoption("state_dir") or default_state_dir(run_id)).resolve()
+            run = bring_up(topology, state_dir, run_id)
+    except ProviderError as exc:
+        _exit(str(exc))
+        return
+    config.stash[RUN_KEY] = run
+    config.stash[STATE_KEY] = run.state_dir
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    state_dir = node.config.stash.get(STATE_KEY, None)
+    if state_dir is not None:
+        node.workerinput["crossnet_state_dir"] = str(state_dir)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cell" not in metafunc.fixturenames:
+        return
+    suite = getattr(metafunc.module, "SUITE", None)
+    setup = metafunc.config.stash.get(SETUP_KEY, None)
+    if setup is None or suite is None:
+        return
+    cells = [c for c in setup[2] if c.suite == suite]
+    metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
+
+
+def _cell_of(item: pytest.Item) -> Cell | None:
+    cell = getattr(getattr(item, "callspec", None), "params", {}).get("cell")
+    return cell if isinstance(cell, Cell) else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        cell = _cell_of(item)
+        if cell is not None:
+            for mark in (cell.suite, cell.probe.protocol, cell.scope, cell.vantage.kind):
+                item.add_marker(mark.replace("-", "_"))
+
+
+def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, Judgement]:
+    """Probe every cell of `suite` this process runs, in one batch, then re-probe the
+    expected-reachable failures once (flaky detection). Cached per suite."""
+    config = request.config
+    cache = config.stash.setdefault(BATCH_KEY, {})
+    if suite in cache:
+        return cache[suite]
+    from crossnet.lifecycle import attach as attach_run
+
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
+        run = attach_run(config.stash[STATE_KEY])
+        config.stash[RUN_KEY] = run
+    timeout = float(config.getoption("probe_timeout"))
+    cells = [cell for cell in (_cell_of(item) for item in request.session.items)
+             if cell is not None and cell.suite == suite]
+    lives = {c.id: live_cell(c, run.cluster_set, timeout) for c in cells}
+    first = probe_cells(list(lives.values()), run.provider.agent_client, timeout)
+    again = [lives[i] for i, obs in first.items() if judge(lives[i], obs).verdict == "regression"]
+    retried = probe_cells(again, run.provider.agent_client, timeout) if again else {}
+    judgements = {i: judge(lives[i], first[i], retried.get(i)) for i in lives}
+    config.stash.setdefault(LIVES_KEY, {}).update(lives)
+    cache[suite] = judgements
+    return judgements
+
+
+def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
+    """Judge one cell and fail with one actionable line plus the repro command."""
+    __tracebackhide__ = True
+    judgement = _suite_judgements(request, cell.suite)[cell.id]
+    live = request.config.stash[LIVES_KEY][cell.id]
+    obs = judgement.observation
+    item = request.node
+    observed = "reached" if judgement.verdict in ("pass", "leak", "source-mismatch", "flaky") else (obs.error or "-")
+    item.user_properties += [
+        ("src", f"{cell.vantage.label} {live.src_ip}"), ("dst", live.dst_addr), ("protocol", cell.probe.protocol),
+        ("expected", cell.expectation.reachable), ("observed", observed), ("source-ip", obs.source_ip or ""),
+        ("latency", f"{obs.latency_ms:.3f}ms" if obs.latency_ms is not None else ""),
+        ("rule", cell.expectation.rule), ("verdict", judgement.verdict),
+    ]
+    item.crossnet_cell = {
+        "id": cell.id, "nodeid": item.nodeid, "suite": cell.suite, "src": f"{cell.vantage.cluster}/{cell.vantage.node}",
+        "src_kind": cell.vantage.kind, "src_ip": live.src_ip,
+        "dst": cell.target.label if cell.target.kind != "pod-ip" else f"{cell.target.cluster}/{cell.target.node}",
+        "dst_kind": cell.target.kind, "dst_addr": live.dst_addr, "protocol": cell.probe.protocol,
+        "expected": cell.expectation.reachable, "expected_source": cell.expectation.source,
+        "rule": cell.expectation.rule, "because": cell.expectation.because, "verdict": judgement.verdict,
+        "observed": observed, "source_ip": obs.source_ip, "expected_source_ip": judgement.expected_source_ip,
+        "latency_ms": obs.latency_ms, "message": judgement.message, "repro": live.repro,
+        "answers": list(obs.answers), "expected_answers": list(live.expected_answers), "retried": judgement.retried,
+        "evidence": "",
+    }
+    if obs.error == "agent-error":
+        raise ProbeInfrastructureError(f"{judgement.message}\n  {obs.detail}")
+    failing = set(FAILING_VERDICTS) | ({"flaky"} if request.config.getoption("strict_flakes") else set())
+    if judgement.verdict in failing:
+        pytest.fail(f"{judgement.verdict}: {judgement.message}\n  repro: {live.repro}", pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report_ = outcome.get_result()
+    if call.when == "call" and hasattr(item, "crossnet_cell"):
+        report_.crossnet_cell = item.crossnet_cell  # travels to the xdist controller with the report
+
+
+class _CellCollector:
+    """Registered on the controller only: gathers every judged cell, from this process or
+    from xdist workers (the cell rides on the serialized report)."""
+
+    def __init__(self, cells: list[dict[str, Any]]) -> None:
+        self.cells = cells
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        cell = getattr(report, "crossnet_cell", None)
+        if cell is not None and report.when == "call":
+            self.cells.append(cell)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if not _is_controller(config) or SETUP_KEY not in config.stash:
+        return
+    judged = config.stash.get(CELLS_KEY, [])
+    if judged:
+        _, profile, _ = config.stash[SETUP_KEY]
+        run = config.stash.get(RUN_KEY, None)
+        matrix = {
+            "schema": report.MATRIX_SCHEMA,
+            "run": {"provider": "lab", "profile": profile.name,
+                    "clusters": [c.name for c in config.stash[SETUP_KEY][0].clusters],
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(config.stash[STARTED_KEY])),
+                    "duration_s": round(time.time() - config.stash[STARTED_KEY], 3), "exit_status": int(exitstatus),
+                    "options": {"probe_timeout": config.getoption("probe_timeout"),
+                                "strict_flakes": bool(config.getoption("strict_flakes"))},
+                    "timings": {k: round(v, 4) for k, v in (run.timings if run else {}).items()}},
+            "cells": sorted(judged, key=lambda c: (c["suite"], c["id"])),
+        }
+        written = report.write_reports(matrix, Path(config.getoption("reports")))
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            counts = report.counts(matrix)
+            summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+            terminal.write_line(f"crossnet matrix: {len(matrix['cells'])} cells: {summary}")
+            terminal.write_line("crossnet reports: " + ", ".join(str(p) for p in written))
+    _tear_down(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _tear_down(config)  # also after Ctrl-C during start-up, when sessionfinish never runs
+
+
+def _tear_down(config: pytest.Config) -> None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or not _is_controller(config):
+        return
+    del config.stash[RUN_KEY]
+    tear_down(run)
+
+
+__all__ = ["ProbeInfrastructureError", "check_cell"]

@@ -1,0 +1,54 @@
+"""Plan the node routes that join clusters: the field guide's
+`ip route add <peer node podCIDR> via <peer node IP>` on every node, for every peer node.
+
+Planning is pure (ClusterSet in, RouteChange list out); providers apply the changes and keep
+the undo of each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crossnet.model import ClusterSet
+
+__all__ = ["RouteChange", "plan_peer_routes"]
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    """One route on one node. `apply_argv`/`undo_argv` are what a provider runs on the node."""
+
+    cluster: str
+    node: str  # short node name
+    destination: str
+    via: str
+    reason: str
+
+    @property
+    def apply_argv(self) -> list[str]:
+        # `replace` keeps it idempotent: re-applying after a crash does not fail.
+        return ["ip", "route", "replace", self.destination, "via", self.via]
+
+    @property
+    def undo_argv(self) -> list[str]:
+        return ["ip", "route", "del", self.destination, "via", self.via]
+
+    @property
+    def label(self) -> str:
+        return f"{self.cluster}/{self.node}: {self.destination} via {self.via}"
+
+
+def plan_peer_routes(cluster_set: ClusterSet) -> list[RouteChange]:
+    """For every node of each cluster, a route to every peer node's podCIDR via that peer node."""
+    changes: list[RouteChange] = []
+    for cluster in cluster_set.clusters:
+        for peer in cluster_set.clusters:
+            if peer.name == cluster.name:
+                continue
+            for node in cluster.nodes:
+                for peer_node in peer.nodes:
+                    changes.append(RouteChange(
+                        cluster=cluster.name, node=node.short, destination=peer_node.pod_cidr,
+                        via=peer_node.ip,
+                        reason=f"pods of {peer.name}/{peer_node.short} live behind that node"))
+    return changes

@@ -1,0 +1,161 @@
+"""Expectation profiles: what a setup should give, as data.
+
+A profile is YAML: `defaults` plus an ordered list of `rules`; the FIRST rule whose `match`
+fits a cell decides its expectation, else the defaults do. Every rule says `because:`.
+Code never decides what should be reachable; it only looks it up here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crossnet.model import Expectation
+
+__all__ = ["MATCH_KEYS", "PROFILE_DIR", "Profile", "ProfileError", "Rule", "load_profile"]
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+MATCH_KEYS: dict[str, frozenset[str] | None] = {
+    "suite": frozenset({"pod-to-pod", "dns", "service", "snat", "globalnet"}),
+    "vantage": frozenset({"pod", "host"}),
+    "target": frozenset({"pod-ip", "cluster-ip", "dns-name"}),
+    "protocol": frozenset({"tcp", "udp", "icmp", "dns-udp", "dns-tcp"}),
+    "scope": frozenset({"same-node", "same-cluster", "peer-cluster"}),
+    "form": frozenset({"short", "svc.ns", "full", "fqdn", "nxdomain", "external-name"}),
+    "src_cluster": None,  # any cluster name
+    "dst_cluster": None,
+}
+REACHABLE = {"yes": "yes", "no": "no", "optional": "optional", True: "yes", False: "no"}
+SOURCES = frozenset({"preserved", "node-ip", "global-egress", "any"})
+PROFILE_KEYS = frozenset({"name", "description", "globalnet", "defaults", "rules"})
+RULE_KEYS = frozenset({"match", "expect", "because"})
+EXPECT_KEYS = frozenset({"reachable", "source"})
+
+
+class ProfileError(Exception):
+    """Every problem of a profile, each naming the file, the rule and the fix."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    ident: str  # "<profile>#<n>" (1-based) or "<profile>#defaults"
+    match: Mapping[str, frozenset[str]]
+    reachable: str
+    source: str
+    because: str
+
+    def matches(self, facts: Mapping[str, str]) -> bool:
+        return all(facts.get(key) in allowed for key, allowed in self.match.items())
+
+    def expectation(self) -> Expectation:
+        return Expectation(reachable=self.reachable, source=self.source,  # type: ignore[arg-type]
+                           rule=self.ident, because=self.because)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    globalnet: bool
+    defaults: Rule
+    rules: tuple[Rule, ...]
+    source_file: str
+
+    def decide(self, facts: Mapping[str, str]) -> Expectation:
+        for rule in self.rules:
+            if rule.matches(facts):
+                return rule.expectation()
+        return self.defaults.expectation()
+
+    def unused_rules(self, all_facts: Iterable[Mapping[str, str]]) -> list[Rule]:
+        facts = list(all_facts)
+        return [rule for rule in self.rules if not any(rule.matches(f) for f in facts)]
+
+
+def _expect(raw: Any, where: str, problems: list[str]) -> tuple[str, str]:
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: 'expect' must be a mapping with reachable/source")
+        return "yes", "any"
+    for key in sorted(set(raw) - EXPECT_KEYS):
+        problems.append(f"{where}: unknown key {key!r} in expect; known: {', '.join(sorted(EXPECT_KEYS))}")
+    reachable = raw.get("reachable", "yes")
+    if reachable not in REACHABLE:
+        problems.append(f"{where}: reachable is {reachable!r}; use yes, no or optional")
+        reachable = "yes"
+    source = raw.get("source", "any")
+    if source not in SOURCES:
+        problems.append(f"{where}: source is {source!r}; use one of {', '.join(sorted(SOURCES))}")
+        source = "any"
+    return REACHABLE[reachable], str(source)
+
+
+def _match(raw: Any, where: str, problems: list[str]) -> dict[str, frozenset[str]]:
+    if not isinstance(raw, dict) or not raw:
+        problems.append(f"{where}: 'match' must be a non-empty mapping of {', '.join(MATCH_KEYS)}")
+        return {}
+    match: dict[str, frozenset[str]] = {}
+    for key, value in raw.items():
+        if key not in MATCH_KEYS:
+            problems.append(f"{where}: unknown match key {key!r}; known: {', '.join(MATCH_KEYS)}")
+            continue
+        values = frozenset(str(v) for v in (value if isinstance(value, list) else [value]))
+        allowed = MATCH_KEYS[key]
+        if allowed is not None and not values <= allowed:
+            bad = ", ".join(sorted(values - allowed))
+            problems.append(f"{where}: match {key}: {bad} can never match; known: {', '.join(sorted(allowed))}")
+        match[key] = values
+    return match
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """Load `profiles/<name>.yaml` or a path; raise ProfileError listing every problem."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+        raise ProfileError(f"profile {name_or_path!r} not found ({path}); known profiles: {known}; "
+                           "or pass a path to a YAML file")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: malformed YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ProfileError(f"{path}: a profile is a mapping with name, defaults and rules")
+    problems: list[str] = []
+    for key in sorted(set(doc) - PROFILE_KEYS):
+        problems.append(f"unknown key {key!r}; known: {', '.join(sorted(PROFILE_KEYS))}")
+    name = str(doc.get("name") or path.stem)
+    defaults_raw = doc.get("defaults") or {}
+    if not isinstance(defaults_raw, dict):
+        problems.append("defaults: must be a mapping (reachable, source, because)")
+        defaults_raw = {}
+    reach, source = _expect({k: v for k, v in defaults_raw.items() if k != "because"}, "defaults", problems)
+    defaults = Rule(f"{name}#defaults", {}, reach, source,
+                    str(defaults_raw.get("because") or "the profile's default"))
+    rules: list[Rule] = []
+    raw_rules = doc.get("rules") or []
+    if not isinstance(raw_rules, list):
+        problems.append("rules: must be a list")
+        raw_rules = []
+    for number, raw in enumerate(raw_rules, start=1):
+        where = f"rule {number}"
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: must be a mapping with match, expect and because")
+            continue
+        for key in sorted(set(raw) - RULE_KEYS):
+            problems.append(f"{where}: unknown key {key!r}; known: match, expect, because")
+        if not raw.get("because"):
+            problems.append(f"{where}: says no 'because:'; every rule must say why it holds")
+        match = _match(raw.get("match"), where, problems)
+        reach, source = _expect(raw.get("expect"), where, problems)
+        rules.append(Rule(f"{name}#{number}", match, reach, source, str(raw.get("because", ""))))
+    if problems:
+        raise ProfileError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+    return Profile(name=name, description=str(doc.get("description", "")), globalnet=bool(doc.get("globalnet")),
+                   defaults=defaults, rules=tuple(rules), source_file=str(path))

@@ -1,0 +1,323 @@
+"""The lab provider: kind's two-cluster topology emulated in network namespaces (DESIGN §5)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from crossnet.model import CROSSNET_NAMESPACE, ClusterSet, LiveCluster, LiveNode, LivePod, LiveService, Topology
+from crossnet.plumbing.routes import RouteChange
+from crossnet.providers.base import ExecTarget, ProviderError, StateFile
+from crossnet.providers.lab import topology as lab
+from crossnet.providers.lab.sandbox import UNIX_PATH_MAX, SandboxClient, SandboxError, start_sandbox
+
+__all__ = ["LabProvider", "UnixAgentClient"]
+
+READY_TIMEOUT = 15.0
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_path)
+        self.sock = sock
+
+
+class UnixAgentClient:
+    """Talks to one agent's control API over its unix socket in the state directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def probe(self, probes: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+        conn = _UnixHTTPConnection(self.path, timeout)
+        try:
+            conn.request("POST", "/probe", body=json.dumps({"probes": probes}),
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            body = json.loads(response.read())
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise ProviderError(f"agent at {self.path}: HTTP {response.status}: {body.get('error')}")
+        results: list[dict[str, Any]] = body["results"]
+        return results
+
+
+def _agent_slug(agent_id: str) -> str:
+    return agent_id.replace("/", ".")
+
+
+class LabProvider:
+    """One lab run, owning one state directory. `up` or `attach`, then `down`."""
+
+    name = "lab"
+
+    def __init__(self, state_dir: Path, run_id: str, detached: bool = False) -> None:
+        self.state_dir = state_dir
+        self.run_id = run_id
+        self.detached = detached
+        self.state = StateFile(state_dir)
+        self.sandbox = SandboxClient(state_dir)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._plan: lab.LabPlan | None = None
+        self.timings: dict[str, float] = {}
+        self._agents: dict[str, dict[str, str]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def attach(cls, state_dir: Path) -> LabProvider:
+        data = StateFile(state_dir).read()
+        if data.get("provider") != "lab":
+            raise ProviderError(f"{state_dir} belongs to provider {data.get('provider')!r}, not lab")
+        provider = cls(state_dir, data["run_id"], detached=True)
+        provider.sandbox.ping()
+        return provider
+
+    def up(self, topology: Topology) -> ClusterSet:
+        started = time.perf_counter()
+        self.state_dir.mkdir(parents=True, exist_ok=False)
+        (self.state_dir / "logs").mkdir()
+        self.state.write({"provider": "lab", "run_id": self.run_id, "owner_pid": os.getpid(),
+                          "sandbox_pid": None, "detached": self.detached, "phase": "starting"})
+        try:
+            self._process = start_sandbox(self.state_dir, self.detached)
+        except SandboxError as exc:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            raise ProviderError(str(exc)) from None
+        self.state.update(sandbox_pid=self._process.pid)
+        try:
+            plan = self._plan = lab.plan_lab(topology)
+            self._check(self.sandbox.exec(None, ["ip", "-batch", "-"], input=lab.link_batch(plan)), "create namespaces")
+            jobs: list[tuple[str, str, str]] = [(lab.UNDERLAY_NETNS, lab.underlay_script(plan), "underlay")]
+            for cluster in plan.clusters:
+                for node in cluster.nodes:
+                    jobs.append((node.netns, lab.node_script(cluster, node), f"node {node.netns}"))
+                    jobs += [(pod.netns, lab.pod_script(node, pod), f"pod {pod.netns}") for pod in node.pods]
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                results = list(pool.map(lambda job: (self.sandbox.exec(job[0], ["sh", "-c", job[1]]), job[2]), jobs))
+            for result, what in results:
+                self._check(result, f"configure {what}")
+            cluster_set = self._cluster_set(plan)
+            self.state.update(phase="up", cluster_set=cluster_set.to_json(), plan=_plan_json(plan),
+                              namespaces=[j[0] for j in jobs])
+        except BaseException:
+            self.down()
+            raise
+        self.timings["topology_up"] = time.perf_counter() - started
+        return cluster_set
+
+    def deploy_agents(self) -> None:
+        """Start a DNS server per cluster (consuming its Corefile) and every probe agent."""
+        started = time.perf_counter()
+        plan = self._require_plan()
+        waits: list[Path] = []
+        agents: dict[str, dict[str, str]] = {}
+        for cluster in plan.clusters:
+            cdir = self.state_dir / "clusters" / cluster.spec.name
+            cdir.mkdir(parents=True, exist_ok=True)
+            (cdir / "Corefile").write_text(lab.stock_corefile(cluster.spec.dns_domain))
+            (cdir / "records.json").write_text(json.dumps(_records(cluster), indent=1))
+            ready = cdir / "dns.ready"
+            self.sandbox.spawn(cluster.dns_pod.netns, [
+                sys.executable, "-m", "crossnet.providers.lab.dns", "--corefile", str(cdir / "Corefile"),
+                "--records", str(cdir / "records.json"), "--ready", str(ready)], self.state_dir / "logs" /
+                f"dns-{cluster.spec.name}.log")
+            waits.append(ready)
+            for node in cluster.nodes:
+                for agent_id, netns in ((f"{node.cluster}/{node.short}/agent", f"{node.netns}.agent"),
+                                        (f"{node.cluster}/{node.short}/host", node.netns)):
+                    # Short names: a unix socket path holds at most 107 bytes.
+                    control = self.state_dir / "agents" / f"a{len(agents)}.sock"
+                    control.parent.mkdir(exist_ok=True)
+                    if len(str(control)) + len(".tmp") > UNIX_PATH_MAX:
+                        raise ProviderError(f"the state directory path is too long for the agents' unix sockets "
+                                            f"({control}); fix: pass a shorter --state-dir")
+                    self.sandbox.spawn(netns, [sys.executable, "-m", "crossnet.agent", "serve", "--id", agent_id,
+                                               "--control-socket", str(control)],
+                                       self.state_dir / "logs" / f"agent-{_agent_slug(agent_id)}.log")
+                    agents[agent_id] = {"control": str(control), "netns": netns}
+                    waits.append(control)
+        deadline = time.monotonic() + READY_TIMEOUT
+        for path in waits:
+            while not path.exists():
+                if time.monotonic() > deadline:
+                    log = sorted((self.state_dir / "logs").glob("*.log"))
+                    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-600:]}" for p in log
+                                      if p.stat().st_size)
+                    raise ProviderError(f"lab: {path.name} not ready within {READY_TIMEOUT:.0f}s\n{tails}")
+                time.sleep(0.003)
+        self._agents = agents
+        self.state.update(agents=agents, phase="agents-ready")
+        self.timings["agents_ready"] = time.perf_counter() - started
+
+    def down(self) -> None:
+        """End the sandbox (every process and namespace with it) and remove the state directory."""
+        started = time.perf_counter()
+        pid = self._process.pid if self._process is not None else self._sandbox_pid()
+        self.sandbox.shutdown()
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        elif pid:
+            _wait_gone(pid)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        parent = self.state_dir.parent
+        if parent.name == ".crossnet" and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+        self.timings["teardown"] = time.perf_counter() - started
+
+    # ------------------------------------------------------------------ the provider seam
+
+    def exec(self, target: ExecTarget, argv: list[str], timeout: float = 30.0) -> tuple[int, str, str]:
+        result = self.sandbox.exec(self._netns_of(target), argv, timeout=timeout)
+        return result.rc, result.stdout, result.stderr
+
+    def apply_routes(self, changes: list[RouteChange]) -> None:
+        self._route_batches(changes, undo=False)
+
+    def apply_routes_undo(self, changes: list[RouteChange]) -> None:
+        """Remove routes this run added; one already gone is not an error (-force goes on)."""
+        self._route_batches(changes, undo=True)
+
+    def _route_batches(self, changes: list[RouteChange], undo: bool) -> None:
+        by_node: dict[tuple[str, str], list[RouteChange]] = {}
+        for change in changes:
+            by_node.setdefault((change.cluster, change.node), []).append(change)
+
+        def apply(item: tuple[tuple[str, str], list[RouteChange]]) -> None:
+            (cluster, node), node_changes = item
+            batch = "".join(" ".join((c.undo_argv if undo else c.apply_argv)[1:]) + "\n" for c in node_changes)
+            result = self.sandbox.exec(f"{cluster}.{node}", ["ip", "-force", "-batch", "-"] if undo
+                                       else ["ip", "-batch", "-"], input=batch)
+            if not undo:
+                self._check(result, f"routes on {cluster}/{node}")
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(apply, by_node.items()))
+
+    def read_corefile(self, cluster: str) -> str:
+        return (self.state_dir / "clusters" / cluster / "Corefile").read_text()
+
+    def write_corefile(self, cluster: str, text: str) -> None:
+        path = self.state_dir / "clusters" / cluster / "Corefile"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(text)
+        os.replace(temporary, path)  # the lab DNS notices the change like CoreDNS's `reload`
+
+    def agent_client(self, agent_id: str) -> UnixAgentClient:
+        if agent_id not in self._agents:
+            self._agents = dict(self.state.read().get("agents") or {})
+        if agent_id not in self._agents:
+            raise ProviderError(f"lab: no agent {agent_id}; known: {', '.join(sorted(self._agents))}")
+        return UnixAgentClient(self._agents[agent_id]["control"])
+
+    # ------------------------------------------------------------------ helpers
+
+    def _require_plan(self) -> lab.LabPlan:
+        if self._plan is None:
+            raise ProviderError("lab: the topology is not up")
+        return self._plan
+
+    def _sandbox_pid(self) -> int | None:
+        try:
+            pid = self.state.read().get("sandbox_pid")
+        except ProviderError:
+            return None
+        return int(pid) if pid else None
+
+    def _netns_of(self, target: ExecTarget) -> str:
+        data = self.state.read()
+        nodes = {f"{n['cluster']}/{n['short']}": n for n in data.get("plan", {}).get("nodes", [])}
+        node = nodes.get(f"{target.cluster}/{target.node}")
+        if node is None:
+            raise ProviderError(f"no node {target.cluster}/{target.node} in this lab; "
+                                f"known: {', '.join(sorted(nodes))}")
+        if not target.pod:
+            return str(node["netns"])
+        if target.pod not in node["pods"]:
+            raise ProviderError(f"no pod {target.pod!r} on {target.cluster}/{target.node}; known: "
+                                f"{', '.join(node['pods'])}")
+        return f"{node['netns']}.{target.pod}"
+
+    @staticmethod
+    def _check(result: Any, what: str) -> None:
+        if result.rc != 0:
+            raise ProviderError(f"lab: {what} failed (exit {result.rc}): {result.stderr.strip()[-800:]}")
+
+    @staticmethod
+    def _cluster_set(plan: lab.LabPlan) -> ClusterSet:
+        clusters = []
+        for cluster in plan.clusters:
+            services = tuple(
+                LiveService(name=s.name, namespace=s.namespace, type=s.type,  # type: ignore[arg-type]
+                            cluster_ip=s.cluster_ip, external_name=s.external_name,
+                            ports=tuple((p, port) for p, port, _ in s.ports),
+                            endpoints=tuple(ip for ip, _ in s.endpoints))
+                for s in cluster.services)
+            clusters.append(LiveCluster(
+                name=cluster.spec.name, domain=cluster.spec.dns_domain, pod_subnet=cluster.spec.pod_subnet,
+                service_subnet=cluster.spec.service_subnet,
+                nodes=tuple(LiveNode(short=n.short, role=n.role, ip=n.ip, pod_cidr=n.pod_cidr,
+                                     host_agent=f"{n.cluster}/{n.short}/host", handle=n.netns)
+                            for n in cluster.nodes),
+                pods=tuple(LivePod(name=p.name, node=n.short, ip=p.ip, agent=f"{n.cluster}/{n.short}/agent")
+                           for n in cluster.nodes for p in n.pods if p.name == "agent"),
+                services=services, dns_service_ip=cluster.dns_service_ip, dns_server_ips=(cluster.dns_pod.ip,)))
+        return ClusterSet(provider="lab", clusters=tuple(clusters))
+
+
+def _records(cluster: lab.LabCluster) -> dict[str, Any]:
+    """What the lab DNS's `kubernetes` plugin serves (the API view of CoreDNS)."""
+    return {
+        "services": [{"name": s.name, "namespace": s.namespace, "type": s.type, "cluster_ip": s.cluster_ip,
+                      "external_name": s.external_name, "ports": [[p, port] for p, port, _ in s.ports],
+                      "endpoints": [{"ip": ip, "hostname": host} for ip, host in s.endpoints]}
+                     for s in cluster.services],
+        "pods": [{"ip": p.ip, "namespace": "kube-system" if p.name == "coredns" else CROSSNET_NAMESPACE}
+                 for n in cluster.nodes for p in n.pods],
+    }
+
+
+def _plan_json(plan: lab.LabPlan) -> dict[str, Any]:
+    return {"nodes": [{"cluster": n.cluster, "short": n.short, "ip": n.ip, "netns": n.netns,
+                       "pods": [p.name for p in n.pods]} for n in plan.nodes]}
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.01)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

@@ -1,0 +1,275 @@
+"""Plan the lab: turn a declared Topology into namespaces, links, addresses and NAT rules.
+
+Pure functions, no side effects: the provider executes what this plans. Addresses follow kind:
+nodes on one underlay network (like docker's `kind` network), a /24 podCIDR per node in node
+order, kube-dns at the 10th address of the serviceSubnet.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+
+from crossnet.model import AGENT_PORT, CROSSNET_NAMESPACE, Cluster, Topology
+from crossnet.workloads import AGENT_POD, ECHO_SERVICE, external_name_services
+
+__all__ = [
+    "UNDERLAY_CIDR",
+    "UNDERLAY_NETNS",
+    "LabCluster",
+    "LabNode",
+    "LabPlan",
+    "LabPod",
+    "LabService",
+    "link_batch",
+    "node_script",
+    "plan_lab",
+    "pod_script",
+    "stock_corefile",
+    "underlay_script",
+]
+
+UNDERLAY_NETNS = "underlay"
+UNDERLAY_CIDR = ipaddress.IPv4Network("172.19.0.0/16")
+UNDERLAY_GATEWAY = "172.19.0.1"
+NODE_PREFIX = 24
+DNS_PORT = 53
+
+# Applied in every namespace: forward and answer at once (icmp_ratelimit=0), loose reverse-path
+# filtering like kind nodes, and unprivileged ICMP echo sockets for the agent's ICMP probes.
+NODE_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+                "net.ipv4.icmp_ratelimit=0", "net.ipv4.ping_group_range=0 2147483647")
+POD_SYSCTLS = ("net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+               "net.ipv4.icmp_ratelimit=0", "net.ipv4.ping_group_range=0 2147483647")
+
+
+@dataclass(frozen=True)
+class LabPod:
+    name: str  # "agent" or "coredns"
+    ip: str
+    netns: str
+    host_if: str  # veth end in the node namespace
+
+
+@dataclass(frozen=True)
+class LabNode:
+    cluster: str
+    short: str
+    role: str
+    ip: str
+    pod_cidr: str
+    netns: str
+    underlay_if: str
+    pods: tuple[LabPod, ...]
+
+    @property
+    def gateway(self) -> str:
+        """The address every pod veth carries on the node side (kindnet/ptp style)."""
+        return str(ipaddress.IPv4Network(self.pod_cidr)[1])
+
+
+@dataclass(frozen=True)
+class LabService:
+    name: str
+    namespace: str
+    type: str  # ClusterIP | ExternalName
+    cluster_ip: str | None
+    ports: tuple[tuple[str, int, int], ...] = ()  # (protocol, port, targetPort)
+    endpoints: tuple[tuple[str, str], ...] = ()  # (pod ip, hostname)
+    external_name: str | None = None
+
+
+@dataclass(frozen=True)
+class LabCluster:
+    spec: Cluster
+    nodes: tuple[LabNode, ...]
+    services: tuple[LabService, ...]
+    dns_service_ip: str
+    dns_pod: LabPod
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    clusters: tuple[LabCluster, ...] = field(default_factory=tuple)
+
+    def cluster(self, name: str) -> LabCluster:
+        for cluster in self.clusters:
+            if cluster.spec.name == name:
+                return cluster
+        raise KeyError(name)
+
+    @property
+    def nodes(self) -> tuple[LabNode, ...]:
+        return tuple(n for c in self.clusters for n in c.nodes)
+
+
+def _pod(node_netns: str, cidr: ipaddress.IPv4Network, name: str, offset: int) -> LabPod:
+    return LabPod(name=name, ip=str(cidr[offset]), netns=f"{node_netns}.{name}", host_if=f"vp-{name}"[:15])
+
+
+def plan_lab(topology: Topology) -> LabPlan:
+    node_ips = UNDERLAY_CIDR.hosts()
+    next(node_ips)  # .1 is the underlay gateway
+    clusters: list[LabCluster] = []
+    node_index = 0
+    for cluster in topology.clusters:
+        node_cidrs = cluster.pod_network.subnets(new_prefix=NODE_PREFIX)
+        nodes: list[LabNode] = []
+        dns_pod: LabPod | None = None
+        for spec in cluster.nodes:
+            cidr = next(node_cidrs)
+            netns = f"{cluster.name}.{spec.short}"
+            pods = [_pod(netns, cidr, AGENT_POD, 2)]
+            if dns_pod is None and spec.role == "control-plane":
+                dns_pod = _pod(netns, cidr, "coredns", 3)
+                pods.append(dns_pod)
+            nodes.append(LabNode(cluster=cluster.name, short=spec.short, role=spec.role, ip=str(next(node_ips)),
+                                 pod_cidr=str(cidr), netns=netns, underlay_if=f"u{node_index}", pods=tuple(pods)))
+            node_index += 1
+        assert dns_pod is not None  # config validation guarantees a control-plane
+        svc_net = cluster.service_network
+        dns_ip = str(svc_net[10])
+        agent_eps = tuple((p.ip, f"agent-{n.short}") for n in nodes for p in n.pods if p.name == AGENT_POD)
+        services = [
+            LabService("kube-dns", "kube-system", "ClusterIP", dns_ip, (("udp", 53, 53), ("tcp", 53, 53)),
+                       ((dns_pod.ip, "coredns"),)),
+            LabService(ECHO_SERVICE, CROSSNET_NAMESPACE, "ClusterIP", str(svc_net[100]),
+                       (("tcp", AGENT_PORT, AGENT_PORT), ("udp", AGENT_PORT, AGENT_PORT)), agent_eps),
+        ]
+        for ext in external_name_services(topology):
+            if ext.cluster == cluster.name:
+                target_domain = topology.cluster(ext.target_cluster).dns_domain
+                services.append(LabService(ext.name, CROSSNET_NAMESPACE, "ExternalName", None,
+                                           external_name=ext.external_name(target_domain)))
+        clusters.append(LabCluster(cluster, tuple(nodes), tuple(services), dns_ip, dns_pod))
+    return LabPlan(tuple(clusters))
+
+
+def stock_corefile(domain: str) -> str:
+    """The Corefile kubeadm writes and kind keeps, with the cluster's own domain."""
+    return f""".:53 {{
+    errors
+    health {{
+       lameduck 5s
+    }}
+    ready
+    kubernetes {domain} in-addr.arpa ip6.arpa {{
+       pods insecure
+       fallthrough in-addr.arpa ip6.arpa
+       ttl 30
+    }}
+    prometheus :9153
+    forward . /etc/resolv.conf {{
+       max_concurrent 1000
+    }}
+    cache 30 {{
+       disable success {domain}
+       disable denial {domain}
+    }}
+    loop
+    reload
+    loadbalance
+}}
+"""
+
+
+def link_batch(plan: LabPlan) -> str:
+    """One `ip -batch` for every namespace and veth pair (one process instead of hundreds)."""
+    lines = [f"netns add {UNDERLAY_NETNS}"]
+    for node in plan.nodes:
+        lines.append(f"netns add {node.netns}")
+        lines += [f"netns add {pod.netns}" for pod in node.pods]
+    for node in plan.nodes:
+        lines.append(f"link add name {node.underlay_if} netns {UNDERLAY_NETNS} type veth "
+                     f"peer name eth0 netns {node.netns}")
+        for pod in node.pods:
+            lines.append(f"link add name {pod.host_if} netns {node.netns} type veth peer name eth0 netns {pod.netns}")
+    return "\n".join(lines) + "\n"
+
+
+def _script(sysctls: tuple[str, ...], batch: list[str], iptables: str = "") -> str:
+    assignments = " ".join(f"'{s}'" for s in sysctls)
+    parts = [f"sysctl -qw {assignments}", "ip -batch - <<'CROSSNET_EOF'", *batch, "CROSSNET_EOF"]
+    if iptables:
+        parts += ["iptables-restore -w 5 <<'CROSSNET_EOF'", iptables.rstrip("\n"), "CROSSNET_EOF"]
+    return "set -e\n" + "\n".join(parts) + "\n"
+
+
+def underlay_script(plan: LabPlan) -> str:
+    batch = ["link set dev lo up", "link add name br0 type bridge",
+             f"addr add {UNDERLAY_GATEWAY}/{UNDERLAY_CIDR.prefixlen} dev br0", "link set dev br0 up"]
+    for node in plan.nodes:
+        batch += [f"link set dev {node.underlay_if} master br0", f"link set dev {node.underlay_if} up"]
+    # The gateway forwards nothing beyond the underlay: unrouted lab traffic gets "network
+    # unreachable" back at once instead of vanishing into a timeout.
+    return _script(("net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"), batch)
+
+
+def pod_script(node: LabNode, pod: LabPod) -> str:
+    batch = ["link set dev lo up", f"addr add {pod.ip}/32 dev eth0", "link set dev eth0 up",
+             f"route add {node.gateway} dev eth0 scope link",
+             f"route add default via {node.gateway} dev eth0 onlink"]
+    return _script(POD_SYSCTLS, batch)
+
+
+def node_script(cluster: LabCluster, node: LabNode) -> str:
+    batch = ["link set dev lo up", f"addr add {node.ip}/{UNDERLAY_CIDR.prefixlen} dev eth0", "link set dev eth0 up",
+             f"route add default via {UNDERLAY_GATEWAY} dev eth0"]
+    for pod in node.pods:
+        batch += [f"addr add {node.gateway}/32 dev {pod.host_if}", f"link set dev {pod.host_if} up",
+                  f"route add {pod.ip}/32 dev {pod.host_if}"]
+    for other in cluster.nodes:  # kindnet: routes to the other nodes' podCIDRs inside the cluster
+        if other.short != node.short:
+            batch.append(f"route add {other.pod_cidr} via {other.ip} dev eth0")
+    return _script(NODE_SYSCTLS, batch, nat_rules(cluster))
+
+
+def _chain(prefix: str, *parts: str) -> str:
+    """kube-proxy's chain names: prefix + 16 base32 chars of a sha256."""
+    digest = hashlib.sha256("/".join(parts).encode()).digest()
+    return prefix + base64.b32encode(digest).decode()[:16]
+
+
+def nat_rules(cluster: LabCluster) -> str:
+    """kindnet's masquerade agent plus kube-proxy (iptables mode) DNAT for ClusterIP services."""
+    pod_subnet = cluster.spec.pod_subnet
+    chains = ["KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KIND-MASQ-AGENT"]
+    rules = [
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+        '-A POSTROUTING -m addrtype ! --dst-type LOCAL -m comment --comment "kind-masq-agent: ensure nat '
+        'POSTROUTING directs all non-LOCAL destination traffic to our custom KIND-MASQ-AGENT chain" '
+        '-j KIND-MASQ-AGENT',
+        f'-A KIND-MASQ-AGENT -d {pod_subnet} -m comment --comment "kind-masq-agent: local traffic is not '
+        'subject to MASQUERADE" -j RETURN',
+        '-A KIND-MASQ-AGENT -m comment --comment "kind-masq-agent: outbound traffic is subject to MASQUERADE '
+        '(must be last in chain)" -j MASQUERADE',
+        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
+        "-A KUBE-POSTROUTING -j MASQUERADE",
+    ]
+    for svc in cluster.services:
+        if svc.cluster_ip is None:
+            continue
+        for protocol, port, target_port in svc.ports:
+            svc_chain = _chain("KUBE-SVC-", svc.namespace, svc.name, protocol, str(port))
+            chains.append(svc_chain)
+            match = f"-d {svc.cluster_ip}/32 -p {protocol} -m {protocol} --dport {port}"
+            comment = f'-m comment --comment "{svc.namespace}/{svc.name}:{protocol}-{port} cluster IP"'
+            rules.append(f"-A KUBE-SERVICES {match} {comment} -j {svc_chain}")
+            rules.append(f"-A {svc_chain} ! -s {pod_subnet} {match} {comment} -j KUBE-MARK-MASQ")
+            count = len(svc.endpoints)
+            for index, (ip, _) in enumerate(svc.endpoints):
+                sep_chain = _chain("KUBE-SEP-", svc.namespace, svc.name, protocol, str(port), ip)
+                chains.append(sep_chain)
+                remaining = count - index
+                pick = f"-m statistic --mode random --probability {1 / remaining:.11f} " if remaining > 1 else ""
+                rules.append(f"-A {svc_chain} {pick}-j {sep_chain}")
+                rules.append(f"-A {sep_chain} -s {ip}/32 -j KUBE-MARK-MASQ")
+                rules.append(f"-A {sep_chain} -p {protocol} -m {protocol} -j DNAT --to-destination {ip}:{target_port}")
+    header = ["*nat", *(f":{c} - [0:0]" for c in chains)]
+    return "\n".join([*header, *rules, "COMMIT"]) + "\n"

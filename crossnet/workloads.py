@@ -1,0 +1,43 @@
+"""What crossnet deploys in every cluster, whatever the provider: one definition, so cells
+(built from configs alone at collection time) and providers agree on names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crossnet.model import CROSSNET_NAMESPACE, Topology
+
+__all__ = [
+    "AGENT_POD",
+    "ECHO_SERVICE",
+    "NONEXISTENT_SERVICE",
+    "ExternalNameService",
+    "agent_id",
+    "external_name_services",
+]
+
+AGENT_POD = "agent"
+ECHO_SERVICE = "echo"
+NONEXISTENT_SERVICE = "does-not-exist"
+
+
+@dataclass(frozen=True)
+class ExternalNameService:
+    cluster: str  # where the ExternalName Service lives
+    name: str
+    target_cluster: str  # whose name it points to
+
+    def external_name(self, target_domain: str) -> str:
+        return f"{ECHO_SERVICE}.{CROSSNET_NAMESPACE}.svc.{target_domain}"
+
+
+def external_name_services(topology: Topology) -> tuple[ExternalNameService, ...]:
+    """Every cluster but the first gets `proxy-to-<first>`, an ExternalName Service pointing at
+    the first cluster's echo Service: the field guide's ExternalName test."""
+    first = topology.clusters[0].name
+    return tuple(ExternalNameService(c.name, f"proxy-to-{first}", first) for c in topology.clusters[1:])
+
+
+def agent_id(cluster: str, node: str, vantage: str) -> str:
+    """`cluster-1/worker/agent` for the pod agent, `cluster-1/worker/host` for the hostNetwork one."""
+    return f"{cluster}/{node}/{AGENT_POD if vantage == 'pod' else 'host'}"

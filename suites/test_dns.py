@@ -1,0 +1,12 @@
+"""DNS: from the pod on every node, resolve the echo Service of its own cluster (short, svc.ns,
+full and trailing-dot forms) and of each peer (full, trailing-dot) over UDP and TCP through the
+cluster DNS and its Corefile forwards; the answer must equal the real ClusterIP. A name that
+does not exist in a peer's domain must come back NXDOMAIN, and the ExternalName Service must
+resolve through to the address it points at.
+"""
+
+SUITE = "dns"
+
+
+def test_dns(cell, judge_cell):
+    judge_cell(cell)

@@ -1,0 +1,58 @@
+"""Profiles are data: rules decide cells, and every mistake is named with its rule number."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crossnet.config import load_topology
+from crossnet.matrix import build_cells, cell_facts
+from crossnet.profile import ProfileError, load_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGY = load_topology([ROOT / "kind-configs" / "cluster-1.yaml", ROOT / "kind-configs" / "cluster-2.yaml"])
+
+
+def test_flat_routed_decides_by_rule_with_because() -> None:
+    profile = load_profile("flat-routed")
+    cells = {c.id: c for c in build_cells(TOPOLOGY, profile)}
+    peer = cells["pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp"].expectation
+    assert (peer.reachable, peer.source, peer.rule) == ("yes", "node-ip", "flat-routed#2")
+    assert "masquerade" in peer.because
+    same = cells["pod:cluster-1/worker->cluster-1/worker2:pod-ip:udp"].expectation
+    assert (same.source, same.rule) == ("preserved", "flat-routed#1")
+    assert cells["host:cluster-1/worker->cluster-1/worker2:pod-ip:tcp"].expectation.rule == "flat-routed#defaults"
+    assert profile.unused_rules(cell_facts(c) for c in cells.values()) == []
+
+
+def test_profile_errors_name_file_rule_and_fix(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\nsurprise: 1\nrules:\n"
+        "  - match: {suite: pod-to-pod, colour: red}\n    expect: {reachable: yes}\n    because: x\n"
+        "  - match: {protocol: sctp}\n    expect: {reachable: maybe, source: pod-ip}\n"
+    )
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(path))
+    text = str(caught.value)
+    assert str(path) in text
+    assert "unknown key 'surprise'" in text
+    assert "rule 1: unknown match key 'colour'" in text
+    assert "rule 2: match protocol: sctp can never match" in text
+    assert "rule 2: reachable is 'maybe'" in text and "rule 2: source is 'pod-ip'" in text
+    assert "rule 2: says no 'because:'" in text
+
+
+def test_unknown_profile_lists_known_ones() -> None:
+    with pytest.raises(ProfileError, match=r"known profiles: .*flat-routed"):
+        load_profile("no-such-profile")
+
+
+def test_rule_that_matches_nothing_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nrules:\n  - match: {src_cluster: cluster-9}\n    expect: {reachable: no}\n"
+                    "    because: there is no cluster-9\n")
+    profile = load_profile(str(path))
+    unused = profile.unused_rules(cell_facts(c) for c in build_cells(TOPOLOGY, profile))
+    assert [r.ident for r in unused] == ["p#1"]
