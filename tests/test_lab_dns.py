@@ -10,7 +10,6 @@ import asyncio
 import json
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -248,17 +247,6 @@ def test_external_name_to_the_other_cluster_is_cname_plus_a_in_one_answer(cluste
     assert cname[0].to_text() == "echo.crossnet.svc.cluster-1.com."
     assert a.name == dns.name.from_text("echo.crossnet.svc.cluster-1.com.")
     assert addresses(response) == ["10.40.0.100"]
-
-
-def test_answers_take_a_few_milliseconds(clusters: TwoClusters) -> None:
-    timings: dict[str, list[float]] = {"own": [], "peer": []}
-    for _ in range(20):
-        for kind, name in (("own", "echo.crossnet.svc.cluster-1.com"), ("peer", "echo.crossnet.svc.cluster-2.com")):
-            started = time.perf_counter()
-            assert addresses(ask(clusters.c1, name))
-            timings[kind].append((time.perf_counter() - started) * 1000)
-    medians = {kind: statistics.median(values) for kind, values in timings.items()}
-    assert all(median < 20 for median in medians.values()), medians
 
 
 # --------------------------------------------------------------------------- block selection, forward failures

@@ -226,6 +226,15 @@ class _RecordsReader:
                 raise self.error(f"{where}.{key}", f"{value!r} is not an IP address") from None
         return value
 
+    def dns_name(self, item: Mapping[str, Any], key: str, where: str, optional: bool = False) -> str | None:
+        value = self.text(item, key, where, optional)
+        if value is not None:
+            try:
+                dns.name.from_text(value)
+            except dns.exception.DNSException as err:
+                raise self.error(f"{where}.{key}", f"{value!r} is not a DNS name ({err})") from None
+        return value
+
     def service(self, value: object, where: str) -> ServiceRecord:
         item = self.mapping(value, where)
         kind = item.get("type")
@@ -236,7 +245,7 @@ class _RecordsReader:
             namespace=cast(str, self.text(item, "namespace", where)),
             type=cast(ServiceType, kind),
             cluster_ip=self.ip(item, "cluster_ip", where, optional=kind != "ClusterIP"),
-            external_name=self.text(item, "external_name", where, optional=kind != "ExternalName"),
+            external_name=self.dns_name(item, "external_name", where, optional=kind != "ExternalName"),
             ports=self.ports(item.get("ports", []), f"{where}.ports"),
             endpoints=self.endpoints(item.get("endpoints", []), f"{where}.endpoints"),
         )
@@ -886,7 +895,7 @@ class _BlockBuilder:
         for text in texts:
             try:
                 names.extend(dns.name.from_text(zone) for zone in normalize_zone(text))
-            except ValueError as err:
+            except (ValueError, dns.exception.DNSException) as err:
                 raise self.error(line, f"bad zone {text!r}: {err}", "fix the zone") from None
         return tuple(names)
 
@@ -982,7 +991,11 @@ class _BlockBuilder:
         if not names:
             raise self.error(line, f"hosts entry {ip} names no host", f"write e.g. '{ip} host.example.org'")
         for name in names:
-            key = dns.name.from_text(name)
+            try:
+                key = dns.name.from_text(name)
+            except dns.exception.DNSException as err:
+                problem = f"hosts entry {ip}: {name!r} is not a DNS name ({err})"
+                raise self.error(line, problem, "fix the name") from None
             entries[key] = (*entries.get(key, ()), str(ipaddress.ip_address(ip)))
 
     def forward(self, directive: Directive) -> _ForwardPlugin:
