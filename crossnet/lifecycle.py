@@ -131,7 +131,7 @@ def wait_converged(provider: Provider, cluster_set: ClusterSet, timeout: float =
     while pending:
         for src, dst in sorted(pending):
             cluster, peer = cluster_set.cluster(src), cluster_set.cluster(dst)
-            probe = {"id": "converge", "protocol": "dns-udp", "timeout": 1.0, "server": cluster.dns_service_ip,
+            probe = {"id": "converge", "protocol": "dns-udp", "timeout": 0.3, "server": cluster.dns_service_ip,
                      "qname": f"{ECHO_SERVICE}.{CROSSNET_NAMESPACE}.svc.{peer.domain}.", "port": 53}
             try:
                 result = provider.agent_client(agent_id(src, cluster.nodes[0].short, "pod")).probe([probe], 6.0)[0]

@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -136,10 +135,9 @@ class LabProvider:
             (cdir / "Corefile").write_text(lab.stock_corefile(cluster.spec.dns_domain))
             (cdir / "records.json").write_text(json.dumps(_records(cluster), indent=1))
             ready = cdir / "dns.ready"
-            self.sandbox.spawn(cluster.dns_pod.netns, [
-                sys.executable, "-m", "crossnet.providers.lab.dns", "--corefile", str(cdir / "Corefile"),
-                "--records", str(cdir / "records.json"), "--ready", str(ready)], self.state_dir / "logs" /
-                f"dns-{cluster.spec.name}.log")
+            self.sandbox.spawn_python(cluster.dns_pod.netns, "dns", [
+                "--corefile", str(cdir / "Corefile"), "--records", str(cdir / "records.json"), "--ready", str(ready)],
+                self.state_dir / "logs" / f"dns-{cluster.spec.name}.log")
             waits.append(ready)
             for node in cluster.nodes:
                 for agent_id, netns in ((f"{node.cluster}/{node.short}/agent", f"{node.netns}.agent"),
@@ -150,9 +148,9 @@ class LabProvider:
                     if len(str(control)) + len(".tmp") > UNIX_PATH_MAX:
                         raise ProviderError(f"the state directory path is too long for the agents' unix sockets "
                                             f"({control}); fix: pass a shorter --state-dir")
-                    self.sandbox.spawn(netns, [sys.executable, "-m", "crossnet.agent", "serve", "--id", agent_id,
-                                               "--control-socket", str(control)],
-                                       self.state_dir / "logs" / f"agent-{_agent_slug(agent_id)}.log")
+                    self.sandbox.spawn_python(netns, "agent", ["serve", "--id", agent_id, "--control-socket",
+                                                               str(control)],
+                                              self.state_dir / "logs" / f"agent-{_agent_slug(agent_id)}.log")
                     agents[agent_id] = {"control": str(control), "netns": netns}
                     waits.append(control)
         deadline = time.monotonic() + READY_TIMEOUT

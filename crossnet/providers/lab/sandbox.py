@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crossnet.providers.base import ProviderError
 from crossnet.providers.lab.supervisor import SOCKET_NAME
 
 __all__ = ["PR_SET_PDEATHSIG", "UNIX_PATH_MAX", "CommandResult", "SandboxClient", "SandboxError", "start_sandbox"]
@@ -23,8 +24,8 @@ PR_SET_PDEATHSIG = 1
 UNIX_PATH_MAX = 107
 
 
-class SandboxError(RuntimeError):
-    pass
+class SandboxError(ProviderError):
+    """The lab sandbox could not start or answer; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,19 @@ def start_sandbox(state_dir: Path, detached: bool, timeout: float = 15.0) -> sub
     return proc
 
 
+def _connect(conn: socket.socket, path: str, timeout: float) -> None:
+    """Connect, waiting out a full listen backlog (EAGAIN) instead of failing at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.002)
+
+
 class SandboxClient:
     """Runs commands in lab namespaces through the supervisor's control socket."""
 
@@ -91,7 +105,7 @@ class SandboxClient:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
             try:
-                conn.connect(self.socket_path)
+                _connect(conn, self.socket_path, timeout)
             except OSError as exc:
                 raise SandboxError(f"the lab sandbox at {self.socket_path} is not running ({exc.strerror}); "
                                    "start one with `crossnet up` or run `pytest suites/`") from None
@@ -117,6 +131,11 @@ class SandboxClient:
 
     def spawn(self, netns: str | None, argv: list[str], log: Path) -> int:
         return int(self._call({"op": "spawn", "netns": netns, "argv": argv, "log": str(log)}, 10.0)["pid"])
+
+    def spawn_python(self, netns: str, program: str, argv: list[str], log: Path) -> int:
+        """Start a lab daemon (program "agent" or "dns") in `netns` through the fork server."""
+        request = {"op": "spawn-python", "netns": netns, "program": program, "argv": argv, "log": str(log)}
+        return int(self._call(request, 30.0)["pid"])
 
     def ping(self) -> int:
         return int(self._call({"op": "ping"}, 5.0)["pid"])

@@ -15,6 +15,8 @@ Control protocol (path-based unix socket `STATE_DIR/ctl.sock`, one JSON line eac
     {"op": "exec", "netns": NAME|null, "argv": [...], "input": str|null, "timeout": s}
         -> {"rc": int, "stdout": str, "stderr": str}
     {"op": "spawn", "netns": NAME|null, "argv": [...], "log": PATH} -> {"pid": int}
+    {"op": "spawn-python", "netns": NAME, "program": "agent"|"dns", "argv": [...], "log": PATH}
+        -> {"pid": int}   (forked from a fork server that has the program imported already)
     {"op": "ping"} -> {"pid": int}
     {"op": "shutdown"} -> {"ok": true}   (ends every spawned process, then the sandbox)
 """
@@ -69,6 +71,30 @@ class _Spawned:
 SPAWNED = _Spawned()
 
 
+class _Zygote:
+    """The fork server for Python daemons (zygote.py), started on first use."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen[str] | None = None
+
+    def spawn(self, request: dict[str, Any]) -> int:
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self.proc = subprocess.Popen([sys.executable, "-m", "crossnet.providers.lab.zygote"], text=True,
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            reply = self.proc.stdout.readline()
+        if not reply:
+            raise RuntimeError("the lab's fork server ended; see the supervisor log")
+        return int(json.loads(reply)["pid"])
+
+
+ZYGOTE = _Zygote()
+
+
 def _run(request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "ping":
@@ -89,6 +115,8 @@ def _run(request: dict[str, Any]) -> dict[str, Any]:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         SPAWNED.add(proc)
         return {"pid": proc.pid}
+    if op == "spawn-python":
+        return {"pid": ZYGOTE.spawn({k: request[k] for k in ("netns", "program", "argv", "log")})}
     return {"error": f"unknown op {op!r}"}
 
 
@@ -118,6 +146,7 @@ class _Handler(socketserver.StreamRequestHandler):
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 256  # bring-up sends a burst of concurrent requests
 
 
 def _serve(state_dir: Path) -> None:
