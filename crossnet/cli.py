@@ -120,8 +120,9 @@ def _cmd_exec(args: argparse.Namespace) -> int:
     command = [a for a in args.command if a != "--"] if args.command[:1] == ["--"] else args.command
     if not command:
         raise CliError("nothing to run: crossnet exec <cluster>/<node>[/<pod>] -- <command> [args]")
+    target = ExecTarget.parse(args.target)
     provider = LabProvider.attach(_find_state_dir(args.state_dir))
-    rc, out, err = provider.exec(ExecTarget.parse(args.target), _resolve_program(command), timeout=args.timeout)
+    rc, out, err = provider.exec(target, _resolve_program(command), timeout=args.timeout)
     sys.stdout.write(out)
     sys.stderr.write(err)
     return rc
