@@ -196,6 +196,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(mark.replace("-", "_"))
 
 
+def current_run(config: pytest.Config) -> Run:
+    """The live run: owned by the controller, attached (read-only) on an xdist worker."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
+        run = attach(config.stash[STATE_KEY])
+        config.stash[RUN_KEY] = run
+    return run
+
+
+def current_setup(config: pytest.Config) -> tuple[Topology, Profile, list[Cell]]:
+    """The topology, profile and cells of this session (built from configs + profile only)."""
+    return config.stash[SETUP_KEY]
+
+
 def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, Judgement]:
     """Probe every cell of `suite` this process runs, in one batch, then re-probe the
     expected-reachable failures once (flaky detection). Cached per suite."""
@@ -203,12 +217,7 @@ def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, J
     cache = config.stash.setdefault(BATCH_KEY, {})
     if suite in cache:
         return cache[suite]
-    from crossnet.lifecycle import attach as attach_run
-
-    run = config.stash.get(RUN_KEY, None)
-    if run is None:
-        run = attach_run(config.stash[STATE_KEY])
-        config.stash[RUN_KEY] = run
+    run = current_run(config)
     timeout = float(config.getoption("probe_timeout"))
     cells = [cell for cell in (_cell_of(item) for item in request.session.items)
              if cell is not None and cell.suite == suite]
@@ -317,4 +326,4 @@ def _tear_down(config: pytest.Config) -> None:
     tear_down(run)
 
 
-__all__ = ["ProbeInfrastructureError", "check_cell"]
+__all__ = ["ProbeInfrastructureError", "check_cell", "current_run", "current_setup"]

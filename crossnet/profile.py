@@ -16,7 +16,7 @@ import yaml
 
 from crossnet.model import Expectation
 
-__all__ = ["MATCH_KEYS", "PROFILE_DIR", "Profile", "ProfileError", "Rule", "load_profile"]
+__all__ = ["MATCH_KEYS", "PROFILE_DIR", "Plumbing", "Profile", "ProfileError", "Rule", "load_profile"]
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -32,7 +32,8 @@ MATCH_KEYS: dict[str, frozenset[str] | None] = {
 }
 REACHABLE = {"yes": "yes", "no": "no", "optional": "optional", True: "yes", False: "no"}
 SOURCES = frozenset({"preserved", "node-ip", "global-egress", "any"})
-PROFILE_KEYS = frozenset({"name", "description", "globalnet", "defaults", "rules"})
+PROFILE_KEYS = frozenset({"name", "description", "globalnet", "plumbing", "defaults", "rules"})
+PLUMBING_KEYS = frozenset({"service_routes", "masquerade_to_peer_pods", "rp_filter"})
 RULE_KEYS = frozenset({"match", "expect", "because"})
 EXPECT_KEYS = frozenset({"reachable", "source"})
 
@@ -58,10 +59,21 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Plumbing:
+    """How the clusters are joined under this profile; providers apply it, the plumbing suite
+    checks it on every node."""
+
+    service_routes: bool = False  # routes to each peer's serviceSubnet via the peer's gateway node
+    masquerade_to_peer_pods: bool = True  # kindnet masquerades traffic to the peer's pod CIDR
+    rp_filter: int = 0  # net.ipv4.conf.all.rp_filter on every node
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     globalnet: bool
+    plumbing: Plumbing
     defaults: Rule
     rules: tuple[Rule, ...]
     source_file: str
@@ -112,6 +124,24 @@ def _match(raw: Any, where: str, problems: list[str]) -> dict[str, frozenset[str
     return match
 
 
+def _plumbing(raw: Any, problems: list[str]) -> Plumbing:
+    if not isinstance(raw, dict):
+        problems.append("plumbing: must be a mapping of " + ", ".join(sorted(PLUMBING_KEYS)))
+        return Plumbing()
+    for key in sorted(set(raw) - PLUMBING_KEYS):
+        problems.append(f"plumbing: unknown key {key!r}; known: {', '.join(sorted(PLUMBING_KEYS))}")
+    for key in ("service_routes", "masquerade_to_peer_pods"):
+        if key in raw and not isinstance(raw[key], bool):
+            problems.append(f"plumbing: {key} is {raw[key]!r}; use true or false")
+    rp_filter = raw.get("rp_filter", 0)
+    if rp_filter not in (0, 1, 2):
+        problems.append(f"plumbing: rp_filter is {rp_filter!r}; use 0 (off), 1 (strict) or 2 (loose)")
+        rp_filter = 0
+    return Plumbing(service_routes=raw.get("service_routes") is True,
+                    masquerade_to_peer_pods=raw.get("masquerade_to_peer_pods", True) is not False,
+                    rp_filter=int(rp_filter))
+
+
 def load_profile(name_or_path: str) -> Profile:
     """Load `profiles/<name>.yaml` or a path; raise ProfileError listing every problem."""
     path = Path(name_or_path)
@@ -131,6 +161,7 @@ def load_profile(name_or_path: str) -> Profile:
     for key in sorted(set(doc) - PROFILE_KEYS):
         problems.append(f"unknown key {key!r}; known: {', '.join(sorted(PROFILE_KEYS))}")
     name = str(doc.get("name") or path.stem)
+    plumbing = _plumbing(doc.get("plumbing") or {}, problems)
     defaults_raw = doc.get("defaults") or {}
     if not isinstance(defaults_raw, dict):
         problems.append("defaults: must be a mapping (reachable, source, because)")
@@ -158,4 +189,4 @@ def load_profile(name_or_path: str) -> Profile:
     if problems:
         raise ProfileError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
     return Profile(name=name, description=str(doc.get("description", "")), globalnet=bool(doc.get("globalnet")),
-                   defaults=defaults, rules=tuple(rules), source_file=str(path))
+                   plumbing=plumbing, defaults=defaults, rules=tuple(rules), source_file=str(path))
