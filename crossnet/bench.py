@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("topology_up", "agents_ready", "plumbing", "converged", "probe", "teardown", "total")
 
 
-def _one_round(state_root: Path) -> tuple[dict[str, float], int, dict[str, int]]:
-    profile = load_profile("flat-routed")
+def _one_round(state_root: Path, profile_name: str) -> tuple[dict[str, float], int, dict[str, int]]:
+    profile = load_profile(profile_name)
     topology = load_topology([str(ROOT / p) for p in DEFAULT_CONFIGS])
     cells = build_cells(topology, profile)
     started = time.perf_counter()
     run_id = new_run_id()
-    run = bring_up(topology, state_root / run_id, run_id, progress=lambda _m: None)
+    run = bring_up(topology, state_root / run_id, run_id, profile.plumbing, progress=lambda _m: None)
     try:
         probe_started = time.perf_counter()
         lives = [live_cell(c, run.cluster_set, 2.0) for c in cells]
@@ -42,11 +42,11 @@ def _one_round(state_root: Path) -> tuple[dict[str, float], int, dict[str, int]]
     return run.timings, len(cells), verdicts
 
 
-def run_bench(rounds: int = 3) -> int:
+def run_bench(rounds: int = 3, profile: str = "flat-routed") -> int:
     figures: dict[str, list[float]] = {stage: [] for stage in STAGES}
     with tempfile.TemporaryDirectory(prefix="crossnet-bench-") as tmp:
         for number in range(1, rounds + 1):
-            timings, cells, verdicts = _one_round(Path(tmp))
+            timings, cells, verdicts = _one_round(Path(tmp), profile)
             for stage in STAGES:
                 figures[stage].append(timings.get(stage, 0.0))
             print(f"round {number}: {cells} cells, verdicts {verdicts}, total {timings['total']:.3f}s", flush=True)

@@ -55,7 +55,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                              allow_overlap=profile.globalnet)
     run_id = new_run_id()
     state_dir = Path(args.state_dir or default_state_dir(run_id)).resolve()
-    run = bring_up(topology, state_dir, run_id, detached=True)
+    run = bring_up(topology, state_dir, run_id, profile.plumbing, detached=True)
     print(f"crossnet: run {run_id} is up (provider lab, profile {profile.name})")
     print(f"  state:   {run.state_dir / 'state.json'}")
     print(f"  probe:   pytest suites/ --attach {run.state_dir}")
@@ -179,7 +179,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from crossnet.bench import run_bench
 
-    return run_bench(rounds=args.rounds)
+    return run_bench(rounds=args.rounds, profile=args.profile)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -213,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("--exit-code", action="store_true", help="exit 1 when any verdict changed")
     bench = sub.add_parser("bench", help="measure up, plumbing, agents, probing and teardown; print figures")
     bench.add_argument("--rounds", type=int, default=3)
+    bench.add_argument("--profile", default="flat-routed", help="profile name or path (default flat-routed)")
     return parser
 
 

@@ -16,8 +16,10 @@ from typing import Any
 
 from crossnet.model import CROSSNET_NAMESPACE, ClusterSet, Topology
 from crossnet.plumbing.corefile import CorefileError, plan_forward_patch
-from crossnet.plumbing.routes import RouteChange, plan_peer_routes
-from crossnet.providers.base import Provider, ProviderError, StateFile
+from crossnet.plumbing.nodes import CONNTRACK_FLUSH, NodeCommand, plan_masquerade_exceptions, plan_rp_filter
+from crossnet.plumbing.routes import RouteChange, plan_peer_routes, plan_service_routes
+from crossnet.profile import Plumbing
+from crossnet.providers.base import ExecTarget, Provider, ProviderError, StateFile
 from crossnet.providers.lab.provider import LabProvider
 from crossnet.workloads import ECHO_SERVICE, agent_id
 
@@ -62,13 +64,14 @@ def _timed(timings: dict[str, float], key: str, progress: Progress, label: str, 
     return result
 
 
-def bring_up(topology: Topology, state_dir: Path, run_id: str, detached: bool = False,
-             progress: Progress = stderr_progress) -> Run:
+def bring_up(topology: Topology, state_dir: Path, run_id: str, plumbing: Plumbing | None = None,
+             detached: bool = False, progress: Progress = stderr_progress) -> Run:
     """Bring up the lab (the one provider built so far) for `topology`."""
-    return bring_up_with(LabProvider(state_dir, run_id, detached=detached), topology, run_id, progress)
+    return bring_up_with(LabProvider(state_dir, run_id, detached=detached), topology, run_id, plumbing, progress)
 
 
-def bring_up_with(provider: Provider, topology: Topology, run_id: str, progress: Progress = stderr_progress) -> Run:
+def bring_up_with(provider: Provider, topology: Topology, run_id: str, plumbing: Plumbing | None = None,
+                  progress: Progress = stderr_progress) -> Run:
     timings: dict[str, float] = {}
     cluster_set = _timed(timings, "topology_up", progress,
                          f"{provider.name} topology up: {len(topology.clusters)} clusters, "
@@ -77,7 +80,7 @@ def bring_up_with(provider: Provider, topology: Topology, run_id: str, progress:
     try:
         _timed(timings, "agents_ready", progress, "agents and cluster DNS ready", provider.deploy_agents)
         _timed(timings, "plumbing", progress, "node routes and Corefile forwards injected",
-               lambda: apply_plumbing(provider, cluster_set, run_id))
+               lambda: apply_plumbing(provider, cluster_set, run_id, plumbing))
         _timed(timings, "converged", progress, "peer names resolve in every cluster",
                lambda: wait_converged(provider, cluster_set))
         provider.state.update(phase="ready")
@@ -96,14 +99,26 @@ def attach(state_dir: Path) -> Run:
     return Run(provider, ClusterSet.from_json(data["cluster_set"]), owned=False)
 
 
-def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str) -> None:
-    """Routes to every peer node's podCIDR, then a fenced forward block per peer domain.
-    Each change is recorded with its undo in the state file before the next one is made."""
-    routes = plan_peer_routes(cluster_set)
+def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plumbing: Plumbing | None = None) -> None:
+    """Routes to every peer node's podCIDR (and, when the profile says so, to each peer's
+    serviceSubnet via its gateway), the profile's node settings, then a fenced forward block per
+    peer domain. Each change is recorded with its undo in the state file before it is made."""
+    plumbing = plumbing or Plumbing()
+    routes = plan_peer_routes(cluster_set) + (plan_service_routes(cluster_set) if plumbing.service_routes else [])
+    commands = ([] if plumbing.masquerade_to_peer_pods else plan_masquerade_exceptions(cluster_set))
+    if plumbing.rp_filter:
+        commands += plan_rp_filter(cluster_set, plumbing.rp_filter)
+    record: dict[str, Any] = {"routes": [_route_json(r) for r in routes], "corefiles": {},
+                              "node_commands": [_command_json(c) for c in commands]}
     state = StateFile(provider.state_dir)
-    state.update(plumbing={"routes": [_route_json(r) for r in routes], "corefiles": {}})
+    state.update(plumbing=record)
     provider.apply_routes(routes)
-    originals: dict[str, str] = {}
+    for command in commands:
+        _run_on_node(provider, command.cluster, command.node, list(command.apply_argv), command.label)
+    if commands:  # conntrack decides NAT on a flow's first packet: start clean after rule changes
+        for cluster in cluster_set.clusters:
+            for node in cluster.nodes:
+                provider.exec(ExecTarget(cluster.name, node.short), CONNTRACK_FLUSH)
     for cluster in cluster_set.clusters:
         forwards = {peer.domain: list(peer.dns_server_ips) for peer in cluster_set.clusters
                     if peer.name != cluster.name}
@@ -112,10 +127,21 @@ def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str) -> 
             patch = plan_forward_patch(original, run_id, forwards)
         except CorefileError as exc:
             raise ProviderError(f"{cluster.name}: cannot add the peer forwards to its Corefile: {exc}") from None
-        originals[cluster.name] = patch.original
-        state.update(plumbing={"routes": [_route_json(r) for r in routes], "corefiles": originals})
+        record["corefiles"][cluster.name] = patch.original
+        state.update(plumbing=record)
         provider.write_corefile(cluster.name, patch.patched)
     state.update(phase="plumbed")
+
+
+def _run_on_node(provider: Provider, cluster: str, node: str, argv: list[str], label: str) -> None:
+    rc, _, err = provider.exec(ExecTarget(cluster, node), argv)
+    if rc != 0:
+        raise ProviderError(f"{label}: `{' '.join(argv)}` failed (exit {rc}): {err.strip()[-400:]}")
+
+
+def _command_json(command: NodeCommand) -> dict[str, Any]:
+    return {"cluster": command.cluster, "node": command.node, "undo": list(command.undo_argv),
+            "label": command.label}
 
 
 def _route_json(route: RouteChange) -> dict[str, str]:
@@ -132,7 +158,7 @@ def wait_converged(provider: Provider, cluster_set: ClusterSet, timeout: float =
         for src, dst in sorted(pending):
             cluster, peer = cluster_set.cluster(src), cluster_set.cluster(dst)
             probe = {"id": "converge", "protocol": "dns-udp", "timeout": 0.3, "server": cluster.dns_service_ip,
-                     "qname": f"{ECHO_SERVICE}.{CROSSNET_NAMESPACE}.svc.{peer.domain}.", "port": 53}
+                     "qname": f"{ECHO_SERVICE}.{CROSSNET_NAMESPACE}.svc.{peer.domain}."}
             try:
                 result = provider.agent_client(agent_id(src, cluster.nodes[0].short, "pod")).probe([probe], 6.0)[0]
             except (OSError, ProviderError) as exc:
@@ -166,6 +192,11 @@ def tear_down(run: Run, progress: Progress = stderr_progress) -> None:
             provider.write_corefile(cluster, original)
         except OSError as exc:
             problems.append(f"restore Corefile of {cluster}: {exc}")
+    for command in reversed(plumbing.get("node_commands") or []):
+        try:
+            provider.exec(ExecTarget(command["cluster"], command["node"]), list(command["undo"]))
+        except (ProviderError, OSError) as exc:
+            problems.append(f"undo {command['label']}: {exc}")
     routes = [RouteChange(r["cluster"], r["node"], r["destination"], r["via"], "undo")
               for r in plumbing.get("routes") or []]
     try:

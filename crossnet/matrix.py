@@ -3,6 +3,7 @@ live addresses), and judge observations. Probes report; this module judges."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from crossnet.model import (
     Judgement,
     Observation,
     Probe,
+    Protocol,
     Scope,
     Target,
     Topology,
@@ -21,27 +23,37 @@ from crossnet.model import (
     VantageKind,
 )
 from crossnet.profile import Profile
-from crossnet.workloads import ECHO_SERVICE, NONEXISTENT_SERVICE, agent_id, external_name_services
+from crossnet.workloads import (
+    ECHO_SERVICE,
+    HEADLESS_SERVICE,
+    NONEXISTENT_SERVICE,
+    agent_id,
+    external_name_services,
+    pod_hostname,
+)
 
 __all__ = ["SUITES", "LiveCell", "build_cells", "cell_facts", "judge", "live_cell", "search_list"]
 
-SUITES = ("pod-to-pod", "dns")
-POD_PROTOCOLS = ("tcp", "udp", "icmp")
-DNS_PROTOCOLS = ("dns-udp", "dns-tcp")
+SUITES = ("pod-to-pod", "dns", "service", "snat")
+POD_PROTOCOLS: tuple[Protocol, ...] = ("tcp", "udp", "icmp")
+LARGE_PAYLOAD = 1400  # bytes of echo payload: near the 1500-byte path MTU, so a black hole shows
+DNS_PROTOCOLS: tuple[Protocol, ...] = ("dns-udp", "dns-tcp")
+SERVICE_PROTOCOLS: tuple[Protocol, ...] = ("tcp", "udp")
 VANTAGE_KINDS: tuple[VantageKind, ...] = ("pod", "host")
+SNAT_TARGETS = frozenset({"pod-ip", "headless", "cluster-ip", "node-port"})
 
 
 def cell_facts(cell: Cell) -> dict[str, str]:
     """What a profile rule can match on."""
     facts = {"suite": cell.suite, "vantage": cell.vantage.kind, "target": cell.target.kind,
              "protocol": cell.probe.protocol, "scope": cell.scope, "src_cluster": cell.vantage.cluster,
-             "dst_cluster": cell.target.cluster}
+             "dst_cluster": cell.target.cluster, "size": "large" if cell.probe.payload else "small"}
     if cell.target.form:
         facts["form"] = cell.target.form
     return facts
 
 
-def _scope(vantage: Vantage, cluster: str, node: str) -> Scope:
+def _scope(vantage: Vantage, cluster: str, node: str = "") -> Scope:
     if vantage.cluster != cluster:
         return "peer-cluster"
     return "same-node" if vantage.node == node else "same-cluster"
@@ -52,19 +64,19 @@ def _decided(profile: Profile, suite: str, vantage: Vantage, target: Target, pro
     return Cell(suite, vantage, target, probe, profile.decide(cell_facts(draft)), scope)
 
 
+def _vantages(topology: Topology, kinds: Sequence[VantageKind] = VANTAGE_KINDS) -> list[Vantage]:
+    return [Vantage(c.name, n.short, kind) for c in topology.clusters for n in c.nodes for kind in kinds]
+
+
 def _pod_to_pod(topology: Topology, profile: Profile) -> list[Cell]:
+    probes = [Probe(p) for p in POD_PROTOCOLS] + [Probe(p, payload=LARGE_PAYLOAD) for p in SERVICE_PROTOCOLS]
     cells = []
-    for src in topology.clusters:
-        for node in src.nodes:
-            for kind in VANTAGE_KINDS:
-                vantage = Vantage(src.name, node.short, kind)
-                for dst in topology.clusters:
-                    for dst_node in dst.nodes:
-                        target = Target(dst.name, "pod-ip", node=dst_node.short)
-                        scope = _scope(vantage, dst.name, dst_node.short)
-                        for protocol in POD_PROTOCOLS:
-                            cells.append(_decided(profile, "pod-to-pod", vantage, target,
-                                                  Probe(protocol), scope))  # type: ignore[arg-type]
+    for vantage in _vantages(topology):
+        for dst in topology.clusters:
+            for dst_node in dst.nodes:
+                target = Target(dst.name, "pod-ip", node=dst_node.short)
+                scope = _scope(vantage, dst.name, dst_node.short)
+                cells += [_decided(profile, "pod-to-pod", vantage, target, probe, scope) for probe in probes]
     return cells
 
 
@@ -94,17 +106,58 @@ def _dns_targets(topology: Topology, src: str) -> list[Target]:
 
 def _dns(topology: Topology, profile: Profile) -> list[Cell]:
     cells = []
-    for src in topology.clusters:
-        for node in src.nodes:
-            vantage = Vantage(src.name, node.short, "pod")
-            for target in _dns_targets(topology, src.name):
-                scope: Scope = "peer-cluster" if target.cluster != src.name else "same-cluster"
-                for protocol in DNS_PROTOCOLS:
-                    cells.append(_decided(profile, "dns", vantage, target, Probe(protocol, port=53), scope))  # type: ignore[arg-type]
+    for vantage in _vantages(topology, ("pod",)):
+        for target in _dns_targets(topology, vantage.cluster):
+            scope = _scope(vantage, target.cluster)
+            cells += [_decided(profile, "dns", vantage, target, Probe(p, port=53), scope) for p in DNS_PROTOCOLS]
     return cells
 
 
-BUILDERS = {"pod-to-pod": _pod_to_pod, "dns": _dns}
+def _service_targets(topology: Topology) -> list[tuple[Target, tuple[Protocol, ...]]]:
+    targets: list[tuple[Target, tuple[Protocol, ...]]] = []
+    for cluster in topology.clusters:
+        targets.append((Target(cluster.name, "cluster-ip", service=ECHO_SERVICE), SERVICE_PROTOCOLS))
+        headless = f"{HEADLESS_SERVICE}.{CROSSNET_NAMESPACE}.svc.{cluster.dns_domain}"
+        targets.append((Target(cluster.name, "dns-name", service=HEADLESS_SERVICE, form="headless", name=headless),
+                        ("dns-udp",)))
+        for node in cluster.nodes:
+            targets.append((Target(cluster.name, "node-port", node=node.short, service=ECHO_SERVICE),
+                            SERVICE_PROTOCOLS))
+            targets.append((Target(cluster.name, "headless", node=node.short, service=HEADLESS_SERVICE,
+                                   name=f"{pod_hostname(node.short)}.{headless}"), ("tcp",)))
+    for ext in external_name_services(topology):
+        # Connecting through the ExternalName reaches the cluster it points to.
+        domain = topology.cluster(ext.cluster).dns_domain
+        targets.append((Target(ext.target_cluster, "dns-name", service=ext.name, form="external-name",
+                               name=f"{ext.name}.{CROSSNET_NAMESPACE}.svc.{domain}"), ("tcp",)))
+    return targets
+
+
+def _service(topology: Topology, profile: Profile) -> list[Cell]:
+    cells = []
+    targets = _service_targets(topology)
+    for vantage in _vantages(topology):
+        for target, protocols in targets:
+            scope = _scope(vantage, target.cluster, target.node)
+            cells += [_decided(profile, "service", vantage, target, Probe(p), scope) for p in protocols]
+    return cells
+
+
+def _snat(topology: Topology, profile: Profile) -> list[Cell]:
+    """The source IP of every path the other suites expect to reach over tcp/udp, wherever the
+    profile says what the target should see (source: any is not a question worth a cell)."""
+    cells = []
+    for origin in _pod_to_pod(topology, profile) + _service(topology, profile):
+        if (origin.expectation.reachable != "yes" or origin.probe.protocol not in SERVICE_PROTOCOLS
+                or origin.probe.payload or origin.target.kind not in SNAT_TARGETS):
+            continue
+        cell = _decided(profile, "snat", origin.vantage, origin.target, origin.probe, origin.scope)
+        if cell.expectation.source != "any":
+            cells.append(cell)
+    return cells
+
+
+BUILDERS = {"pod-to-pod": _pod_to_pod, "dns": _dns, "service": _service, "snat": _snat}
 
 
 def build_cells(topology: Topology, profile: Profile, suites: Iterable[str] = SUITES) -> list[Cell]:
@@ -134,6 +187,15 @@ class LiveCell:
     expected_answers: tuple[str, ...] = ()
     repro: str = ""
 
+    @property
+    def probe_key(self) -> str:
+        """Two cells with the same key run the same probe (the SNAT suite reuses observations)."""
+        return json.dumps({k: v for k, v in self.probe.items() if k != "id"} | {"agent": self.agent}, sort_keys=True)
+
+
+def _agents_of(cluster_set: ClusterSet, cluster: str) -> list[str]:
+    return [pod.agent for pod in cluster_set.cluster(cluster).pods]
+
 
 def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
     src_cluster = cluster_set.cluster(cell.vantage.cluster)
@@ -142,22 +204,46 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
     agent = agent_id(cell.vantage.cluster, cell.vantage.node, cell.vantage.kind)
     exec_target = "/".join(agent.split("/")[:2] + (["agent"] if cell.vantage.kind == "pod" else []))
     protocol = cell.probe.protocol
+    target = cell.target
     probe: dict[str, object] = {"id": cell.id, "protocol": protocol, "timeout": timeout,
                                 "payload": cell.probe.payload}
     expected: tuple[str, ...] = ()
-    if cell.target.kind == "pod-ip":
-        dst_pod = cluster_set.cluster(cell.target.cluster).pod_on(cell.target.node)
-        probe.update(dst=dst_pod.ip, port=AGENT_PORT, expect_agent=dst_pod.agent)
-        dst_addr = dst_pod.ip if protocol == "icmp" else f"{dst_pod.ip}:{AGENT_PORT}"
-        repro_args = f"{protocol} {dst_pod.ip}" + ("" if protocol == "icmp" else f" {AGENT_PORT}")
-    else:
-        search = search_list(CROSSNET_NAMESPACE, src_cluster.domain)
-        probe.update(qname=cell.target.name, server=src_cluster.dns_service_ip, search=search, port=53)
-        if not cell.target.expect_nxdomain:
+    port = AGENT_PORT
+    search = search_list(CROSSNET_NAMESPACE, src_cluster.domain)
+    by_name = target.kind in ("dns-name", "headless")
+    if target.kind == "pod-ip":
+        dst_pod = cluster_set.cluster(target.cluster).pod_on(target.node)
+        dst, agents = dst_pod.ip, [dst_pod.agent]
+    elif target.kind == "cluster-ip":
+        dst, agents = str(cluster_set.cluster(target.cluster).service(target.service).cluster_ip), \
+            _agents_of(cluster_set, target.cluster)
+    elif target.kind == "node-port":
+        owner = cluster_set.cluster(target.cluster)
+        dst, agents = owner.node(target.node).ip, _agents_of(cluster_set, target.cluster)
+        port = int(owner.service(target.service).node_port or 0)
+    elif target.kind == "headless":
+        dst, agents = target.name, [cluster_set.cluster(target.cluster).pod_on(target.node).agent]
+    else:  # dns-name: resolve it (dns-*), or resolve and connect (tcp/udp through an ExternalName)
+        dst, agents = target.name, _agents_of(cluster_set, target.cluster)
+        if not target.expect_nxdomain and protocol.startswith("dns"):
             expected = _expected_answers(cell, cluster_set)
-        dst_addr = f"{cell.target.name} @{src_cluster.dns_service_ip}"
-        repro_args = (f"{protocol} {cell.target.name} --server {src_cluster.dns_service_ip} "
-                      + " ".join(f"--search {s}" for s in search))
+    if by_name:
+        probe.update(qname=dst, server=src_cluster.dns_service_ip, search=search)
+        flags = f" --server {src_cluster.dns_service_ip} " + " ".join(f"--search {s}" for s in search)
+    else:
+        probe.update(dst=dst)
+        flags = ""
+    if not protocol.startswith("dns"):
+        probe.update(port=port, expect_agents=agents)
+    if protocol.startswith("dns"):
+        dst_addr = f"{dst} @{src_cluster.dns_service_ip}"
+        repro_args = f"{protocol} {dst}{flags}"
+    elif protocol == "icmp":
+        dst_addr, repro_args = dst, f"icmp {dst}"
+    else:
+        dst_addr = f"{dst}:{port}"
+        repro_args = f"{protocol} {dst} {port}{flags}" + (f" --payload {cell.probe.payload}" if cell.probe.payload
+                                                         else "")
     repro = f"crossnet exec {exec_target} -- crossnet-agent probe {repro_args}"
     return LiveCell(cell, agent, src_ip, src_node.ip, dst_addr, probe, expected, repro)
 
@@ -182,7 +268,7 @@ def _expected_answers(cell: Cell, cluster_set: ClusterSet) -> tuple[str, ...]:
 def outcome(live: LiveCell, observation: Observation) -> tuple[bool, str | None]:
     """Did the probe reach what the cell asks for? For DNS: the exact expected answer."""
     cell = live.cell
-    if cell.target.kind != "dns-name":
+    if not cell.probe.protocol.startswith("dns"):
         return observation.reached, observation.error
     if cell.target.expect_nxdomain:
         return (True, None) if observation.error == "nxdomain" else (False, observation.error or "wrong-answer")

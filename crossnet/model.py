@@ -38,7 +38,7 @@ AGENT_PORT = 8080
 
 Protocol = Literal["tcp", "udp", "icmp", "dns-udp", "dns-tcp"]
 VantageKind = Literal["pod", "host"]
-TargetKind = Literal["pod-ip", "cluster-ip", "dns-name"]
+TargetKind = Literal["pod-ip", "cluster-ip", "node-port", "headless", "dns-name"]
 Reachable = Literal["yes", "no", "optional"]
 SourceExpectation = Literal["preserved", "node-ip", "global-egress", "any"]
 Scope = Literal["same-node", "same-cluster", "peer-cluster"]
@@ -120,11 +120,13 @@ class LivePod:
 class LiveService:
     name: str
     namespace: str
-    type: Literal["ClusterIP", "ExternalName", "Headless"]
+    type: Literal["ClusterIP", "NodePort", "ExternalName", "Headless"]
     cluster_ip: str | None = None
     external_name: str | None = None
+    node_port: int | None = None
     ports: tuple[tuple[str, int], ...] = ()  # (protocol, port)
     endpoints: tuple[str, ...] = ()  # pod IPs
+    hostnames: tuple[str, ...] = ()  # per endpoint (headless per-pod DNS names), "" when none
 
     def fqdn(self, domain: str) -> str:
         return f"{self.name}.{self.namespace}.svc.{domain}"
@@ -205,6 +207,7 @@ class ClusterSet:
                                 **s,
                                 "ports": tuple(tuple(p) for p in s["ports"]),
                                 "endpoints": tuple(s["endpoints"]),
+                                "hostnames": tuple(s.get("hostnames") or ()),
                             }
                         )
                         for s in c["services"]
@@ -247,7 +250,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        if self.kind == "pod-ip":
+        if self.kind in ("pod-ip", "node-port", "headless"):
             return f"{self.cluster}/{self.node}"
         if self.kind == "dns-name":
             return self.name
@@ -288,9 +291,13 @@ class Cell:
             dst = f"{self.target.cluster}/{self.target.node}"
         elif self.target.kind == "dns-name":
             dst = f"{self.target.cluster}:{self.target.form}:{self.target.service}"
+        elif self.target.kind in ("node-port", "headless"):
+            dst = f"{self.target.cluster}/{self.target.node}:{self.target.service}"
         else:
             dst = f"{self.target.cluster}/{self.target.service}"
-        return f"{src}->{dst}:{self.target.kind}:{self.probe.protocol}"
+        size = f"-{self.probe.payload}b" if self.probe.payload else ""
+        question = ":source" if self.suite == "snat" else ""  # the SNAT suite asks about the same paths
+        return f"{src}->{dst}:{self.target.kind}:{self.probe.protocol}{size}{question}"
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,11 @@ PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 MATCH_KEYS: dict[str, frozenset[str] | None] = {
     "suite": frozenset({"pod-to-pod", "dns", "service", "snat", "globalnet"}),
     "vantage": frozenset({"pod", "host"}),
-    "target": frozenset({"pod-ip", "cluster-ip", "dns-name"}),
+    "target": frozenset({"pod-ip", "cluster-ip", "node-port", "headless", "dns-name"}),
     "protocol": frozenset({"tcp", "udp", "icmp", "dns-udp", "dns-tcp"}),
     "scope": frozenset({"same-node", "same-cluster", "peer-cluster"}),
-    "form": frozenset({"short", "svc.ns", "full", "fqdn", "nxdomain", "external-name"}),
+    "form": frozenset({"short", "svc.ns", "full", "fqdn", "nxdomain", "external-name", "headless"}),
+    "size": frozenset({"small", "large"}),
     "src_cluster": None,  # any cluster name
     "dst_cluster": None,
 }

@@ -7,17 +7,13 @@ from dataclasses import dataclass
 
 from crossnet.model import CROSSNET_NAMESPACE, Topology
 
-__all__ = [
-    "AGENT_POD",
-    "ECHO_SERVICE",
-    "NONEXISTENT_SERVICE",
-    "ExternalNameService",
-    "agent_id",
-    "external_name_services",
-]
+__all__ = ["AGENT_POD", "ECHO_NODE_PORT", "ECHO_SERVICE", "HEADLESS_SERVICE", "NONEXISTENT_SERVICE",
+           "ExternalNameService", "agent_id", "external_name_services", "pod_hostname"]
 
 AGENT_POD = "agent"
-ECHO_SERVICE = "echo"
+ECHO_SERVICE = "echo"  # type NodePort: a ClusterIP plus ECHO_NODE_PORT on every node
+ECHO_NODE_PORT = 30080
+HEADLESS_SERVICE = "echo-headless"  # the agent pods, each with its own DNS name
 NONEXISTENT_SERVICE = "does-not-exist"
 
 
@@ -36,6 +32,11 @@ def external_name_services(topology: Topology) -> tuple[ExternalNameService, ...
     the first cluster's echo Service: the field guide's ExternalName test."""
     first = topology.clusters[0].name
     return tuple(ExternalNameService(c.name, f"proxy-to-{first}", first) for c in topology.clusters[1:])
+
+
+def pod_hostname(node: str) -> str:
+    """The agent pod's hostname under the headless Service: agent-<node>."""
+    return f"{AGENT_POD}-{node}"
 
 
 def agent_id(cluster: str, node: str, vantage: str) -> str:

@@ -4,6 +4,7 @@ passing run, a failing run, Ctrl-C and kill -9 (the run must leave nothing behin
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -44,13 +45,21 @@ def test_default_run_is_a_green_matrix_with_every_report(green_run: tuple[Path, 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     matrix = load_matrix(reports)
     counts = Counter(c["verdict"] for c in matrix["cells"])
-    assert counts == {"pass": len(matrix["cells"])} and len(matrix["cells"]) >= 100
-    assert {c["suite"] for c in matrix["cells"]} == {"pod-to-pod", "dns"}
+    assert set(counts) == {"pass", "isolated"} and sum(counts.values()) >= 250
+    # Under flat-routed exactly the peer ClusterIPs (and the ExternalName that leads to one) are isolated.
+    def crosses(cell_id: str) -> bool:
+        src, dst = re.match(r"\w+:([\w-]+)/.*->([\w-]+)[/:]", cell_id).groups()  # type: ignore[union-attr]
+        return bool(src != dst)
+
+    assert {c["id"] for c in matrix["cells"] if c["verdict"] == "isolated"} == {
+        c["id"] for c in matrix["cells"] if crosses(c["id"])
+        and (c["dst_kind"] == "cluster-ip" or (c["protocol"] == "tcp" and "proxy-to" in c["id"]))}
+    assert {c["suite"] for c in matrix["cells"]} == {"pod-to-pod", "dns", "service", "snat"}
     # The field guide's finding comes out of measurement: across clusters the node IP, within a cluster the pod IP.
-    cross = next(c for c in matrix["cells"] if c["id"] == "pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp")
-    assert cross["source_ip"] == "172.19.0.3" and cross["src_ip"] == "10.10.1.2"
-    same = next(c for c in matrix["cells"] if c["id"] == "pod:cluster-1/worker->cluster-1/worker2:pod-ip:udp")
-    assert same["source_ip"] == "10.10.1.2"
+    cells = {c["id"]: c for c in matrix["cells"]}
+    cross = cells["pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp:source"]
+    assert (cross["verdict"], cross["source_ip"], cross["src_ip"]) == ("pass", "172.19.0.3", "10.10.1.2")
+    assert cells["pod:cluster-1/worker->cluster-1/worker2:pod-ip:udp:source"]["source_ip"] == "10.10.1.2"
     for name in ("junit.xml", "report.html", "matrix.html", "matrix.json", "summary.md"):
         assert (reports / name).stat().st_size > 0, name
     cases = ET.parse(reports / "junit.xml").getroot().iter("testcase")
@@ -82,7 +91,7 @@ def test_failing_run_leaves_nothing(tmp_path: Path) -> None:
                       "--reports", str(tmp_path / "r"))
     assert done.returncode == 1, done.stdout[-2000:]
     counts = Counter(verdicts(load_matrix(tmp_path / "r")).values())
-    assert counts["leak"] == 2 * 6 * 3 * 3  # 12 vantages x 3 peer pods x 3 protocols, both directions / 2
+    assert counts["leak"] == 12 * 3 * 5  # 12 vantages x 3 peer pods x (tcp, udp, icmp, tcp and udp 1400 bytes)
     assert_nothing_left(tmp_path / "s", before)
 
 

@@ -40,15 +40,29 @@ def test_cell_ids_are_stable_unique_and_hold_no_ip() -> None:
 def test_live_cell_addresses_and_repro() -> None:
     cell = live(PEER_TCP)
     assert cell.agent == "cluster-1/worker/agent" and cell.src_ip == "10.10.1.2" and cell.node_ip == "172.19.0.3"
-    assert cell.probe["dst"] == "10.20.2.2" and cell.probe["expect_agent"] == "cluster-2/worker2/agent"
+    assert cell.probe["dst"] == "10.20.2.2" and cell.probe["expect_agents"] == ["cluster-2/worker2/agent"]
     assert cell.repro == "crossnet exec cluster-1/worker/agent -- crossnet-agent probe tcp 10.20.2.2 8080"
     dns = live("pod:cluster-1/worker->cluster-2:external-name:proxy-to-cluster-1:dns-name:dns-udp")
     assert dns.expected_answers == ("10.40.0.100",)  # the ExternalName points back at cluster-1's echo
     assert dns.probe["server"] == "10.40.0.10" and dns.probe["search"][0] == "crossnet.svc.cluster-1.com"
 
 
+def test_service_targets_and_resolve_then_connect() -> None:
+    node_port = live("host:cluster-2/worker->cluster-1/worker2:echo:node-port:udp")
+    assert (node_port.probe["dst"], node_port.probe["port"]) == ("172.19.0.4", 30080)
+    assert node_port.probe["expect_agents"] == [f"cluster-1/{n}/agent" for n in ("control-plane", "worker", "worker2")]
+    headless = live("pod:cluster-1/worker->cluster-2/worker:echo-headless:headless:tcp")
+    assert headless.probe["qname"] == "agent-worker.echo-headless.crossnet.svc.cluster-2.com"
+    assert headless.probe["expect_agents"] == ["cluster-2/worker/agent"] and "dst" not in headless.probe
+    assert "--server 10.40.0.10" in headless.repro
+    external = CELLS["pod:cluster-2/worker->cluster-1:external-name:proxy-to-cluster-1:dns-name:tcp"]
+    assert (external.scope, external.expectation.reachable) == ("peer-cluster", "no")  # peer ClusterIP, unrouted
+    large = live("pod:cluster-1/worker->cluster-2/worker2:pod-ip:udp-1400b")
+    assert large.probe["payload"] == 1400 and large.repro.endswith("--payload 1400")
+
+
 def test_verdicts() -> None:
-    cell = live(PEER_TCP)  # expected reachable, source node-ip (172.19.0.3)
+    cell = live(PEER_TCP + ":source")  # expected reachable, source node-ip (172.19.0.3)
     ok = Observation(reached=True, source_ip="172.19.0.3", latency_ms=0.4)
     assert judge(cell, ok).verdict == "pass"
     assert judge(cell, replace(ok, source_ip="10.10.1.2")).verdict == "source-mismatch"
@@ -56,9 +70,10 @@ def test_verdicts() -> None:
     bad = judge(cell, timeout)
     assert bad.verdict == "regression"
     assert bad.message.startswith("cluster-1/worker pod 10.10.1.2 -> cluster-2 pod cluster-2/worker2 "
-                                  "10.20.2.2:8080/tcp: expected reachable (flat-routed#2), got timeout after 2.0s")
+                                  "10.20.2.2:8080/tcp: expected reachable (flat-routed#4), got timeout after 2.0s")
     assert judge(cell, timeout, retry=ok).verdict == "flaky"
     assert judge(cell, timeout, retry=timeout).verdict == "regression"
+    assert judge(live(PEER_TCP), replace(ok, source_ip="10.10.1.2")).verdict == "pass"  # source: snat's question
     isolated = live(PEER_TCP, reachable="no")
     assert judge(isolated, timeout).verdict == "isolated"
     assert judge(isolated, ok).verdict == "leak"

@@ -17,12 +17,17 @@ TOPOLOGY = load_topology([ROOT / "kind-configs" / "cluster-1.yaml", ROOT / "kind
 def test_flat_routed_decides_by_rule_with_because() -> None:
     profile = load_profile("flat-routed")
     cells = {c.id: c for c in build_cells(TOPOLOGY, profile)}
-    peer = cells["pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp"].expectation
-    assert (peer.reachable, peer.source, peer.rule) == ("yes", "node-ip", "flat-routed#2")
+    peer = cells["pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp:source"].expectation
+    assert (peer.reachable, peer.source, peer.rule) == ("yes", "node-ip", "flat-routed#4")
     assert "masquerade" in peer.because
-    same = cells["pod:cluster-1/worker->cluster-1/worker2:pod-ip:udp"].expectation
-    assert (same.source, same.rule) == ("preserved", "flat-routed#1")
+    same = cells["pod:cluster-1/worker->cluster-1/worker2:pod-ip:udp:source"].expectation
+    assert (same.source, same.rule) == ("preserved", "flat-routed#3")
     assert cells["host:cluster-1/worker->cluster-1/worker2:pod-ip:tcp"].expectation.rule == "flat-routed#defaults"
+    isolated = cells["pod:cluster-1/worker->cluster-2/echo:cluster-ip:udp"].expectation
+    assert (isolated.reachable, isolated.rule) == ("no", "flat-routed#1")
+    # Only questions worth asking become SNAT cells: no `source: any` cell, no unreachable path.
+    assert all(c.expectation.source != "any" for c in cells.values() if c.suite == "snat")
+    assert not any(c.suite == "snat" and c.target.kind == "cluster-ip" for c in cells.values())
     assert profile.unused_rules(cell_facts(c) for c in cells.values()) == []
 
 

@@ -55,14 +55,14 @@ def test_removed_route_fails_exactly_the_cells_behind_it(lab_run: Path, tmp_path
     # Only cluster-1/worker (its pod and its host) to the pod on cluster-2/worker2 need that route:
     # replies come back to the sender's node IP, which the underlay reaches directly.
     expected = {f"{kind}:cluster-1/worker->cluster-2/worker2:pod-ip:{proto}"
-                for kind in ("pod", "host") for proto in ("tcp", "udp", "icmp")}
+                for kind in ("pod", "host") for proto in ("tcp", "udp", "icmp", "tcp-1400b", "udp-1400b")}
     assert regressed == expected
     assert all(c["verdict"] == "pass" for c in cells if c["id"] not in expected)
     failures = failures_in_junit(tmp_path)
     assert set(failures) == expected
     tcp = failures["pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp"]
     assert "cluster-1/worker pod 10.10.1.2 -> cluster-2 pod cluster-2/worker2 10.20.2.2:8080/tcp" in tcp
-    assert "expected reachable (flat-routed#2)" in tcp
+    assert "expected reachable (flat-routed#defaults)" in tcp
     assert "repro: crossnet exec cluster-1/worker/agent -- crossnet-agent probe tcp 10.20.2.2 8080" in tcp
     # The repro command really reproduces it (and the probe reports what it saw).
     repro = crossnet("exec", "--state-dir", str(lab_run), "cluster-1/worker/agent", "--", "crossnet-agent",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -81,6 +82,14 @@ async def _serve(args: argparse.Namespace) -> None:
         server.close()
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crossnet-agent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--control-port", type=int, default=0, help="TCP port for the control API (kind)")
     probe = sub.add_parser("probe", help="run one probe from here and print what it saw (repro commands)")
     probe.add_argument("protocol", choices=PROBE_PROTOCOLS)
-    probe.add_argument("dst", help="IP address (tcp/udp/icmp) or DNS name (dns-udp/dns-tcp)")
+    probe.add_argument("dst", help="IP address, or a DNS name (dns-udp/dns-tcp; or tcp/udp to resolve then connect)")
     probe.add_argument("port", nargs="?", type=int, default=8080)
-    probe.add_argument("--server", help="DNS server IP (dns probes)")
+    probe.add_argument("--server", help="DNS server IP (dns probes, and tcp/udp to a name)")
+    probe.add_argument("--dns-port", type=int, default=53, help="DNS server port (default 53)")
     probe.add_argument("--search", action="append", default=[], help="DNS search domain (repeatable)")
     probe.add_argument("--timeout", type=float, default=2.0)
     probe.add_argument("--payload", type=int, default=0, help="payload bytes")
@@ -103,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve(args))
         return 0
     spec: dict[str, Any] = {"id": "cli", "protocol": args.protocol, "timeout": args.timeout, "payload": args.payload}
-    if args.protocol.startswith("dns"):
+    by_name = args.protocol.startswith("dns") or not _is_ip(args.dst)
+    if by_name:
         if not args.server:
-            parser.error("dns probes need --server IP (the cluster DNS service IP)")
-        spec.update(qname=args.dst, server=args.server, search=args.search, port=53 if args.port == 8080 else args.port)
-    else:
-        spec.update(dst=args.dst, port=args.port)
+            parser.error("a name needs --server IP (the cluster DNS service IP)")
+        spec.update(qname=args.dst, server=args.server, search=args.search, dns_port=args.dns_port)
+    if not args.protocol.startswith("dns"):
+        spec.update(port=args.port, **({} if by_name else {"dst": args.dst}))
     result = asyncio.run(run_probe(spec))
     print(json.dumps(result, indent=1))
     return 0 if result["reached"] else 1

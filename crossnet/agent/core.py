@@ -45,10 +45,10 @@ def _check_reply(raw: bytes, probe: dict[str, Any], started: float) -> dict[str,
     except (UnicodeDecodeError, json.JSONDecodeError):
         return _result(False, "wrong-answer", latency_ms=_ms(started), detail=f"not an agent reply: {raw[:80]!r}")
     responder = reply.get("agent")
-    expected = probe.get("expect_agent")
-    if expected and responder != expected:
+    expected = probe.get("expect_agents") or []
+    if expected and responder not in expected:
         return _result(False, "wrong-answer", latency_ms=_ms(started), responder=responder,
-                       source_ip=reply.get("seen"), detail=f"answered by {responder}, expected {expected}")
+                       source_ip=reply.get("seen"), detail=f"answered by {responder}, expected {' or '.join(expected)}")
     if int(reply.get("len", -1)) != int(probe.get("payload") or 0):
         return _result(False, "wrong-answer", latency_ms=_ms(started), responder=responder,
                        detail=f"payload of {probe.get('payload')} bytes came back as {reply.get('len')}")
@@ -172,7 +172,7 @@ async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     resolver = dns.asyncresolver.Resolver(configure=False)
     resolver.nameservers = [str(probe["server"])]
-    resolver.port = int(probe.get("port") or 53)
+    resolver.port = int(probe.get("dns_port") or 53)
     resolver.search = [dns.name.from_text(s) for s in probe.get("search") or []]
     resolver.use_search_by_default = True
     resolver.ndots = int(probe.get("ndots", 5))
@@ -202,12 +202,29 @@ async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
 PROBERS = {"tcp": _probe_tcp, "udp": _probe_udp, "icmp": _probe_icmp, "dns-udp": _probe_dns, "dns-tcp": _probe_dns}
 
 
+async def _resolve_then(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Resolve `qname` like a pod would, then probe the first address over tcp/udp: how a
+    client reaches a headless pod or an ExternalName Service by name."""
+    started = time.perf_counter()
+    resolved = await _probe_dns({**probe, "protocol": "dns-udp"}, timeout)
+    addresses = [a for a in resolved.get("answers", []) if not a.startswith("cname:")]
+    if not resolved["reached"] or not addresses:
+        return {**resolved, "detail": f"resolving {probe['qname']}: {resolved.get('error') or 'no A record'}"}
+    remaining = max(timeout - (time.perf_counter() - started), 0.05)
+    result = await PROBERS[str(probe["protocol"])]({**probe, "dst": addresses[0]}, remaining)
+    result["answers"] = resolved.get("answers", [])
+    result["latency_ms"] = _ms(started)
+    return result
+
+
 async def run_probe(probe: dict[str, Any]) -> dict[str, Any]:
     """Run one probe; every failure comes back as data, never as an exception."""
     timeout = float(probe.get("timeout") or 2.0)
     prober = PROBERS.get(str(probe.get("protocol")))
     if prober is None:
         return _result(False, "agent-error", detail=f"unknown protocol {probe.get('protocol')!r}")
+    if probe.get("qname") and probe["protocol"] in ("tcp", "udp"):
+        prober = _resolve_then
     try:
         result = await prober(probe, timeout)
     except Exception as exc:  # noqa: BLE001 - a probe reports, it never raises

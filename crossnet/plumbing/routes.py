@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from crossnet.model import ClusterSet
 
-__all__ = ["RouteChange", "plan_peer_routes"]
+__all__ = ["RouteChange", "plan_peer_routes", "plan_service_routes", "service_gateway"]
 
 
 @dataclass(frozen=True)
@@ -51,4 +51,28 @@ def plan_peer_routes(cluster_set: ClusterSet) -> list[RouteChange]:
                         cluster=cluster.name, node=node.short, destination=peer_node.pod_cidr,
                         via=peer_node.ip,
                         reason=f"pods of {peer.name}/{peer_node.short} live behind that node"))
+    return changes
+
+
+def service_gateway(cluster_set: ClusterSet, cluster: str) -> str:
+    """The node that carries a cluster's Service traffic from its peers: its control-plane.
+    Routing a peer's serviceSubnet through one gateway (not to every node) keeps replies
+    symmetric: kube-proxy masquerades foreign sources to the gateway's IP (DESIGN §5)."""
+    live = cluster_set.cluster(cluster)
+    for node in live.nodes:
+        if node.role == "control-plane":
+            return node.ip
+    return live.nodes[0].ip
+
+
+def plan_service_routes(cluster_set: ClusterSet) -> list[RouteChange]:
+    """For every node, a route to each peer's serviceSubnet via the peer's gateway node."""
+    changes: list[RouteChange] = []
+    for cluster in cluster_set.clusters:
+        for peer in cluster_set.clusters:
+            if peer.name == cluster.name:
+                continue
+            gateway = service_gateway(cluster_set, peer.name)
+            changes += [RouteChange(cluster.name, node.short, peer.service_subnet, gateway,
+                                    f"Services of {peer.name} through its gateway node") for node in cluster.nodes]
     return changes

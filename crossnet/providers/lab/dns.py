@@ -299,11 +299,12 @@ def records_from_live_cluster(cluster: LiveCluster, hostnames: Mapping[str, str]
         ServiceRecord(
             name=s.name,
             namespace=s.namespace,
-            type=s.type,
+            type="ClusterIP" if s.type == "NodePort" else s.type,  # a NodePort Service resolves like ClusterIP
             cluster_ip=s.cluster_ip,
             external_name=s.external_name,
             ports=s.ports,
-            endpoints=tuple(EndpointRecord(ip, names.get(ip)) for ip in s.endpoints),
+            endpoints=tuple(EndpointRecord(ip, names.get(ip) or host or None)
+                            for ip, host in zip(s.endpoints, s.hostnames or ("",) * len(s.endpoints), strict=True)),
         )
         for s in cluster.services
     )

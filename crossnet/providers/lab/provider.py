@@ -269,9 +269,10 @@ class LabProvider:
         for cluster in plan.clusters:
             services = tuple(
                 LiveService(name=s.name, namespace=s.namespace, type=s.type,  # type: ignore[arg-type]
-                            cluster_ip=s.cluster_ip, external_name=s.external_name,
+                            cluster_ip=s.cluster_ip, external_name=s.external_name, node_port=s.node_port,
                             ports=tuple((p, port) for p, port, _ in s.ports),
-                            endpoints=tuple(ip for ip, _ in s.endpoints))
+                            endpoints=tuple(ip for ip, _ in s.endpoints),
+                            hostnames=tuple(host for _, host in s.endpoints))
                 for s in cluster.services)
             clusters.append(LiveCluster(
                 name=cluster.spec.name, domain=cluster.spec.dns_domain, pod_subnet=cluster.spec.pod_subnet,
@@ -288,7 +289,9 @@ class LabProvider:
 def _records(cluster: lab.LabCluster) -> dict[str, Any]:
     """What the lab DNS's `kubernetes` plugin serves (the API view of CoreDNS)."""
     return {
-        "services": [{"name": s.name, "namespace": s.namespace, "type": s.type, "cluster_ip": s.cluster_ip,
+        # A NodePort Service resolves like a ClusterIP one.
+        "services": [{"name": s.name, "namespace": s.namespace, "cluster_ip": s.cluster_ip,
+                      "type": "ClusterIP" if s.type == "NodePort" else s.type,
                       "external_name": s.external_name, "ports": [[p, port] for p, port, _ in s.ports],
                       "endpoints": [{"ip": ip, "hostname": host} for ip, host in s.endpoints]}
                      for s in cluster.services],

@@ -13,7 +13,14 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from crossnet.model import AGENT_PORT, CROSSNET_NAMESPACE, Cluster, Topology
-from crossnet.workloads import AGENT_POD, ECHO_SERVICE, external_name_services
+from crossnet.workloads import (
+    AGENT_POD,
+    ECHO_NODE_PORT,
+    ECHO_SERVICE,
+    HEADLESS_SERVICE,
+    external_name_services,
+    pod_hostname,
+)
 
 __all__ = [
     "UNDERLAY_CIDR",
@@ -79,6 +86,7 @@ class LabService:
     ports: tuple[tuple[str, int, int], ...] = ()  # (protocol, port, targetPort)
     endpoints: tuple[tuple[str, str], ...] = ()  # (pod ip, hostname)
     external_name: str | None = None
+    node_port: int | None = None  # type NodePort: the same port number for every protocol
 
 
 @dataclass(frozen=True)
@@ -131,12 +139,14 @@ def plan_lab(topology: Topology) -> LabPlan:
         assert dns_pod is not None  # config validation guarantees a control-plane
         svc_net = cluster.service_network
         dns_ip = str(svc_net[10])
-        agent_eps = tuple((p.ip, f"agent-{n.short}") for n in nodes for p in n.pods if p.name == AGENT_POD)
+        agent_eps = tuple((p.ip, pod_hostname(n.short)) for n in nodes for p in n.pods if p.name == AGENT_POD)
+        echo_ports = (("tcp", AGENT_PORT, AGENT_PORT), ("udp", AGENT_PORT, AGENT_PORT))
         services = [
             LabService("kube-dns", "kube-system", "ClusterIP", dns_ip, (("udp", 53, 53), ("tcp", 53, 53)),
                        ((dns_pod.ip, "coredns"),)),
-            LabService(ECHO_SERVICE, CROSSNET_NAMESPACE, "ClusterIP", str(svc_net[100]),
-                       (("tcp", AGENT_PORT, AGENT_PORT), ("udp", AGENT_PORT, AGENT_PORT)), agent_eps),
+            LabService(ECHO_SERVICE, CROSSNET_NAMESPACE, "NodePort", str(svc_net[100]), echo_ports, agent_eps,
+                       node_port=ECHO_NODE_PORT),
+            LabService(HEADLESS_SERVICE, CROSSNET_NAMESPACE, "Headless", None, echo_ports, agent_eps),
         ]
         for ext in external_name_services(topology):
             if ext.cluster == cluster.name:
@@ -235,7 +245,7 @@ def _chain(prefix: str, *parts: str) -> str:
 def nat_rules(cluster: LabCluster) -> str:
     """kindnet's masquerade agent plus kube-proxy (iptables mode) DNAT for ClusterIP services."""
     pod_subnet = cluster.spec.pod_subnet
-    chains = ["KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KIND-MASQ-AGENT"]
+    chains = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KIND-MASQ-AGENT"]
     rules = [
         '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
         '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
@@ -262,6 +272,14 @@ def nat_rules(cluster: LabCluster) -> str:
             comment = f'-m comment --comment "{svc.namespace}/{svc.name}:{protocol}-{port} cluster IP"'
             rules.append(f"-A KUBE-SERVICES {match} {comment} -j {svc_chain}")
             rules.append(f"-A {svc_chain} ! -s {pod_subnet} {match} {comment} -j KUBE-MARK-MASQ")
+            if svc.node_port is not None:  # externalTrafficPolicy Cluster: masquerade, then the same endpoints
+                ext_chain = _chain("KUBE-EXT-", svc.namespace, svc.name, protocol, str(port))
+                chains.append(ext_chain)
+                rules.append(f"-A KUBE-NODEPORTS -p {protocol} -m {protocol} --dport {svc.node_port} "
+                             f'-m comment --comment "{svc.namespace}/{svc.name}:{protocol}-{port}" -j {ext_chain}')
+                rules.append(f'-A {ext_chain} -m comment --comment "masquerade traffic for {svc.namespace}/'
+                             f'{svc.name}:{protocol}-{port} external destinations" -j KUBE-MARK-MASQ')
+                rules.append(f"-A {ext_chain} -j {svc_chain}")
             count = len(svc.endpoints)
             for index, (ip, _) in enumerate(svc.endpoints):
                 sep_chain = _chain("KUBE-SEP-", svc.namespace, svc.name, protocol, str(port), ip)
@@ -271,5 +289,7 @@ def nat_rules(cluster: LabCluster) -> str:
                 rules.append(f"-A {svc_chain} {pick}-j {sep_chain}")
                 rules.append(f"-A {sep_chain} -s {ip}/32 -j KUBE-MARK-MASQ")
                 rules.append(f"-A {sep_chain} -p {protocol} -m {protocol} -j DNAT --to-destination {ip}:{target_port}")
+    rules.append('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the '
+                 'last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
     header = ["*nat", *(f":{c} - [0:0]" for c in chains)]
     return "\n".join([*header, *rules, "COMMIT"]) + "\n"
