@@ -18,7 +18,7 @@ import pytest
 from crossnet import report
 from crossnet.config import DEFAULT_CONFIGS, ConfigError, load_topology
 from crossnet.lifecycle import Run, attach, bring_up, default_state_dir, new_run_id, tear_down
-from crossnet.matrix import SUITES, LiveCell, build_cells, cell_facts, counts_by_expectation, judge, live_cell
+from crossnet.matrix import SUITES, LiveCell, build_cells, cell_facts, counts_by_expectation, judge, live_cell, outcome
 from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Observation, Topology
 from crossnet.probes import probe_cells
 from crossnet.profile import Profile, ProfileError, load_profile
@@ -245,7 +245,8 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
     live = request.config.stash[LIVES_KEY][cell.id]
     obs = judgement.observation
     item = request.node
-    observed = "reached" if judgement.verdict in ("pass", "leak", "source-mismatch", "flaky") else (obs.error or "-")
+    reached, error = outcome(live, obs)
+    observed = "reached" if reached else (error or "-")
     item.user_properties += [
         ("src", f"{cell.vantage.label} {live.src_ip}"), ("dst", live.dst_addr), ("protocol", cell.probe.protocol),
         ("expected", cell.expectation.reachable), ("observed", observed), ("source-ip", obs.source_ip or ""),
