@@ -110,6 +110,9 @@ def _dns(topology: Topology, profile: Profile) -> list[Cell]:
         for target in _dns_targets(topology, vantage.cluster):
             scope = _scope(vantage, target.cluster)
             cells += [_decided(profile, "dns", vantage, target, Probe(p, port=53), scope) for p in DNS_PROTOCOLS]
+            if target.form == "full" and target.service == ECHO_SERVICE:  # a query padded to near the MTU
+                cells += [_decided(profile, "dns", vantage, target, Probe(p, port=53, payload=LARGE_PAYLOAD), scope)
+                          for p in DNS_PROTOCOLS]
     return cells
 
 
@@ -235,15 +238,15 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         flags = ""
     if not protocol.startswith("dns"):
         probe.update(port=port, expect_agents=agents)
+    payload = f" --payload {cell.probe.payload}" if cell.probe.payload else ""
     if protocol.startswith("dns"):
         dst_addr = f"{dst} @{src_cluster.dns_service_ip}"
-        repro_args = f"{protocol} {dst}{flags}"
+        repro_args = f"{protocol} {dst}{flags}{payload}"
     elif protocol == "icmp":
         dst_addr, repro_args = dst, f"icmp {dst}"
     else:
         dst_addr = f"{dst}:{port}"
-        repro_args = f"{protocol} {dst} {port}{flags}" + (f" --payload {cell.probe.payload}" if cell.probe.payload
-                                                         else "")
+        repro_args = f"{protocol} {dst} {port}{flags}{payload}"
     repro = f"crossnet exec {exec_target} -- crossnet-agent probe {repro_args}"
     return LiveCell(cell, agent, src_ip, src_node.ip, dst_addr, probe, expected, repro)
 

@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--dns-port", type=int, default=53, help="DNS server port (default 53)")
     probe.add_argument("--search", action="append", default=[], help="DNS search domain (repeatable)")
     probe.add_argument("--timeout", type=float, default=2.0)
-    probe.add_argument("--payload", type=int, default=0, help="payload bytes")
+    probe.add_argument("--payload", type=int, default=0,
+                       help="payload bytes (tcp/udp echo), or EDNS padding bytes (dns probes)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         asyncio.run(_serve(args))

@@ -164,6 +164,7 @@ async def _probe_icmp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
 async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Resolve like a pod's resolver would: the cluster DNS server, its search list, ndots:5."""
     import dns.asyncresolver
+    import dns.edns
     import dns.exception
     import dns.name
     import dns.rdatatype
@@ -177,6 +178,10 @@ async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     resolver.use_search_by_default = True
     resolver.ndots = int(probe.get("ndots", 5))
     resolver.retry_servfail = False
+    padding = int(probe.get("payload") or 0)
+    if padding:  # an EDNS Padding option (RFC 7830) makes the query itself near-MTU sized
+        resolver.use_edns(0, 0, 4096, options=[dns.edns.GenericOption(dns.edns.OptionType.PADDING,
+                                                                      b"\0" * padding)])
     try:
         answer = await resolver.resolve(str(probe["qname"]), "A", tcp=probe["protocol"] == "dns-tcp",
                                         lifetime=timeout, raise_on_no_answer=False)
