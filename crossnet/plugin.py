@@ -247,8 +247,9 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
     item = request.node
     reached, error = outcome(live, obs)
     observed = "reached" if reached else (error or "-")
+    protocol = cell.probe.protocol + (f"-{cell.probe.payload}b" if cell.probe.payload else "")
     item.user_properties += [
-        ("src", f"{cell.vantage.label} {live.src_ip}"), ("dst", live.dst_addr), ("protocol", cell.probe.protocol),
+        ("src", f"{cell.vantage.label} {live.src_ip}"), ("dst", live.dst_addr), ("protocol", protocol),
         ("expected", cell.expectation.reachable), ("observed", observed), ("source-ip", obs.source_ip or ""),
         ("latency", f"{obs.latency_ms:.3f}ms" if obs.latency_ms is not None else ""),
         ("rule", cell.expectation.rule), ("verdict", judgement.verdict),
@@ -257,7 +258,8 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
         "id": cell.id, "nodeid": item.nodeid, "suite": cell.suite, "src": f"{cell.vantage.cluster}/{cell.vantage.node}",
         "src_kind": cell.vantage.kind, "src_ip": live.src_ip,
         "dst": cell.target.label if cell.target.kind != "pod-ip" else f"{cell.target.cluster}/{cell.target.node}",
-        "dst_kind": cell.target.kind, "dst_addr": live.dst_addr, "protocol": cell.probe.protocol,
+        "dst_kind": cell.target.kind, "dst_addr": live.dst_addr,
+        "protocol": protocol,
         "expected": cell.expectation.reachable, "expected_source": cell.expectation.source,
         "rule": cell.expectation.rule, "because": cell.expectation.because, "verdict": judgement.verdict,
         "observed": observed, "source_ip": obs.source_ip, "expected_source_ip": judgement.expected_source_ip,
