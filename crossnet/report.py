@@ -95,8 +95,8 @@ _DST_KIND_ORDER: tuple[str, ...] = (
     "dns-name",
     "global-ip",
 )
-_PROTOCOL_ORDER: tuple[str, ...] = ("tcp", "udp", "icmp", "tcp-1400b", "udp-1400b", "dns-udp", "dns-tcp", "dns-udp-1400b",
-                                     "dns-tcp-1400b")
+_PROTOCOL_ORDER: tuple[str, ...] = (
+    "tcp", "udp", "icmp", "tcp-1400b", "udp-1400b", "dns-udp", "dns-tcp", "dns-udp-1400b", "dns-tcp-1400b")
 
 _REQUIRED_TOP = ("schema", "run", "cells")
 _REQUIRED_RUN = ("provider", "profile", "clusters")
