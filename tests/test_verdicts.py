@@ -53,6 +53,13 @@ def test_a_route_to_the_peer_service_subnet_leaks(lab: Path, tmp_path: Path) -> 
                      for kind in ("pod", "host") for proto in ("tcp", "udp")}
     assert {i for i, c in cells.items() if c["verdict"] == "isolated"} == isolated - leaks
     assert "expected isolated (flat-routed#1), got reached" in cells[sorted(leaks)[0]]["message"]
+    # Last night vs tonight: `crossnet diff` names exactly the cells whose verdict changed.
+    diff = crossnet("diff", str(tmp_path / "before" / "matrix.json"), str(tmp_path / "after" / "matrix.json"),
+                    "--exit-code", check=False)
+    assert diff.returncode == 1
+    changed = {line.split()[-1] for line in diff.stdout.splitlines() if "<-" in line}
+    assert changed == leaks and all("leak" in line and "isolated" in line for line in diff.stdout.splitlines()
+                                    if "<-" in line), diff.stdout
 
 
 def test_masquerade_off_is_a_source_mismatch(lab: Path, tmp_path: Path) -> None:
