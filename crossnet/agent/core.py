@@ -99,8 +99,9 @@ async def _probe_udp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     try:
-        transport, waiter = await loop.create_datagram_endpoint(
-            _DatagramWaiter, remote_addr=(probe["dst"], int(probe["port"])))
+        sock = _error_reporting_socket(socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        sock.connect((probe["dst"], int(probe["port"])))
+        transport, waiter = await loop.create_datagram_endpoint(_DatagramWaiter, sock=sock)
     except OSError as exc:
         return _os_error(exc, started)
     try:
@@ -113,6 +114,18 @@ async def _probe_udp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
         return _os_error(exc, started)
     finally:
         transport.close()
+
+
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+
+
+def _error_reporting_socket(kind: int, proto: int) -> socket.socket:
+    """A socket that reports every ICMP error (IP_RECVERR): without it Linux keeps "network
+    unreachable" from a connected UDP socket, and an unrouted target waits for the timeout."""
+    sock = socket.socket(socket.AF_INET, kind, proto)
+    sock.setsockopt(socket.SOL_IP, IP_RECVERR, 1)
+    sock.setblocking(False)
+    return sock
 
 
 def _icmp_checksum(data: bytes) -> int:
@@ -129,10 +142,9 @@ async def _probe_icmp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+        sock = _error_reporting_socket(socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
     except OSError:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    sock.setblocking(False)
+        sock = _error_reporting_socket(socket.SOCK_RAW, socket.IPPROTO_ICMP)
     ident = os.getpid() & 0xFFFF
     seq = int(time.monotonic_ns() & 0x7FFF)
     body = b"crossnet" + b"x" * int(probe.get("payload") or 0)

@@ -185,6 +185,11 @@ def stock_corefile(domain: str) -> str:
 """
 
 
+# Polls until no interface but lo is in another operational state than UP (bounded: 3 s).
+WAIT_LINKS_UP = ("i=0; while ip -o link show | grep -v ': lo:' | grep -qv 'state UP'; do i=$((i+1)); "
+                 "[ $i -gt 300 ] && { ip -o link show >&2; exit 1; }; sleep 0.01; done")
+
+
 def link_batch(plan: LabPlan) -> str:
     """One `ip -batch` for every namespace and veth pair (one process instead of hundreds)."""
     lines = [f"netns add {UNDERLAY_NETNS}"]
