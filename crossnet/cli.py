@@ -21,7 +21,7 @@ from crossnet.lifecycle import attach, bring_up, default_state_dir, new_run_id, 
 from crossnet.model import ClusterSet
 from crossnet.profile import ProfileError, load_profile
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
-from crossnet.providers.lab.provider import LabProvider
+from crossnet.providers.select import PROVIDER_NAMES, attach_provider, choose_provider
 
 __all__ = ["main"]
 
@@ -55,8 +55,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
                              allow_overlap=profile.globalnet)
     run_id = new_run_id()
     state_dir = Path(args.state_dir or default_state_dir(run_id)).resolve()
-    run = bring_up(topology, state_dir, run_id, profile.plumbing, detached=True)
-    print(f"crossnet: run {run_id} is up (provider lab, profile {profile.name})")
+    provider, why = choose_provider(args.provider)
+    print(f"crossnet: provider {provider} ({why})", file=sys.stderr)
+    run = bring_up(topology, state_dir, run_id, profile.plumbing, detached=True, provider=provider,
+                   reuse=args.reuse, agent_image=args.agent_image)
+    print(f"crossnet: run {run_id} is up (provider {provider}, profile {profile.name})")
     print(f"  state:   {run.state_dir / 'state.json'}")
     print(f"  probe:   pytest suites/ --attach {run.state_dir}")
     print(f"  inspect: crossnet status --state-dir {run.state_dir}")
@@ -74,7 +77,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
             run = attach(state_dir)
         except ProviderError as exc:
             print(f"crossnet: {state_dir}: {exc}; removing what is left", file=sys.stderr)
-            LabProvider(state_dir, state_dir.name).down()
+            attach_provider(state_dir, alive=False).down()
             continue
         run.owned = True
         tear_down(run)
@@ -121,7 +124,7 @@ def _cmd_exec(args: argparse.Namespace) -> int:
     if not command:
         raise CliError("nothing to run: crossnet exec <cluster>/<node>[/<pod>] -- <command> [args]")
     target = ExecTarget.parse(args.target)
-    provider = LabProvider.attach(_find_state_dir(args.state_dir))
+    provider = attach_provider(_find_state_dir(args.state_dir))
     rc, out, err = provider.exec(target, _resolve_program(command), timeout=args.timeout)
     sys.stdout.write(out)
     sys.stderr.write(err)
@@ -192,6 +195,11 @@ def _parser() -> argparse.ArgumentParser:
                     "in kind-configs/)")
     up.add_argument("--profile", default="flat-routed", help="profile name or path (default flat-routed)")
     up.add_argument("--state-dir", help="state directory (default .crossnet/<run-id>)")
+    up.add_argument("--provider", choices=PROVIDER_NAMES, default="auto",
+                    help="kind (real clusters), lab (network namespaces, needs root) or auto (kind when kind and "
+                         "docker are usable, else lab)")
+    up.add_argument("--reuse", action="store_true", help="kind: use existing clusters of the same names")
+    up.add_argument("--agent-image", help="kind: the agents' image (default python:3-slim)")
     down = sub.add_parser("down", help="tear a run down: restore Corefiles, remove routes, end the topology")
     down.add_argument("--state-dir", help="the run to end (default: the only one under .crossnet/)")
     down.add_argument("--all", action="store_true", help="end every run under .crossnet/")

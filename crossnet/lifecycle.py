@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossnet.model import CROSSNET_NAMESPACE, ClusterSet, Topology
+from crossnet.model import ClusterSet, Topology
 from crossnet.plumbing.corefile import CorefileError, plan_forward_patch
 from crossnet.plumbing.nodes import CONNTRACK_FLUSH, NodeCommand, plan_masquerade_exceptions, plan_rp_filter
 from crossnet.plumbing.routes import RouteChange, plan_peer_routes, plan_service_routes
 from crossnet.profile import Plumbing
 from crossnet.providers.base import ExecTarget, Provider, ProviderError, StateFile
-from crossnet.providers.lab.provider import LabProvider
+from crossnet.providers.select import attach_provider, make_provider
 from crossnet.workloads import ECHO_SERVICE, agent_id
 
 __all__ = ["Progress", "Run", "apply_plumbing", "attach", "bring_up", "bring_up_with", "default_state_dir",
@@ -65,24 +65,31 @@ def _timed(timings: dict[str, float], key: str, progress: Progress, label: str, 
 
 
 def bring_up(topology: Topology, state_dir: Path, run_id: str, plumbing: Plumbing | None = None,
-             detached: bool = False, progress: Progress = stderr_progress) -> Run:
-    """Bring up the lab (the one provider built so far) for `topology`."""
-    return bring_up_with(LabProvider(state_dir, run_id, detached=detached), topology, run_id, plumbing, progress)
+             detached: bool = False, progress: Progress = stderr_progress, provider: str = "lab",
+             reuse: bool = False, agent_image: str | None = None) -> Run:
+    """Bring up `topology` on the named provider, with the plumbing of the profile."""
+    made = make_provider(provider, state_dir, run_id, detached=detached, reuse=reuse, agent_image=agent_image)
+    return bring_up_with(made, topology, run_id, plumbing, progress)
 
 
 def bring_up_with(provider: Provider, topology: Topology, run_id: str, plumbing: Plumbing | None = None,
                   progress: Progress = stderr_progress) -> Run:
     timings: dict[str, float] = {}
-    cluster_set = _timed(timings, "topology_up", progress,
-                         f"{provider.name} topology up: {len(topology.clusters)} clusters, "
-                         f"{sum(len(c.nodes) for c in topology.clusters)} nodes", lambda: provider.up(topology))
+    try:
+        cluster_set = _timed(timings, "topology_up", progress,
+                             f"{provider.name} topology up: {len(topology.clusters)} clusters, "
+                             f"{sum(len(c.nodes) for c in topology.clusters)} nodes", lambda: provider.up(topology))
+    except BaseException:
+        provider.down()  # whatever up() made before it failed
+        raise
     run = Run(provider, cluster_set, owned=True, timings=timings)
     try:
-        _timed(timings, "agents_ready", progress, "agents and cluster DNS ready", provider.deploy_agents)
+        cluster_set = run.cluster_set = _timed(timings, "agents_ready", progress, "agents and cluster DNS ready",
+                                               provider.deploy_agents)
         _timed(timings, "plumbing", progress, "node routes and Corefile forwards injected",
                lambda: apply_plumbing(provider, cluster_set, run_id, plumbing))
         _timed(timings, "converged", progress, "peer names resolve in every cluster",
-               lambda: wait_converged(provider, cluster_set))
+               lambda: wait_converged(provider, cluster_set, getattr(provider, "converge_timeout", CONVERGE_TIMEOUT)))
         provider.state.update(phase="ready")
     except BaseException as exc:  # Ctrl-C included: never leave a half-built topology behind
         progress(f"bring-up stopped ({exc.__class__.__name__}); tearing down what was made")
@@ -92,7 +99,7 @@ def bring_up_with(provider: Provider, topology: Topology, run_id: str, plumbing:
 
 
 def attach(state_dir: Path) -> Run:
-    provider = LabProvider.attach(state_dir)
+    provider = attach_provider(state_dir)
     data = provider.state.read()
     if "cluster_set" not in data or data.get("phase") != "ready":
         raise ProviderError(f"the run at {state_dir} is not ready (phase {data.get('phase')!r})")
@@ -158,7 +165,7 @@ def wait_converged(provider: Provider, cluster_set: ClusterSet, timeout: float =
         for src, dst in sorted(pending):
             cluster, peer = cluster_set.cluster(src), cluster_set.cluster(dst)
             probe = {"id": "converge", "protocol": "dns-udp", "timeout": 0.3, "server": cluster.dns_service_ip,
-                     "qname": f"{ECHO_SERVICE}.{CROSSNET_NAMESPACE}.svc.{peer.domain}."}
+                     "qname": f"{ECHO_SERVICE}.{cluster_set.namespace}.svc.{peer.domain}."}
             try:
                 result = provider.agent_client(agent_id(src, cluster.nodes[0].short, "pod")).probe([probe], 6.0)[0]
             except (OSError, ProviderError) as exc:

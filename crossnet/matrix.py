@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from crossnet.model import (
     AGENT_PORT,
-    CROSSNET_NAMESPACE,
+    NS_PLACEHOLDER,
     Cell,
     ClusterSet,
     Judgement,
@@ -82,7 +82,7 @@ def _pod_to_pod(topology: Topology, profile: Profile) -> list[Cell]:
 
 def _dns_targets(topology: Topology, src: str) -> list[Target]:
     own = topology.cluster(src)
-    svc_ns = f"{ECHO_SERVICE}.{CROSSNET_NAMESPACE}"
+    svc_ns = f"{ECHO_SERVICE}.{NS_PLACEHOLDER}"
     targets = [
         Target(src, "dns-name", service=ECHO_SERVICE, name=ECHO_SERVICE, form="short"),
         Target(src, "dns-name", service=ECHO_SERVICE, name=svc_ns, form="svc.ns"),
@@ -95,12 +95,12 @@ def _dns_targets(topology: Topology, src: str) -> list[Target]:
             Target(peer.name, "dns-name", service=ECHO_SERVICE, name=full, form="full"),
             Target(peer.name, "dns-name", service=ECHO_SERVICE, name=f"{full}.", form="fqdn"),
             Target(peer.name, "dns-name", service=NONEXISTENT_SERVICE, form="nxdomain", expect_nxdomain=True,
-                   name=f"{NONEXISTENT_SERVICE}.{CROSSNET_NAMESPACE}.svc.{peer.dns_domain}"),
+                   name=f"{NONEXISTENT_SERVICE}.{NS_PLACEHOLDER}.svc.{peer.dns_domain}"),
         ]
     for ext in external_name_services(topology):
         domain = topology.cluster(ext.cluster).dns_domain
         targets.append(Target(ext.cluster, "dns-name", service=ext.name, form="external-name",
-                              name=f"{ext.name}.{CROSSNET_NAMESPACE}.svc.{domain}"))
+                              name=f"{ext.name}.{NS_PLACEHOLDER}.svc.{domain}"))
     return targets
 
 
@@ -120,7 +120,7 @@ def _service_targets(topology: Topology) -> list[tuple[Target, tuple[Protocol, .
     targets: list[tuple[Target, tuple[Protocol, ...]]] = []
     for cluster in topology.clusters:
         targets.append((Target(cluster.name, "cluster-ip", service=ECHO_SERVICE), SERVICE_PROTOCOLS))
-        headless = f"{HEADLESS_SERVICE}.{CROSSNET_NAMESPACE}.svc.{cluster.dns_domain}"
+        headless = f"{HEADLESS_SERVICE}.{NS_PLACEHOLDER}.svc.{cluster.dns_domain}"
         targets.append((Target(cluster.name, "dns-name", service=HEADLESS_SERVICE, form="headless", name=headless),
                         ("dns-udp",)))
         for node in cluster.nodes:
@@ -132,7 +132,7 @@ def _service_targets(topology: Topology) -> list[tuple[Target, tuple[Protocol, .
         # Connecting through the ExternalName reaches the cluster it points to.
         domain = topology.cluster(ext.cluster).dns_domain
         targets.append((Target(ext.target_cluster, "dns-name", service=ext.name, form="external-name",
-                               name=f"{ext.name}.{CROSSNET_NAMESPACE}.svc.{domain}"), ("tcp",)))
+                               name=f"{ext.name}.{NS_PLACEHOLDER}.svc.{domain}"), ("tcp",)))
     return targets
 
 
@@ -212,22 +212,23 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
                                 "payload": cell.probe.payload}
     expected: tuple[str, ...] = ()
     port = AGENT_PORT
-    search = search_list(CROSSNET_NAMESPACE, src_cluster.domain)
+    search = search_list(cluster_set.namespace, src_cluster.domain)
     by_name = target.kind in ("dns-name", "headless")
+    name = cluster_set.name(target.name)
     if target.kind == "pod-ip":
         dst_pod = cluster_set.cluster(target.cluster).pod_on(target.node)
         dst, agents = dst_pod.ip, [dst_pod.agent]
     elif target.kind == "cluster-ip":
-        dst, agents = str(cluster_set.cluster(target.cluster).service(target.service).cluster_ip), \
-            _agents_of(cluster_set, target.cluster)
+        service = cluster_set.cluster(target.cluster).service(target.service, cluster_set.namespace)
+        dst, agents = str(service.cluster_ip), _agents_of(cluster_set, target.cluster)
     elif target.kind == "node-port":
         owner = cluster_set.cluster(target.cluster)
         dst, agents = owner.node(target.node).ip, _agents_of(cluster_set, target.cluster)
-        port = int(owner.service(target.service).node_port or 0)
+        port = int(owner.service(target.service, cluster_set.namespace).node_port or 0)
     elif target.kind == "headless":
-        dst, agents = target.name, [cluster_set.cluster(target.cluster).pod_on(target.node).agent]
+        dst, agents = name, [cluster_set.cluster(target.cluster).pod_on(target.node).agent]
     else:  # dns-name: resolve it (dns-*), or resolve and connect (tcp/udp through an ExternalName)
-        dst, agents = target.name, _agents_of(cluster_set, target.cluster)
+        dst, agents = name, _agents_of(cluster_set, target.cluster)
         if not target.expect_nxdomain and protocol.startswith("dns"):
             expected = _expected_answers(cell, cluster_set)
     if by_name:
@@ -253,13 +254,13 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
 
 def _expected_answers(cell: Cell, cluster_set: ClusterSet) -> tuple[str, ...]:
     owner = cluster_set.cluster(cell.target.cluster)
-    service = owner.service(cell.target.service)
+    service = owner.service(cell.target.service, cluster_set.namespace)
     if service.type == "ExternalName":
         assert service.external_name is not None
         for cluster in cluster_set.clusters:
             if service.external_name.endswith(f".svc.{cluster.domain}"):
                 name = service.external_name.split(".")[0]
-                target = cluster.service(name)
+                target = cluster.service(name, cluster_set.namespace)
                 return (target.cluster_ip,) if target.cluster_ip else target.endpoints
         return ()
     return (service.cluster_ip,) if service.cluster_ip else service.endpoints

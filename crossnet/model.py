@@ -13,6 +13,7 @@ from typing import Any, Literal
 __all__ = [
     "AGENT_PORT",
     "CROSSNET_NAMESPACE",
+    "NS_PLACEHOLDER",
     "Cell",
     "Cluster",
     "ClusterSet",
@@ -32,6 +33,9 @@ __all__ = [
 
 CROSSNET_NAMESPACE = "crossnet"
 """The Kubernetes namespace the agents and their Services live in (the lab mirrors it)."""
+
+NS_PLACEHOLDER = "{ns}"
+"""Stands for the agents' namespace in the DNS names of cells (filled in per run)."""
 
 AGENT_PORT = 8080
 """TCP and UDP port every agent serves its echo on."""
@@ -179,6 +183,12 @@ class ClusterSet:
 
     provider: str
     clusters: tuple[LiveCluster, ...]
+    namespace: str = CROSSNET_NAMESPACE  # where the agents and their Services live (kind: crossnet-<run-id>)
+
+    def name(self, template: str) -> str:
+        """A DNS name of a cell with this run's namespace filled in (cells are built before any
+        run exists, so their names say NS_PLACEHOLDER)."""
+        return template.replace(NS_PLACEHOLDER, self.namespace)
 
     def cluster(self, name: str) -> LiveCluster:
         for cluster in self.clusters:
@@ -216,7 +226,8 @@ class ClusterSet:
                     dns_server_ips=tuple(c["dns_server_ips"]),
                 )
             )
-        return cls(provider=data["provider"], clusters=tuple(clusters))
+        return cls(provider=data["provider"], clusters=tuple(clusters),
+                   namespace=str(data.get("namespace", CROSSNET_NAMESPACE)))
 
 
 # --------------------------------------------------------------------------- cells

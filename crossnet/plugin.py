@@ -22,13 +22,15 @@ from crossnet.matrix import SUITES, LiveCell, build_cells, cell_facts, counts_by
 from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Observation, Topology
 from crossnet.probes import probe_cells
 from crossnet.profile import Profile, ProfileError, load_profile
-from crossnet.providers.base import ProviderError
+from crossnet.providers.base import ProviderError, StateFile
+from crossnet.providers.select import PROVIDER_NAMES, choose_provider
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = ROOT / "suites"
 RUN_KEY = pytest.StashKey[Run]()
 SETUP_KEY = pytest.StashKey[tuple[Topology, Profile, list[Cell]]]()
 STATE_KEY = pytest.StashKey[Path]()
+PROVIDER_KEY = pytest.StashKey[tuple[str, str]]()
 CELLS_KEY = pytest.StashKey[list[dict[str, Any]]]()
 STARTED_KEY = pytest.StashKey[float]()
 BATCH_KEY = pytest.StashKey[dict[str, dict[str, Judgement]]]()
@@ -42,9 +44,15 @@ class ProbeInfrastructureError(Exception):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("crossnet", "crossnet: networking across Kubernetes clusters")
-    group.addoption("--provider", choices=("auto", "lab"), default="auto",
-                    help="where the clusters come from: 'lab' emulates kind's topology in network "
-                         "namespaces (needs root); 'auto' (default) picks the best available and says why")
+    group.addoption("--provider", choices=PROVIDER_NAMES, default="auto",
+                    help="where the clusters come from: 'kind' creates real kind clusters (needs kind and "
+                         "docker); 'lab' emulates kind's topology in network namespaces (needs root); 'auto' "
+                         "(default) picks kind when kind and docker are usable, else the lab, and says why")
+    group.addoption("--reuse", action="store_true",
+                    help="kind: use existing clusters of the configs' names (never deleted by crossnet)")
+    group.addoption("--agent-image", default=None, metavar="IMAGE",
+                    help="kind: the image the agents run on (default python:3-slim); mirror it for air-gapped "
+                         "clusters")
     group.addoption("--kind-config", action="append", default=None, metavar="FILE",
                     help="a kind cluster config (repeat per cluster; default: kind-configs/cluster-1.yaml "
                          "and cluster-2.yaml)")
@@ -112,6 +120,15 @@ def pytest_configure(config: pytest.Config) -> None:
             f"{profile.source_file}: " + "; ".join(f"rule {r.ident.split('#')[1]} matches no cell of this "
                                                    "topology (check its match keys)" for r in unused))
     config.stash[SETUP_KEY] = (topology, profile, cells)
+    if _is_controller(config):
+        try:
+            if config.getoption("attach"):
+                attached = StateFile(Path(config.getoption("attach"))).read().get("provider", "?")
+                config.stash[PROVIDER_KEY] = (str(attached), f"attached to {config.getoption('attach')}")
+            else:
+                config.stash[PROVIDER_KEY] = choose_provider(config.getoption("provider"))
+        except ProviderError as exc:
+            raise pytest.UsageError(str(exc)) from None
     reports_dir = Path(config.getoption("reports"))
     if _is_controller(config):
         config.stash[CELLS_KEY] = []
@@ -131,9 +148,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None
     topology, profile, cells = setup
     counts = counts_by_expectation(cells)
-    provider = "lab (attached)" if config.getoption("attach") else "lab"
-    why = ("--provider lab" if config.getoption("provider") == "lab" else
-           "auto: the kind provider is not built yet (issue 5), so the embedded lab emulates kind here")
+    provider, why = config.stash.get(PROVIDER_KEY, ("?", "workers read it from the state"))
     return [
         f"crossnet provider: {provider} ({why})",
         "crossnet topology: " + ", ".join(f"{c.name} pods {c.pod_subnet} svc {c.service_subnet} "
@@ -158,7 +173,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         else:
             run_id = new_run_id()
             state_dir = Path(config.getoption("state_dir") or default_state_dir(run_id)).resolve()
-            run = bring_up(topology, state_dir, run_id, profile.plumbing)
+            run = bring_up(topology, state_dir, run_id, profile.plumbing, provider=config.stash[PROVIDER_KEY][0],
+                           reuse=config.getoption("reuse"), agent_image=config.getoption("agent_image"))
     except ProviderError as exc:
         _exit(str(exc))
         return
@@ -309,7 +325,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         run = config.stash.get(RUN_KEY, None)
         matrix = {
             "schema": report.MATRIX_SCHEMA,
-            "run": {"provider": "lab", "profile": profile.name,
+            "run": {"provider": run.cluster_set.provider if run else config.stash.get(PROVIDER_KEY, ("?", ""))[0],
+                    "profile": profile.name,
                     "clusters": [c.name for c in config.stash[SETUP_KEY][0].clusters],
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(config.stash[STARTED_KEY])),
                     "duration_s": round(time.time() - config.stash[STARTED_KEY], 3), "exit_status": int(exitstatus),

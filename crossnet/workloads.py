@@ -23,8 +23,8 @@ class ExternalNameService:
     name: str
     target_cluster: str  # whose name it points to
 
-    def external_name(self, target_domain: str) -> str:
-        return f"{ECHO_SERVICE}.{CROSSNET_NAMESPACE}.svc.{target_domain}"
+    def external_name(self, target_domain: str, namespace: str = CROSSNET_NAMESPACE) -> str:
+        return f"{ECHO_SERVICE}.{namespace}.svc.{target_domain}"
 
 
 def external_name_services(topology: Topology) -> tuple[ExternalNameService, ...]:

@@ -48,8 +48,11 @@ class FakeProvider:
         self.log.append("up")
         return self.cluster_set
 
-    def deploy_agents(self) -> None:
+    def deploy_agents(self) -> ClusterSet:
         self.log.append("deploy_agents")
+        if self.cluster_set is None:
+            raise ProviderError("fake: not up")
+        return self.cluster_set
 
     def down(self) -> None:
         self.down_called = True

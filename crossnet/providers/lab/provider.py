@@ -123,7 +123,7 @@ class LabProvider:
         self.timings["topology_up"] = time.perf_counter() - started
         return cluster_set
 
-    def deploy_agents(self) -> None:
+    def deploy_agents(self) -> ClusterSet:
         """Start a DNS server per cluster (consuming its Corefile) and every probe agent."""
         started = time.perf_counter()
         plan = self._require_plan()
@@ -166,6 +166,7 @@ class LabProvider:
         self._agents = agents
         self.state.update(agents=agents, phase="agents-ready")
         self.timings["agents_ready"] = time.perf_counter() - started
+        return self._cluster_set(plan)
 
     def _wait_links_up(self, plan: lab.LabPlan) -> None:
         """Wait until every interface is operationally UP. The kernel's linkwatch applies carrier

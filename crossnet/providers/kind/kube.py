@@ -1,0 +1,205 @@
+"""The kubernetes side of the kind provider behind one small seam, `KubeCluster`, so the
+provider's logic is tested with an in-memory fake and only this adapter needs a real API
+server (the nightly run).
+
+REFERENCE §D: one ApiClient per cluster (never the global default), never shared between
+`stream()` exec and REST calls, `_request_timeout` on every call, and the pod proxy read with
+`_preload_content=False` (else JSON comes back as a Python repr).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from crossnet.providers.base import ProviderError
+
+__all__ = ["REQUEST_TIMEOUT", "ApiKubeCluster", "KubeCluster", "KubeNode", "KubePod", "KubeService",
+           "configmap_binary"]
+
+REQUEST_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class KubeNode:
+    name: str
+    internal_ip: str
+    pod_cidr: str
+    ready: bool
+    control_plane: bool
+
+
+@dataclass(frozen=True)
+class KubePod:
+    name: str
+    node: str
+    ip: str
+    ready: bool
+    phase: str
+    reason: str = ""  # why it is not running (ErrImagePull, ...)
+
+
+@dataclass(frozen=True)
+class KubeService:
+    name: str
+    type: str  # ClusterIP | NodePort | ExternalName | Headless (clusterIP None)
+    cluster_ip: str | None
+    node_port: int | None
+    external_name: str | None
+
+
+class KubeCluster(Protocol):
+    """What the kind provider asks of one cluster's API server."""
+
+    name: str
+
+    def nodes(self) -> list[KubeNode]: ...
+    def pods(self, namespace: str, selector: str) -> list[KubePod]: ...
+    def services(self, namespace: str) -> list[KubeService]: ...
+    def read_configmap(self, namespace: str, name: str) -> dict[str, str]: ...
+    def write_configmap_key(self, namespace: str, name: str, key: str, value: str) -> None: ...
+    def apply(self, manifests: list[dict[str, Any]]) -> None: ...
+    def delete_namespace(self, name: str) -> None: ...
+    def namespace_labels(self, name: str) -> dict[str, str] | None: ...
+    def proxy_post(self, namespace: str, pod: str, port: int, path: str, body: dict[str, Any],
+                   timeout: float) -> dict[str, Any]: ...
+    def exec_in_pod(self, namespace: str, pod: str, argv: list[str], timeout: float) -> tuple[int, str, str]: ...
+
+
+class ApiKubeCluster:
+    """`KubeCluster` on the official kubernetes client (exercised by the nightly kind run)."""
+
+    def __init__(self, name: str, kubeconfig: str, context: str | None = None) -> None:
+        from kubernetes import client, config
+
+        self.name = name
+        self._kubeconfig, self._context = kubeconfig, context
+        try:
+            self._api = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        except Exception as exc:  # noqa: BLE001 - the kubeconfig's own error, said once, without secrets
+            raise ProviderError(f"{name}: cannot load kubeconfig {kubeconfig} (context {context or 'current'}): "
+                                f"{exc.__class__.__name__}") from None
+        self._core = client.CoreV1Api(self._api)
+        self._client = client
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        except ApiException as exc:
+            raise ProviderError(f"{self.name}: {what}: API server said {exc.status} {exc.reason}") from None
+        except OSError as exc:
+            raise ProviderError(f"{self.name}: {what}: API server unreachable ({exc.__class__.__name__}); "
+                                "is the cluster running? `kind get clusters`") from None
+
+    def nodes(self) -> list[KubeNode]:
+        result = []
+        for node in self._call("list nodes", self._core.list_node).items:
+            ip = next((a.address for a in node.status.addresses or [] if a.type == "InternalIP"), "")
+            ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+            labels = node.metadata.labels or {}
+            result.append(KubeNode(node.metadata.name, ip, node.spec.pod_cidr or "", ready,
+                                   "node-role.kubernetes.io/control-plane" in labels))
+        return result
+
+    def pods(self, namespace: str, selector: str) -> list[KubePod]:
+        result = []
+        for pod in self._call(f"list pods {selector}", self._core.list_namespaced_pod, namespace,
+                              label_selector=selector).items:
+            ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+            waiting = [s.state.waiting.reason for s in pod.status.container_statuses or []
+                       if s.state and s.state.waiting and s.state.waiting.reason]
+            result.append(KubePod(pod.metadata.name, pod.spec.node_name or "", pod.status.pod_ip or "", ready,
+                                  pod.status.phase or "", ", ".join(waiting)))
+        return result
+
+    def services(self, namespace: str) -> list[KubeService]:
+        result = []
+        for svc in self._call(f"list services in {namespace}", self._core.list_namespaced_service, namespace).items:
+            ip = svc.spec.cluster_ip if svc.spec.cluster_ip not in (None, "None") else None
+            kind = "Headless" if svc.spec.type == "ClusterIP" and ip is None else svc.spec.type
+            node_port = next((p.node_port for p in svc.spec.ports or [] if p.node_port), None)
+            result.append(KubeService(svc.metadata.name, kind, ip, node_port, svc.spec.external_name))
+        return result
+
+    def read_configmap(self, namespace: str, name: str) -> dict[str, str]:
+        cm = self._call(f"read configmap {namespace}/{name}", self._core.read_namespaced_config_map, name, namespace)
+        return dict(cm.data or {})
+
+    def write_configmap_key(self, namespace: str, name: str, key: str, value: str) -> None:
+        self._call(f"patch configmap {namespace}/{name}", self._core.patch_namespaced_config_map, name, namespace,
+                   {"data": {key: value}})
+
+    def apply(self, manifests: list[dict[str, Any]]) -> None:
+        from kubernetes import utils
+
+        for manifest in manifests:
+            meta = manifest["metadata"]
+            what = f"create {manifest['kind']} {meta.get('namespace', '')}/{meta['name']}"
+            try:
+                utils.create_from_dict(self._api, manifest)  # type: ignore[no-untyped-call]
+            except utils.FailToCreateError as exc:
+                statuses = {getattr(e, "status", None) for e in exc.api_exceptions}
+                if statuses != {409}:  # 409: already there (a re-run with --reuse)
+                    raise ProviderError(f"{self.name}: {what}: {statuses}") from None
+
+    def delete_namespace(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._core.delete_namespace(name, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise ProviderError(f"{self.name}: delete namespace {name}: {exc.status} {exc.reason}") from None
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            ns = self._core.read_namespace(name, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise ProviderError(f"{self.name}: read namespace {name}: {exc.status} {exc.reason}") from None
+        return dict((ns.metadata.labels if ns.metadata else None) or {})
+
+    def proxy_post(self, namespace: str, pod: str, port: int, path: str, body: dict[str, Any],
+                   timeout: float) -> dict[str, Any]:
+        # The generated POST proxy method takes no body: call_api directly (REFERENCE §D).
+        response = self._api.call_api(
+            f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}", "POST",
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            body=body, auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout)
+        raw = response[0].data if isinstance(response, tuple) else response.data
+        data: dict[str, Any] = json.loads(raw)
+        return data
+
+    def exec_in_pod(self, namespace: str, pod: str, argv: list[str], timeout: float) -> tuple[int, str, str]:
+        from kubernetes import client, config
+        from kubernetes.stream import stream
+
+        # stream() swaps the ApiClient's request function: give it a client of its own.
+        api = client.CoreV1Api(config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=self._kubeconfig, context=self._context))
+        command = ["timeout", str(int(timeout)), *argv]
+        resp = stream(api.connect_get_namespaced_pod_exec, pod, namespace, command=command,
+                      stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+        resp.run_forever(timeout=timeout + 5)
+        out, err = resp.read_stdout() or "", resp.read_stderr() or ""
+        status = resp.read_channel(3)
+        code = 0
+        if status:
+            details = json.loads(status)
+            if details.get("status") != "Success":
+                causes = (details.get("details") or {}).get("causes") or []
+                code = int(next((c["message"] for c in causes if c.get("reason") == "ExitCode"), 1))
+        return code, out, err
+
+
+def configmap_binary(name: str, namespace: str, key: str, data: bytes, labels: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace,
+                                                                  "labels": labels},
+            "binaryData": {key: base64.b64encode(data).decode()}}

@@ -1,0 +1,353 @@
+"""The kind provider: real kind clusters (DESIGN §5 "kind").
+
+Clusters come from `kind-configs/` through the kind CLI (in parallel); node routes go in through
+the docker SDK (`exec` in each node container); the Corefile is the ConfigMap
+`kube-system/coredns`; agents are pods pinned to every node plus a hostNetwork pod per node in
+the namespace `crossnet-<run-id>`, running the agent zipapp from a ConfigMap on `python:3-slim`,
+controlled through the API server's pod proxy. Everything above the provider seam (plumbing
+plans, cells, probes, judging, reports) is shared with the lab.
+
+Tested here with fakes for the kind CLI, the kubernetes API and docker (tests/test_kind_provider.py)
+and with a real docker daemon for the docker layer; only the nightly run drives real clusters.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from crossnet.model import AGENT_PORT, ClusterSet, LiveCluster, LiveNode, LivePod, LiveService, Topology
+from crossnet.plumbing.routes import RouteChange
+from crossnet.providers.base import ExecTarget, ProviderError, StateFile
+from crossnet.providers.kind.bundle import AGENT_ARCHIVE, build_agent_zipapp
+from crossnet.providers.kind.clusters import KindCli, KindRunner, create_clusters, kind_install_hint
+from crossnet.providers.kind.kube import ApiKubeCluster, KubeCluster, configmap_binary
+from crossnet.workloads import (
+    AGENT_POD,
+    ECHO_NODE_PORT,
+    ECHO_SERVICE,
+    HEADLESS_SERVICE,
+    agent_id,
+    external_name_services,
+    pod_hostname,
+)
+
+__all__ = ["DEFAULT_AGENT_IMAGE", "KindProvider", "KubeAgentClient"]
+
+DEFAULT_AGENT_IMAGE = "python:3-slim"
+CONTROL_PORT = 8081
+READY_TIMEOUT = 300.0
+MANAGED = {"app.kubernetes.io/managed-by": "crossnet"}
+AGENT_SELECTOR = "app=crossnet-agent"
+
+
+def _stderr(message: str) -> None:
+    print(f"crossnet: {message}", file=sys.stderr, flush=True)
+
+
+class KubeAgentClient:
+    """An agent's control API through the API server's pod proxy (no route into the cluster)."""
+
+    def __init__(self, kube: KubeCluster, namespace: str, pod: str) -> None:
+        self.kube, self.namespace, self.pod = kube, namespace, pod
+
+    def probe(self, probes: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+        body = self.kube.proxy_post(self.namespace, self.pod, CONTROL_PORT, "probe", {"probes": probes}, timeout)
+        if "results" not in body:
+            raise ProviderError(f"agent {self.namespace}/{self.pod}: {body.get('error', 'no results')}")
+        results: list[dict[str, Any]] = body["results"]
+        return results
+
+
+def _pod_name(vantage: str, node: str) -> str:
+    return f"{AGENT_POD}-{node}" if vantage == "pod" else f"host-{node}"
+
+
+class KindProvider:
+    name = "kind"
+    converge_timeout = 180.0  # the kubelet's ConfigMap sync plus CoreDNS `reload` (REFERENCE §F)
+
+    def __init__(self, state_dir: Path, run_id: str, reuse: bool = False, agent_image: str = DEFAULT_AGENT_IMAGE,
+                 kind: KindRunner | None = None, nodes: Any | None = None,
+                 kube_factory: Callable[[str, Path], KubeCluster] | None = None,
+                 progress: Callable[[str], None] = _stderr, logs_dir: Path | None = None) -> None:
+        self.state_dir, self.run_id, self.reuse, self.agent_image = state_dir, run_id, reuse, agent_image
+        self.state = StateFile(state_dir)
+        self.timings: dict[str, float] = {}
+        self.namespace = f"crossnet-{run_id}".lower()
+        self._kind, self._nodes, self._progress = kind, nodes, progress
+        self._kube_factory = kube_factory or (lambda name, path: ApiKubeCluster(name, str(path)))
+        self._kubes: dict[str, KubeCluster] = {}
+        self._topology: Topology | None = None
+        self.logs_dir = logs_dir or state_dir / "logs"
+
+    # ------------------------------------------------------------------ seams, created on first use
+
+    def _kind_cli(self) -> KindRunner:
+        if self._kind is None:
+            self._kind = KindCli()
+        return self._kind
+
+    def _docker(self) -> Any:
+        if self._nodes is None:
+            from crossnet.providers.kind.nodes import NodeContainers
+
+            self._nodes = NodeContainers.connect(None)
+        return self._nodes
+
+    def kube(self, cluster: str) -> KubeCluster:
+        if cluster not in self._kubes:
+            path = self.state_dir / f"kubeconfig-{cluster}"
+            if not path.exists():
+                raise ProviderError(f"no kubeconfig for {cluster} in {self.state_dir}")
+            self._kubes[cluster] = self._kube_factory(cluster, path)
+        return self._kubes[cluster]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def attach(cls, state_dir: Path, **seams: Any) -> KindProvider:
+        data = StateFile(state_dir).read()
+        if data.get("provider") != "kind":
+            raise ProviderError(f"{state_dir} belongs to provider {data.get('provider')!r}, not kind")
+        return cls(state_dir, data["run_id"], reuse=True, **seams)
+
+    def up(self, topology: Topology) -> ClusterSet:
+        started = time.perf_counter()
+        kind = self._kind_cli()  # checks the binary before anything is made
+        self._docker()  # and the daemon
+        self._topology = topology
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state.write({"provider": "kind", "run_id": self.run_id, "namespace": self.namespace, "created": [],
+                          "reused": [], "phase": "starting"})
+        names = [c.name for c in topology.clusters]
+        existing = set(kind.clusters())
+        clash = sorted(existing & set(names))
+        if clash and not self.reuse:
+            raise ProviderError(f"kind cluster(s) {', '.join(clash)} already exist; pass --reuse to use them "
+                                "(crossnet then never deletes them), or remove them with `kind delete cluster "
+                                f"--name {clash[0]}`")
+        wanted = [(c.name, Path(c.source_file)) for c in topology.clusters if c.name not in existing]
+        created = create_clusters(kind, wanted, self.state_dir, self.logs_dir, self._progress)
+        self.state.update(created=created, reused=clash)
+        for name in clash:
+            (self.state_dir / f"kubeconfig-{name}").write_text(kind.kubeconfig(name))
+        self._wait_ready(names)
+        cluster_set = self._cluster_set(with_agents=False)
+        self.state.update(phase="up", cluster_set=cluster_set.to_json())
+        self.timings["topology_up"] = time.perf_counter() - started
+        return cluster_set
+
+    def _wait_ready(self, names: list[str]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = set(names)
+        last: dict[str, str] = {}
+        while pending:
+            for name in sorted(pending):
+                nodes = self.kube(name).nodes()
+                dns = self.kube(name).pods("kube-system", "k8s-app=kube-dns")
+                not_ready = [n.name for n in nodes if not n.ready]
+                if nodes and not not_ready and dns and all(p.ready for p in dns):
+                    pending.discard(name)
+                    self._progress(f"kind: {name}: {len(nodes)} nodes Ready, CoreDNS Ready")
+                else:
+                    last[name] = f"nodes not Ready: {not_ready}" if not_ready else "CoreDNS not Ready"
+            if pending and time.monotonic() > deadline:
+                raise ProviderError("clusters not ready in time: " + "; ".join(f"{n}: {last[n]}" for n in pending))
+            if pending:
+                time.sleep(2.0)
+
+    def deploy_agents(self) -> ClusterSet:
+        started = time.perf_counter()
+        topology = self._require_topology()
+        archive = build_agent_zipapp()
+
+        def deploy(cluster: str) -> None:
+            self.kube(cluster).apply(self._manifests(topology, cluster, archive))
+
+        with ThreadPoolExecutor(max_workers=len(topology.clusters)) as pool:
+            list(pool.map(deploy, [c.name for c in topology.clusters]))
+        self._wait_agents([c.name for c in topology.clusters])
+        cluster_set = self._cluster_set(with_agents=True)
+        self.state.update(phase="agents-ready", cluster_set=cluster_set.to_json())
+        self.timings["agents_ready"] = time.perf_counter() - started
+        return cluster_set
+
+    def _manifests(self, topology: Topology, cluster: str, archive: bytes) -> list[dict[str, Any]]:
+        ns, labels = self.namespace, {**MANAGED, "crossnet.io/run": self.run_id}
+        manifests: list[dict[str, Any]] = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}},
+            configmap_binary("crossnet-agent", ns, AGENT_ARCHIVE, archive, labels),
+        ]
+        spec = topology.cluster(cluster)
+        for node in spec.nodes:
+            for vantage in ("pod", "host"):
+                manifests.append(self._agent_pod(cluster, node.short, node.name, vantage, labels))
+        ports = [{"name": p, "protocol": p.upper(), "port": AGENT_PORT, "targetPort": AGENT_PORT}
+                 for p in ("tcp", "udp")]
+        manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": ECHO_SERVICE, "namespace": ns,
+                          "labels": labels}, "spec": {"type": "NodePort", "selector": {"app": "crossnet-agent"},
+                          "ports": [{**p, "nodePort": ECHO_NODE_PORT} for p in ports]}})
+        manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": HEADLESS_SERVICE,
+                          "namespace": ns, "labels": labels}, "spec": {"clusterIP": "None", "selector":
+                          {"app": "crossnet-agent"}, "ports": ports, "publishNotReadyAddresses": True}})
+        for ext in external_name_services(topology):
+            if ext.cluster == cluster:
+                target = ext.external_name(topology.cluster(ext.target_cluster).dns_domain, ns)
+                manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": ext.name,
+                                  "namespace": ns, "labels": labels}, "spec": {"type": "ExternalName",
+                                  "externalName": target}})
+        return manifests
+
+    def _agent_pod(self, cluster: str, short: str, node_name: str, vantage: str,
+                   labels: dict[str, str]) -> dict[str, Any]:
+        pod = _pod_name(vantage, short)
+        spec: dict[str, Any] = {
+            "nodeName": node_name,
+            "tolerations": [{"operator": "Exists"}],  # control-plane taint: an agent on every node
+            "containers": [{
+                "name": "agent", "image": self.agent_image,
+                "command": ["python3", f"/crossnet/{AGENT_ARCHIVE}", "serve", "--id",
+                            agent_id(cluster, short, vantage), "--control-port", str(CONTROL_PORT)],
+                "ports": [{"containerPort": AGENT_PORT, "protocol": "TCP"},
+                          {"containerPort": AGENT_PORT, "protocol": "UDP"}, {"containerPort": CONTROL_PORT}],
+                "readinessProbe": {"tcpSocket": {"port": CONTROL_PORT}, "periodSeconds": 1},
+                "volumeMounts": [{"name": "agent", "mountPath": "/crossnet"}],
+            }],
+            "volumes": [{"name": "agent", "configMap": {"name": "crossnet-agent"}}],
+        }
+        pod_labels = dict(labels)
+        if vantage == "pod":
+            spec.update(hostname=pod_hostname(short), subdomain=HEADLESS_SERVICE)
+            pod_labels["app"] = "crossnet-agent"
+        else:
+            spec.update(hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet")
+            pod_labels["app"] = "crossnet-host-agent"
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": self.namespace,
+                "labels": pod_labels}, "spec": spec}
+
+    def _wait_agents(self, clusters: list[str]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            waiting = []
+            for cluster in clusters:
+                for pod in self.kube(cluster).pods(self.namespace, "app.kubernetes.io/managed-by=crossnet"):
+                    if not pod.ready:
+                        waiting.append(f"{cluster}/{pod.name} ({pod.reason or pod.phase})")
+            if not waiting:
+                return
+            pulls = [w for w in waiting if "ImagePull" in w or "ErrImage" in w]
+            if pulls or time.monotonic() > deadline:
+                hint = (f"; the agent image {self.agent_image} cannot be pulled: mirror it and pass --agent-image"
+                        if pulls else "")
+                raise ProviderError(f"agents not ready: {', '.join(waiting[:8])}{hint}")
+            time.sleep(1.0)
+
+    def down(self) -> None:
+        """Delete the run's namespace everywhere and the clusters this run created (never reused ones)."""
+        started = time.perf_counter()
+        try:
+            data = self.state.read()
+        except ProviderError:
+            data = {}
+        problems = []
+        for cluster in data.get("created", []) + data.get("reused", []):
+            try:
+                self.kube(cluster).delete_namespace(data.get("namespace", self.namespace))
+            except ProviderError as exc:
+                problems.append(str(exc))
+        for cluster in data.get("created", []):
+            self._progress(f"kind: deleting {cluster}")
+            try:
+                self._kind_cli().delete(cluster)
+            except ProviderError as exc:
+                problems.append(str(exc))
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        self.timings["teardown"] = time.perf_counter() - started
+        if problems:
+            raise ProviderError("teardown left something behind: " + "; ".join(problems))
+
+    # ------------------------------------------------------------------ the provider seam
+
+    def exec(self, target: ExecTarget, argv: list[str], timeout: float = 30.0) -> tuple[int, str, str]:
+        if argv[:1] == ["crossnet-agent"] or argv[:1] == [str(Path(sys.executable).parent / "crossnet-agent")]:
+            # The agent lives in its pods (node containers have no Python): the host vantage is host-<node>.
+            pod = _pod_name("pod" if target.pod else "host", target.node)
+            command = ["python3", f"/crossnet/{AGENT_ARCHIVE}", *argv[1:]]
+            return self.kube(target.cluster).exec_in_pod(self.namespace, pod, command, timeout)
+        if target.pod:
+            pod = _pod_name("pod", target.node) if target.pod == AGENT_POD else target.pod
+            return self.kube(target.cluster).exec_in_pod(self.namespace, pod, argv, timeout)
+        rc, out, err = self._docker().exec(f"{target.cluster}-{target.node}", argv, timeout)
+        return int(rc), str(out), str(err)
+
+    def apply_routes(self, changes: list[RouteChange]) -> None:
+        self._docker().apply_routes(changes)
+
+    def apply_routes_undo(self, changes: list[RouteChange]) -> None:
+        self._docker().undo_routes(changes)
+
+    def read_corefile(self, cluster: str) -> str:
+        data = self.kube(cluster).read_configmap("kube-system", "coredns")
+        if "Corefile" not in data:
+            raise ProviderError(f"{cluster}: ConfigMap kube-system/coredns has no Corefile key")
+        return data["Corefile"]
+
+    def write_corefile(self, cluster: str, text: str) -> None:
+        self.kube(cluster).write_configmap_key("kube-system", "coredns", "Corefile", text)
+
+    def agent_client(self, agent: str) -> KubeAgentClient:
+        cluster, node, vantage = agent.split("/")
+        return KubeAgentClient(self.kube(cluster), self.namespace, _pod_name("pod" if vantage == AGENT_POD else "host",
+                                                                           node))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _require_topology(self) -> Topology:
+        if self._topology is None:
+            raise ProviderError("kind: the clusters are not up")
+        return self._topology
+
+    def _cluster_set(self, with_agents: bool) -> ClusterSet:
+        clusters = []
+        for spec in self._require_topology().clusters:
+            kube = self.kube(spec.name)
+            nodes = []
+            for node in sorted(kube.nodes(), key=lambda n: (not n.control_plane, n.name)):
+                short = node.name.removeprefix(f"{spec.name}-")
+                nodes.append(LiveNode(short=short, role="control-plane" if node.control_plane else "worker",
+                                      ip=node.internal_ip, pod_cidr=node.pod_cidr,
+                                      host_agent=agent_id(spec.name, short, "host"), handle=node.name))
+            dns_pods = kube.pods("kube-system", "k8s-app=kube-dns")
+            kube_dns = next((s for s in kube.services("kube-system") if s.name == "kube-dns"), None)
+            pods: list[LivePod] = []
+            services: list[LiveService] = []
+            if with_agents:
+                by_name = {p.name: p for p in kube.pods(self.namespace, AGENT_SELECTOR)}
+                for live in nodes:
+                    agent = by_name.get(_pod_name("pod", live.short))
+                    if agent is None:
+                        raise ProviderError(f"{spec.name}: no agent pod on {live.short}")
+                    pods.append(LivePod(AGENT_POD, live.short, agent.ip, agent_id(spec.name, live.short, "pod")))
+                for svc in kube.services(self.namespace):
+                    headless = svc.type == "Headless"
+                    services.append(LiveService(
+                        name=svc.name, namespace=self.namespace, type=svc.type,  # type: ignore[arg-type]
+                        cluster_ip=svc.cluster_ip, external_name=svc.external_name, node_port=svc.node_port,
+                        ports=(("tcp", AGENT_PORT), ("udp", AGENT_PORT)) if svc.type != "ExternalName" else (),
+                        endpoints=tuple(p.ip for p in pods) if svc.type != "ExternalName" else (),
+                        hostnames=tuple(pod_hostname(p.node) for p in pods) if headless else ()))
+            clusters.append(LiveCluster(
+                name=spec.name, domain=spec.dns_domain, pod_subnet=spec.pod_subnet,
+                service_subnet=spec.service_subnet, nodes=tuple(nodes), pods=tuple(pods), services=tuple(services),
+                dns_service_ip=kube_dns.cluster_ip if kube_dns and kube_dns.cluster_ip else "",
+                dns_server_ips=tuple(sorted(p.ip for p in dns_pods))))
+        return ClusterSet(provider="kind", clusters=tuple(clusters), namespace=self.namespace)
+
+    def install_hint(self) -> str:
+        return kind_install_hint()
