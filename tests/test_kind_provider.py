@@ -1,0 +1,253 @@
+"""The kind provider against fakes of the kind CLI, the kubernetes API and the docker layer:
+parallel creation (and the cleanup when one cluster fails), --reuse, node routes from node
+objects, the CoreDNS ConfigMap patched and restored byte for byte, agents pinned to every node,
+and teardown after errors. Real clusters are the nightly run's job."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crossnet.config import load_topology
+from crossnet.lifecycle import bring_up_with, tear_down
+from crossnet.plumbing.routes import RouteChange
+from crossnet.providers.base import ProviderError
+from crossnet.providers.kind.kube import KubeNode, KubePod, KubeService
+from crossnet.providers.kind.provider import KindProvider
+from crossnet.providers.lab.topology import stock_corefile
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGY = load_topology([ROOT / "kind-configs" / "cluster-1.yaml", ROOT / "kind-configs" / "cluster-2.yaml"])
+VENDOR = ".:53 {\n    errors\n    kubernetes cluster-2.com {\n      pods verified\n    }\n    forward . 192.0.2.1\n}"
+
+
+class FakeKind:
+    def __init__(self, existing: tuple[str, ...] = (), fail: str | None = None) -> None:
+        self.existing = set(existing)
+        self.fail = fail
+        self.created: list[str] = []
+        self.deleted: list[str] = []
+        self.exported: list[str] = []
+        self.concurrent = 0
+        self.max_concurrent = 0
+        self.lock = threading.Lock()
+
+    def clusters(self) -> list[str]:
+        return sorted(self.existing)
+
+    def create(self, name: str, config: Path, kubeconfig: Path, log: Path) -> None:
+        with self.lock:
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        time.sleep(0.05)
+        with self.lock:
+            self.concurrent -= 1
+        log.write_text(f"creating {name} from {config}\n")
+        self.existing.add(name)  # a failed create may leave a half-made cluster behind
+        if name == self.fail:
+            raise ProviderError(f"kind could not create {name}: boom")
+        kubeconfig.write_text(f"kubeconfig of {name}, with a secret token\n")
+        self.created.append(name)
+
+    def delete(self, name: str) -> None:
+        self.deleted.append(name)
+        self.existing.discard(name)
+
+    def export_logs(self, name: str, directory: Path) -> None:
+        self.exported.append(name)
+
+    def kubeconfig(self, name: str) -> str:
+        return f"kubeconfig of {name}"
+
+
+class FakeKube:
+    """One cluster's API: nodes as kind names them, CoreDNS, and what crossnet applies."""
+
+    def __init__(self, name: str, index: int, corefile: str, image_pull_fails: bool = False) -> None:
+        self.name, self.index = name, index
+        self.configmaps = {("kube-system", "coredns"): {"Corefile": corefile}}
+        self.applied: list[dict[str, Any]] = []
+        self.deleted_namespaces: list[str] = []
+        self.image_pull_fails = image_pull_fails
+        base = 2 + index * 3
+        self._nodes = [KubeNode(f"{name}-control-plane", f"172.18.0.{base}", f"10.{index + 1}0.0.0/24", True, True),
+                       KubeNode(f"{name}-worker", f"172.18.0.{base + 1}", f"10.{index + 1}0.1.0/24", True, False),
+                       KubeNode(f"{name}-worker2", f"172.18.0.{base + 2}", f"10.{index + 1}0.2.0/24", True, False)]
+
+    def nodes(self) -> list[KubeNode]:
+        return list(self._nodes)
+
+    def pods(self, namespace: str, selector: str) -> list[KubePod]:
+        if namespace == "kube-system":
+            return [KubePod(f"coredns-{i}", f"{self.name}-control-plane", f"10.{self.index + 1}0.0.{3 + i}", True,
+                            "Running") for i in range(2)]
+        pods = [m for m in self.applied if m["kind"] == "Pod"]
+        wanted = selector.split("=")
+        matching = [m for m in pods if m["metadata"]["labels"].get(wanted[0]) == wanted[1]]
+        reason = "ErrImagePull" if self.image_pull_fails else ""
+        return [KubePod(m["metadata"]["name"], m["spec"]["nodeName"], f"10.{self.index + 1}0.{n}.9",
+                        not self.image_pull_fails, "Pending" if reason else "Running", reason)
+                for n, m in enumerate(matching)]
+
+    def services(self, namespace: str) -> list[KubeService]:
+        if namespace == "kube-system":
+            return [KubeService("kube-dns", "ClusterIP", f"10.{self.index + 4}0.0.10", None, None)]
+        result = []
+        for m in self.applied:
+            if m["kind"] == "Service":
+                spec = m["spec"]
+                kind = "Headless" if spec.get("clusterIP") == "None" else spec.get("type", "ClusterIP")
+                ip = None if kind in ("Headless", "ExternalName") else f"10.{self.index + 4}0.7.7"
+                result.append(KubeService(m["metadata"]["name"], kind, ip,
+                                          30080 if kind == "NodePort" else None, spec.get("externalName")))
+        return result
+
+    def read_configmap(self, namespace: str, name: str) -> dict[str, str]:
+        return dict(self.configmaps[(namespace, name)])
+
+    def write_configmap_key(self, namespace: str, name: str, key: str, value: str) -> None:
+        self.configmaps[(namespace, name)][key] = value
+
+    def apply(self, manifests: list[dict[str, Any]]) -> None:
+        self.applied += manifests
+
+    def delete_namespace(self, name: str) -> None:
+        self.deleted_namespaces.append(name)
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        return None
+
+    def proxy_post(self, namespace: str, pod: str, port: int, path: str, body: dict[str, Any],
+                   timeout: float) -> dict[str, Any]:
+        # Every DNS probe resolves: enough for the convergence wait.
+        return {"results": [{"id": p["id"], "reached": True, "answers": ["10.0.0.1"]} for p in body["probes"]]}
+
+    def exec_in_pod(self, namespace: str, pod: str, argv: list[str], timeout: float) -> tuple[int, str, str]:
+        return 0, f"{pod}: {' '.join(argv)}", ""
+
+
+class FakeNodes:
+    def __init__(self) -> None:
+        self.routes: dict[str, set[str]] = {}
+        self.execs: list[tuple[str, list[str]]] = []
+
+    def apply_routes(self, changes: list[RouteChange]) -> None:
+        for c in changes:
+            self.routes.setdefault(f"{c.cluster}-{c.node}", set()).add(f"{c.destination} via {c.via}")
+
+    def undo_routes(self, changes: list[RouteChange]) -> None:
+        for c in changes:
+            self.routes.get(f"{c.cluster}-{c.node}", set()).discard(f"{c.destination} via {c.via}")
+
+    def exec(self, container: str, argv: list[str], timeout: float = 30.0) -> tuple[int, str, str]:
+        self.execs.append((container, argv))
+        return 0, "", ""
+
+
+def provider(tmp_path: Path, kind: FakeKind, corefiles: dict[str, str] | None = None,
+             pull_fails: bool = False, **options: Any) -> tuple[KindProvider, dict[str, FakeKube], FakeNodes]:
+    kubes: dict[str, FakeKube] = {}
+    nodes = FakeNodes()
+
+    def factory(name: str, path: Path) -> FakeKube:
+        index = int(name.split("-")[1]) - 1
+        corefile = (corefiles or {}).get(name, stock_corefile(f"{name}.com"))
+        kubes[name] = FakeKube(name, index, corefile, pull_fails)
+        return kubes[name]
+
+    made = KindProvider(tmp_path / "state", "run-1", kind=kind, nodes=nodes, kube_factory=factory,
+                        progress=lambda _m: None, **options)
+    made.converge_timeout = 2.0
+    return made, kubes, nodes
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def test_bring_up_creates_in_parallel_routes_from_node_objects_and_tears_down(tmp_path: Path) -> None:
+    kind = FakeKind()
+    made, kubes, nodes = provider(tmp_path, kind, corefiles={"cluster-2": VENDOR})
+    run = bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
+    assert sorted(kind.created) == ["cluster-1", "cluster-2"] and kind.max_concurrent == 2
+    # Routes come from the API's InternalIP and spec.podCIDR: every node, every peer node.
+    assert nodes.routes["cluster-1-worker"] == {"10.20.0.0/24 via 172.18.0.5", "10.20.1.0/24 via 172.18.0.6",
+                                                "10.20.2.0/24 via 172.18.0.7"}
+    patched = kubes["cluster-2"].configmaps[("kube-system", "coredns")]["Corefile"]
+    assert patched.startswith(VENDOR) and "forward . 10.10.0.3 10.10.0.4" in patched  # the peer's CoreDNS pods
+    pods = [m for m in kubes["cluster-1"].applied if m["kind"] == "Pod"]
+    assert sorted(m["spec"]["nodeName"] for m in pods if not m["spec"].get("hostNetwork")) == [
+        "cluster-1-control-plane", "cluster-1-worker", "cluster-1-worker2"]
+    assert sum(1 for m in pods if m["spec"].get("hostNetwork")) == 3
+    assert all(m["metadata"]["namespace"] == "crossnet-run-1" for m in pods)
+    ext = [m for m in kubes["cluster-2"].applied if m.get("spec", {}).get("type") == "ExternalName"]
+    assert ext[0]["spec"]["externalName"] == "echo.crossnet-run-1.svc.cluster-1.com"
+    live = run.cluster_set.cluster("cluster-1")
+    assert live.dns_server_ips == ("10.10.0.3", "10.10.0.4") and live.node("worker2").pod_cidr == "10.10.2.0/24"
+    assert run.cluster_set.namespace == "crossnet-run-1"
+
+    tear_down(run, progress=quiet)
+    assert kubes["cluster-2"].configmaps[("kube-system", "coredns")]["Corefile"] == VENDOR  # byte for byte
+    assert kubes["cluster-1"].configmaps[("kube-system", "coredns")]["Corefile"] == stock_corefile("cluster-1.com")
+    assert all(not routes for routes in nodes.routes.values())
+    assert kubes["cluster-1"].deleted_namespaces == ["crossnet-run-1"]
+    assert sorted(kind.deleted) == ["cluster-1", "cluster-2"] and not (tmp_path / "state").exists()
+
+
+def test_one_cluster_failing_deletes_the_other(tmp_path: Path) -> None:
+    kind = FakeKind(fail="cluster-2")
+    made, _, _ = provider(tmp_path, kind)
+    with pytest.raises(ProviderError, match="cluster-2: kind could not create cluster-2: boom") as caught:
+        bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
+    assert "the others were deleted again" in str(caught.value)
+    assert sorted(kind.deleted) == ["cluster-1", "cluster-2"] and kind.exported == ["cluster-2"]
+    assert kind.existing == set() and not (tmp_path / "state").exists()
+
+
+def test_existing_clusters_need_reuse_and_are_never_deleted(tmp_path: Path) -> None:
+    kind = FakeKind(existing=("cluster-1", "cluster-2"))
+    made, _, _ = provider(tmp_path / "a", kind)
+    with pytest.raises(ProviderError, match="already exist; pass --reuse"):
+        bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
+    assert kind.deleted == [] and kind.created == []
+    made, kubes, _ = provider(tmp_path / "b", kind, reuse=True)
+    run = bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
+    assert kind.created == [] and (tmp_path / "b" / "state" / "kubeconfig-cluster-1").read_text() == (
+        "kubeconfig of cluster-1")
+    tear_down(run, progress=quiet)
+    assert kind.deleted == [] and kubes["cluster-1"].deleted_namespaces == ["crossnet-run-1"]
+
+
+def test_an_agent_image_that_cannot_be_pulled_is_named_and_everything_is_undone(tmp_path: Path) -> None:
+    kind = FakeKind()
+    made, kubes, nodes = provider(tmp_path, kind, pull_fails=True, agent_image="registry.example/python:3-slim")
+    with pytest.raises(ProviderError, match=r"registry.example/python:3-slim cannot be pulled.*--agent-image"):
+        bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
+    assert sorted(kind.deleted) == ["cluster-1", "cluster-2"]
+    assert kubes["cluster-1"].deleted_namespaces == ["crossnet-run-1"] and nodes.routes == {}
+
+
+def test_without_the_kind_binary_the_error_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    made = KindProvider(tmp_path / "state", "run-1", nodes=FakeNodes(), progress=quiet)
+    with pytest.raises(ProviderError) as caught:
+        made.up(TOPOLOGY)
+    assert "kind binary" in str(caught.value) and "--provider lab" in str(caught.value)
+    assert not (tmp_path / "state").exists()
+
+
+def test_repro_commands_run_the_agent_in_its_pod(tmp_path: Path) -> None:
+    from crossnet.providers.base import ExecTarget
+
+    made, _, nodes = provider(tmp_path, FakeKind())
+    bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
+    rc, out, _ = made.exec(ExecTarget("cluster-1", "worker", "agent"), ["crossnet-agent", "probe", "tcp", "1.2.3.4"])
+    assert rc == 0 and out.startswith("agent-worker: python3 /crossnet/crossnet-agent.pyz probe tcp")
+    rc, out, _ = made.exec(ExecTarget("cluster-1", "worker"), ["crossnet-agent", "probe", "icmp", "1.2.3.4"])
+    assert out.startswith("host-worker: python3")  # the host vantage is the node's hostNetwork pod
+    made.exec(ExecTarget("cluster-1", "worker"), ["ip", "route"])
+    assert nodes.execs[-1] == ("cluster-1-worker", ["ip", "route"])
