@@ -77,7 +77,7 @@ class ApiKubeCluster:
         self.name = name
         self._kubeconfig, self._context = kubeconfig, context
         try:
-            self._api = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+            self._api = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call,unused-ignore]
         except Exception as exc:  # noqa: BLE001 - the kubeconfig's own error, said once, without secrets
             raise ProviderError(f"{name}: cannot load kubeconfig {kubeconfig} (context {context or 'current'}): "
                                 f"{exc.__class__.__name__}") from None
@@ -140,7 +140,7 @@ class ApiKubeCluster:
             meta = manifest["metadata"]
             what = f"create {manifest['kind']} {meta.get('namespace', '')}/{meta['name']}"
             try:
-                utils.create_from_dict(self._api, manifest)  # type: ignore[no-untyped-call]
+                utils.create_from_dict(self._api, manifest)  # type: ignore[no-untyped-call,unused-ignore]
             except utils.FailToCreateError as exc:
                 statuses = {getattr(e, "status", None) for e in exc.api_exceptions}
                 if statuses != {409}:  # 409: already there (a re-run with --reuse)
@@ -182,7 +182,7 @@ class ApiKubeCluster:
         from kubernetes.stream import stream
 
         # stream() swaps the ApiClient's request function: give it a client of its own.
-        api = client.CoreV1Api(config.new_client_from_config(  # type: ignore[no-untyped-call]
+        api = client.CoreV1Api(config.new_client_from_config(  # type: ignore[no-untyped-call,unused-ignore]
             config_file=self._kubeconfig, context=self._context))
         command = ["timeout", str(int(timeout)), *argv]
         resp = stream(api.connect_get_namespaced_pod_exec, pod, namespace, command=command,
