@@ -20,6 +20,7 @@ from crossnet.config import DEFAULT_CONFIGS, ConfigError, load_topology
 from crossnet.lifecycle import Run, attach, bring_up, default_state_dir, new_run_id, tear_down
 from crossnet.matrix import SUITES, LiveCell, build_cells, cell_facts, counts_by_expectation, judge, live_cell, outcome
 from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Observation, Topology
+from crossnet.nodefacts import collect_evidence, path_ends
 from crossnet.probes import probe_cells
 from crossnet.profile import Profile, ProfileError, load_profile
 from crossnet.providers.base import ProviderError, StateFile
@@ -36,6 +37,7 @@ STARTED_KEY = pytest.StashKey[float]()
 BATCH_KEY = pytest.StashKey[dict[str, dict[str, Judgement]]]()
 LIVES_KEY = pytest.StashKey[dict[str, LiveCell]]()
 OBSERVED_KEY = pytest.StashKey[dict[str, Observation]]()
+EVIDENCE_KEY = pytest.StashKey[dict[str, str]]()
 
 
 class ProbeInfrastructureError(Exception):
@@ -291,7 +293,22 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
                     "path's own cell passes")
     failing = set(FAILING_VERDICTS) | ({"flaky"} if request.config.getoption("strict_flakes") else set())
     if judgement.verdict in failing:
+        evidence = _evidence(request.config, cell, live)
+        item.crossnet_cell["evidence"] = evidence
+        print(evidence)  # JUnit system-out of this cell (junit_logging = system-out)
         pytest.fail(f"{judgement.verdict}: {judgement.message}\n  repro: {live.repro}", pytrace=False)
+
+
+def _evidence(config: pytest.Config, cell: Cell, live: LiveCell) -> str:
+    """Node evidence from both ends of a failing cell's path, collected once per path and run."""
+    run = current_run(config)
+    src, dst, dns = path_ends(run.cluster_set, cell)
+    flow = (live.src_ip, live.dst_addr.split(":")[0].split(" ")[0])
+    key = f"{src}|{dst}|{dns}|{flow}"
+    cache = config.stash.setdefault(EVIDENCE_KEY, {})
+    if key not in cache:
+        cache[key] = collect_evidence(run, src, dst, flow, dns)
+    return cache[key]
 
 
 @pytest.hookimpl(hookwrapper=True)

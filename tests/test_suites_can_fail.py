@@ -41,6 +41,16 @@ def failures_in_junit(reports: Path) -> dict[str, str]:
     return failures
 
 
+def system_outs(reports: Path) -> dict[str, str]:
+    outs = {}
+    for case in ET.parse(reports / "junit.xml").getroot().iter("testcase"):
+        out = case.find("system-out")
+        name = re.search(r"\[(.*)\]$", case.get("name", ""))
+        if out is not None and name is not None:
+            outs[name.group(1)] = out.text or ""
+    return outs
+
+
 def test_removed_route_fails_exactly_the_cells_behind_it(lab_run: Path, tmp_path: Path) -> None:
     status = crossnet("status", "--state-dir", str(lab_run)).stdout
     assert re.search(r"worker2\s+worker\s+172\.19\.0\.7\s+podCIDR 10\.20\.2\.0/24", status), status
@@ -64,6 +74,19 @@ def test_removed_route_fails_exactly_the_cells_behind_it(lab_run: Path, tmp_path
     assert "cluster-1/worker pod 10.10.1.2 -> cluster-2 pod cluster-2/worker2 10.20.2.2:8080/tcp" in tcp
     assert "expected reachable (flat-routed#defaults)" in tcp
     assert "repro: crossnet exec cluster-1/worker/agent -- crossnet-agent probe tcp 10.20.2.2 8080" in tcp
+    # The evidence comes from both ends of the path, in JUnit's system-out and in the matrix.
+    evidence = next(c for c in cells if c["id"] == "pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp")["evidence"]
+    for needle in ("=== cluster-1/worker: ip route ===", "=== cluster-2/worker2: ip route ===",
+                   "=== cluster-1/worker: iptables -t nat ===", "-A KIND-MASQ-AGENT", "rp_filter",
+                   "=== cluster-1/worker: conntrack for 10.10.1.2 10.20.2.2 ==="):
+        assert needle in evidence, needle
+    assert "10.20.2.0/24" not in evidence.split("=== cluster-1/worker: ip rule")[0]  # the missing route, seen
+    assert evidence in system_outs(tmp_path)["pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp"]
+    # The plumbing suite names the cause: exactly that route on that node.
+    plumbing = run_suites("suites/test_plumbing.py", "--attach", str(lab_run), "--reports", str(tmp_path / "p"))
+    assert plumbing.returncode == 1
+    assert failures_in_junit(tmp_path / "p").keys() == {"cluster-1/worker:route-to:cluster-2/worker2"}
+    assert "expected route 10.20.2.0/24 via 172.19.0.7, found no route" in plumbing.stdout
     # The repro command really reproduces it (and the probe reports what it saw).
     repro = crossnet("exec", "--state-dir", str(lab_run), "cluster-1/worker/agent", "--", "crossnet-agent",
                      "probe", "tcp", "10.20.2.2", "8080", "--timeout", "1", check=False)
@@ -86,4 +109,6 @@ def test_wrong_forward_ip_fails_only_peer_domain_dns_cells(lab_run: Path, tmp_pa
     assert failed == expected and len(expected) == 3 * (4 * 2 + 2)
     observed = {c["observed"] for c in cells if c["id"] in expected}
     assert observed <= {"servfail", "timeout"}, observed
+    evidence = next(c for c in cells if c["id"] in expected)["evidence"]
+    assert "=== cluster-1: Corefile ===" in evidence and "forward . 10.20.1.2" in evidence
     provider.write_corefile("cluster-1", corefile)

@@ -1,0 +1,236 @@
+"""Node facts through testinfra: the causes behind the matrix's symptoms (DESIGN §6b).
+
+`planned_facts` lists, from the configs and the profile alone (so every xdist worker collects the
+same), what each node must hold; `check_fact` looks at a live node through a testinfra host: on
+the lab a backend that runs commands in the node's namespace by the same path as `crossnet exec`,
+on kind testinfra's own `docker://` backend. `collect_evidence` gathers what a failing cell needs
+from BOTH ends of its path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import testinfra
+from testinfra.backend.base import BaseBackend, CommandResult
+from testinfra.host import Host
+
+from crossnet.lifecycle import Run
+from crossnet.model import ClusterSet, Topology
+from crossnet.plumbing.corefile import CorefileError, parse_corefile
+from crossnet.plumbing.routes import service_gateway
+from crossnet.profile import Profile
+from crossnet.providers.base import ExecTarget, ProviderError
+from crossnet.workloads import ECHO_SERVICE
+
+__all__ = ["FactResult", "LabBackend", "NodeFact", "check_fact", "collect_evidence", "node_host", "path_ends",
+           "planned_facts"]
+
+COMMAND_TIMEOUT = 10.0
+SECTION_LIMIT = 4000
+NAT_CHAINS = ("PREROUTING", "OUTPUT", "POSTROUTING", "KIND-MASQ-AGENT", "KUBE-SERVICES", "KUBE-POSTROUTING",
+              "KUBE-NODEPORTS", "KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-")
+
+
+class LabBackend(BaseBackend):  # type: ignore[misc]
+    """testinfra backend: a command in a lab namespace through the provider's exec (as `crossnet exec`)."""
+
+    NAME = "crossnet-lab"
+
+    def __init__(self, run: Run, target: ExecTarget, timeout: float = COMMAND_TIMEOUT) -> None:
+        self._run, self._target, self._timeout = run, target, timeout
+        super().__init__(str(target))
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
+        cmd = self.get_command(command, *args)
+        rc, out, err = self._run.provider.exec(self._target, ["sh", "-c", cmd], timeout=self._timeout)
+        return self.result(rc, self.encode(cmd), out, err)
+
+
+def node_host(run: Run, cluster: str, node: str) -> Host:
+    if run.cluster_set.provider == "kind":
+        # kind nodes are docker containers named <cluster>-<node>; exercised by the nightly run only.
+        return testinfra.get_host(f"docker://{cluster}-{node}")
+    return Host(LabBackend(run, ExecTarget(cluster, node)))
+
+
+@dataclass(frozen=True)
+class NodeFact:
+    cluster: str
+    node: str  # "" for a cluster-wide fact (the Corefile)
+    kind: str
+    subject: str = ""
+
+    @property
+    def id(self) -> str:
+        where = f"{self.cluster}/{self.node}" if self.node else self.cluster
+        return f"{where}:{self.kind}" + (f":{self.subject}" if self.subject else "")
+
+
+@dataclass(frozen=True)
+class FactResult:
+    ok: bool
+    expected: str
+    observed: str
+
+
+def planned_facts(topology: Topology, profile: Profile) -> list[NodeFact]:
+    facts: list[NodeFact] = []
+    plumbing = profile.plumbing
+    for cluster in topology.clusters:
+        peers = topology.peers_of(cluster.name)
+        for node in cluster.nodes:
+            facts += [NodeFact(cluster.name, node.short, "ip_forward"), NodeFact(cluster.name, node.short, "rp_filter"),
+                      NodeFact(cluster.name, node.short, "masquerade"),
+                      NodeFact(cluster.name, node.short, "service-dnat", ECHO_SERVICE)]
+            for peer in peers:
+                facts += [NodeFact(cluster.name, node.short, "route-to", f"{peer.name}/{n.short}") for n in peer.nodes]
+                if plumbing.service_routes:
+                    facts.append(NodeFact(cluster.name, node.short, "service-route-to", peer.name))
+                if not plumbing.masquerade_to_peer_pods:
+                    facts.append(NodeFact(cluster.name, node.short, "no-masquerade-to", peer.name))
+        facts += [NodeFact(cluster.name, "", "corefile-forward", peer.dns_domain) for peer in peers]
+    return sorted(facts, key=lambda f: f.id)
+
+
+def _sysctl(host: Host, key: str) -> int:
+    return int(host.sysctl(key))
+
+
+def _routes(host: Host, destination: str) -> list[dict[str, Any]]:
+    import json
+
+    out = host.run(f"ip -j route show {destination}")
+    return list(json.loads(out.stdout or "[]")) if out.rc == 0 else []
+
+
+def _masq_rules(host: Host) -> list[str]:
+    return list(host.iptables.rules("nat", "KIND-MASQ-AGENT"))
+
+
+def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile) -> FactResult:
+    cs = run.cluster_set
+    if fact.kind == "ip_forward":
+        value = _sysctl(host, "net.ipv4.ip_forward")
+        return FactResult(value == 1, "net.ipv4.ip_forward = 1", f"net.ipv4.ip_forward = {value}")
+    if fact.kind == "rp_filter":
+        values = [_sysctl(host, f"net.ipv4.conf.{i}.rp_filter") for i in ("all", "default")]
+        want = profile.plumbing.rp_filter
+        return FactResult(values == [want, want], f"rp_filter all/default = {want}/{want}",
+                          f"rp_filter all/default = {values[0]}/{values[1]}")
+    if fact.kind in ("route-to", "service-route-to"):
+        if fact.kind == "route-to":
+            peer, peer_node = fact.subject.split("/")
+            destination = cs.cluster(peer).node(peer_node).pod_cidr
+            via = cs.cluster(peer).node(peer_node).ip
+        else:
+            destination, via = cs.cluster(fact.subject).service_subnet, service_gateway(cs, fact.subject)
+        routes = _routes(host, destination)
+        seen = ", ".join(f"{r.get('dst')} via {r.get('gateway', r.get('dev'))}" for r in routes) or "no route"
+        ok = any(r.get("dst") == destination and r.get("gateway") == via for r in routes)
+        return FactResult(ok, f"route {destination} via {via}", seen)
+    if fact.kind == "masquerade":
+        rules = _masq_rules(host)
+        own = cs.cluster(fact.cluster).pod_subnet
+        returns = [r for r in rules if f"-d {own}" in r and r.endswith("-j RETURN")]
+        masq = [i for i, r in enumerate(rules) if r.endswith("-j MASQUERADE")]
+        ok = bool(returns) and bool(masq) and rules.index(returns[0]) < masq[-1]
+        return FactResult(ok, f"KIND-MASQ-AGENT: RETURN for {own}, then MASQUERADE", "; ".join(rules) or "no chain")
+    if fact.kind == "no-masquerade-to":
+        rules = _masq_rules(host)
+        peer_subnet = cs.cluster(fact.subject).pod_subnet
+        ret = [i for i, r in enumerate(rules) if f"-d {peer_subnet}" in r and r.endswith("-j RETURN")]
+        masq = [i for i, r in enumerate(rules) if r.endswith("-j MASQUERADE")]
+        ok = bool(ret) and bool(masq) and ret[0] < masq[-1]
+        return FactResult(ok, f"KIND-MASQ-AGENT: RETURN for {peer_subnet} before MASQUERADE",
+                          "; ".join(rules) or "no chain")
+    if fact.kind == "service-dnat":
+        service = cs.cluster(fact.cluster).service(fact.subject, cs.namespace)
+        rules = list(host.iptables.rules("nat", "KUBE-SERVICES"))
+        hits = [r for r in rules if f"-d {service.cluster_ip}/32" in r and "-j KUBE-SVC-" in r]
+        return FactResult(len(hits) >= 2, f"KUBE-SERVICES jumps for {service.cluster_ip} (tcp and udp)",
+                          f"{len(hits)} rule(s)" + (f": {hits[0]}" if hits else ""))
+    if fact.kind == "corefile-forward":
+        return _corefile_fact(run, fact)
+    raise ProviderError(f"unknown node fact {fact.kind}")
+
+
+def _corefile_fact(run: Run, fact: NodeFact) -> FactResult:
+    cs = run.cluster_set
+    peer = next(c for c in cs.clusters if c.domain == fact.subject)
+    want = sorted(peer.dns_server_ips)
+    try:
+        corefile = parse_corefile(run.provider.read_corefile(fact.cluster), f"{fact.cluster} Corefile")
+    except CorefileError as exc:
+        return FactResult(False, f"a server block for {fact.subject} forwarding to {', '.join(want)}", str(exc))
+    block = corefile.server_for_zone(fact.subject)
+    if block is None:
+        return FactResult(False, f"a server block for {fact.subject} forwarding to {', '.join(want)}",
+                          "no server block for that zone")
+    forwards = [d for d in block.plugins("forward")]
+    targets = sorted(a.split(":")[0] for d in forwards for a in d.args[1:])
+    return FactResult(targets == want, f"{fact.subject}: forward . {' '.join(want)}",
+                      f"{fact.subject}: forward . {' '.join(targets) or '(none)'}")
+
+
+def _section(title: str, text: str) -> str:
+    text = text.strip() or "(empty)"
+    if len(text) > SECTION_LIMIT:
+        text = text[:SECTION_LIMIT] + f"\n... ({len(text) - SECTION_LIMIT} more characters)"
+    return f"=== {title} ===\n{text}\n"
+
+
+def _node_evidence(run: Run, cluster: str, node: str, flow: tuple[str, ...]) -> str:
+    try:
+        host = node_host(run, cluster, node)
+        parts = []
+        for title, command in (("ip route", "ip route"), ("ip rule", "ip rule"),
+                               ("rp_filter all/default", "sysctl net.ipv4.conf.all.rp_filter "
+                                                         "net.ipv4.conf.default.rp_filter")):
+            out = host.run(command)
+            parts.append(_section(f"{cluster}/{node}: {title}", out.stdout + out.stderr))
+        nat = host.run("iptables-save -t nat")
+        keep = [line for line in nat.stdout.splitlines()
+                if line.startswith(("*", ":", "COMMIT")) or any(f"-A {c}" in line for c in NAT_CHAINS)]
+        parts.append(_section(f"{cluster}/{node}: iptables -t nat", "\n".join(keep) or nat.stderr))
+        if flow:
+            track = host.run("conntrack -L 2>&1")
+            if track.rc != 0 and "not found" in track.stdout + track.stderr:
+                parts.append(_section(f"{cluster}/{node}: conntrack", "conntrack is not installed on this node"))
+            else:
+                lines = [line for line in track.stdout.splitlines() if any(ip in line for ip in flow)]
+                parts.append(_section(f"{cluster}/{node}: conntrack for {' '.join(flow)}", "\n".join(lines)
+                                      or "no entry for this flow"))
+        return "".join(parts)
+    except Exception as exc:  # noqa: BLE001 - evidence never breaks a report; say what failed instead
+        return _section(f"{cluster}/{node}", f"could not collect evidence: {exc.__class__.__name__}: {exc}")
+
+
+def collect_evidence(run: Run, src: tuple[str, str], dst: tuple[str, str], flow: tuple[str, ...] = (),
+                     dns_cluster: str | None = None) -> str:
+    """What a failing cell needs, from both ends of its path: routes, rules, rp_filter, the nat
+    chains, conntrack for the flow, and for DNS cells the Corefile in effect."""
+    parts = [_node_evidence(run, *src, flow)]
+    if dst != src:
+        parts.append(_node_evidence(run, *dst, flow))
+    if dns_cluster:
+        try:
+            parts.append(_section(f"{dns_cluster}: Corefile", run.provider.read_corefile(dns_cluster)))
+        except Exception as exc:  # noqa: BLE001
+            parts.append(_section(f"{dns_cluster}: Corefile", f"could not read it: {exc}"))
+    return "".join(parts)
+
+
+def path_ends(cs: ClusterSet, cell: Any) -> tuple[tuple[str, str], tuple[str, str], str | None]:
+    """The (cluster, node) at each end of a cell's path, and the cluster whose DNS it asked."""
+    src = (cell.vantage.cluster, cell.vantage.node)
+    target = cell.target
+    if target.kind in ("pod-ip", "node-port", "headless"):
+        dst = (target.cluster, target.node)
+    else:
+        owner = cs.cluster(target.cluster)
+        dst = (owner.name, next((n.short for n in owner.nodes if n.role == "control-plane"), owner.nodes[0].short))
+    dns = cell.vantage.cluster if target.kind in ("dns-name", "headless") else None
+    return src, dst, dns
+

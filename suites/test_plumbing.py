@@ -1,0 +1,32 @@
+"""Plumbing: node state checked with testinfra, one test per node and fact, so a fault is named
+at its cause (a missing route, ip_forward off, a masquerade rule, a Corefile forward block) next
+to the cells it breaks. Facts come from the configs and the profile; see crossnet.nodefacts."""
+
+import pytest
+
+from crossnet.nodefacts import check_fact, node_host, planned_facts
+from crossnet.plugin import SETUP_KEY, current_run, current_setup
+
+SUITE = "plumbing"
+_hosts = {}
+
+
+def pytest_generate_tests(metafunc):
+    if "fact" in metafunc.fixturenames and SETUP_KEY in metafunc.config.stash:
+        topology, profile, _ = current_setup(metafunc.config)
+        facts = planned_facts(topology, profile)
+        metafunc.parametrize("fact", facts, ids=[f.id for f in facts])
+
+
+def test_plumbing(fact, request):
+    __tracebackhide__ = True
+    run = current_run(request.config)
+    _, profile, _ = current_setup(request.config)
+    node = fact.node or next(n.short for n in run.cluster_set.cluster(fact.cluster).nodes)
+    key = (fact.cluster, node)
+    if key not in _hosts:
+        _hosts[key] = node_host(run, fact.cluster, node)
+    result = check_fact(_hosts[key], fact, run, profile)
+    request.node.user_properties += [("expected", result.expected), ("observed", result.observed)]
+    if not result.ok:
+        pytest.fail(f"{fact.id}: expected {result.expected}, found {result.observed}", pytrace=False)
