@@ -275,7 +275,7 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
     item.crossnet_cell = {
         "id": cell.id, "nodeid": item.nodeid, "suite": cell.suite, "src": f"{cell.vantage.cluster}/{cell.vantage.node}",
         "src_kind": cell.vantage.kind, "src_ip": live.src_ip,
-        "dst": cell.target.label if cell.target.kind != "pod-ip" else f"{cell.target.cluster}/{cell.target.node}",
+        "dst": current_run(request.config).cluster_set.name(cell.target.label),
         "dst_kind": cell.target.kind, "dst_addr": live.dst_addr,
         "protocol": protocol,
         "expected": cell.expectation.reachable, "expected_source": cell.expectation.source,
