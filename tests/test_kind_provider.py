@@ -160,7 +160,7 @@ def provider(tmp_path: Path, kind: FakeKind, corefiles: dict[str, str] | None = 
         return kubes[name]
 
     made = KindProvider(tmp_path / "state", "run-1", kind=kind, nodes=nodes, kube_factory=factory,
-                        progress=lambda _m: None, **options)
+                        progress=lambda _m: None, logs_dir=tmp_path / "logs", **options)
     made.converge_timeout = 2.0
     return made, kubes, nodes
 
@@ -205,6 +205,7 @@ def test_one_cluster_failing_deletes_the_other(tmp_path: Path) -> None:
         bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
     assert "the others were deleted again" in str(caught.value)
     assert sorted(kind.deleted) == ["cluster-1", "cluster-2"] and kind.exported == ["cluster-2"]
+    assert (tmp_path / "logs" / "kind-create-cluster-2.log").read_text().startswith("creating cluster-2")
     assert kind.existing == set() and not (tmp_path / "state").exists()
 
 

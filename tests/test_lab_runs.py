@@ -118,3 +118,19 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, sig: signal.Signals) -> 
         assert "torn down" in err
     else:
         assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("profile", ["flat-routed-svc", "no-masquerade"])
+def test_the_other_profiles_hold_on_the_lab(tmp_path: Path, profile: str) -> None:
+    before = host_snapshot()
+    done = run_suites("suites/test_service.py", "suites/test_snat.py", "suites/test_plumbing.py", "--profile",
+                      profile, "--state-dir", str(tmp_path / "s"), "--reports", str(tmp_path))
+    assert done.returncode == 0, done.stdout[-3000:]
+    cells = {c["id"]: c for c in load_matrix(tmp_path)["cells"]}
+    if profile == "flat-routed-svc":  # peer ClusterIPs pass: routed through the peer's gateway node
+        assert cells["pod:cluster-1/worker->cluster-2/echo:cluster-ip:tcp"]["verdict"] == "pass"
+        assert not [c for c in cells.values() if c["verdict"] != "pass"]
+    else:  # the peer pod sees the sender's pod IP
+        cell = cells["pod:cluster-1/worker->cluster-2/worker2:echo-headless:headless:tcp:source"]
+        assert (cell["verdict"], cell["source_ip"], cell["expected_source"]) == ("pass", "10.10.1.2", "preserved")
+    assert_nothing_left(tmp_path / "s", before)

@@ -84,7 +84,8 @@ class KindProvider:
         self._kube_factory = kube_factory or (lambda name, path: ApiKubeCluster(name, str(path)))
         self._kubes: dict[str, KubeCluster] = {}
         self._topology: Topology | None = None
-        self.logs_dir = logs_dir or state_dir / "logs"
+        # Outside the state directory: teardown removes that, and failed creations keep their logs.
+        self.logs_dir = logs_dir or Path.cwd() / "reports" / f"kind-logs-{run_id}"
 
     # ------------------------------------------------------------------ seams, created on first use
 
