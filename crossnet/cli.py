@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crossnet import report
-from crossnet.config import DEFAULT_CONFIGS, ConfigError, load_topology
+from crossnet.config import TOPOLOGIES, ConfigError, load_topology, resolve_setup
 from crossnet.lifecycle import attach, bring_up, default_state_dir, new_run_id, tear_down
 from crossnet.model import ClusterSet
 from crossnet.profile import ProfileError, load_profile
@@ -50,9 +50,9 @@ def _find_state_dir(explicit: str | None) -> Path:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    profile = load_profile(args.profile)
-    topology = load_topology(args.kind_config or [str(ROOT / p) for p in DEFAULT_CONFIGS],
-                             allow_overlap=profile.globalnet)
+    paths, profile_name = resolve_setup(ROOT, args.topology, args.kind_config, args.profile)
+    profile = load_profile(profile_name)
+    topology = load_topology(paths, allow_overlap=profile.globalnet, global_cidr=profile.plumbing.global_cidr)
     run_id = new_run_id()
     state_dir = Path(args.state_dir or default_state_dir(run_id)).resolve()
     provider, why = choose_provider(args.provider)
@@ -193,7 +193,8 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="bring the two-cluster lab up and leave it running (for --attach / exec)")
     up.add_argument("--kind-config", action="append", metavar="FILE", help="kind config (repeat; default the two "
                     "in kind-configs/)")
-    up.add_argument("--profile", default="flat-routed", help="profile name or path (default flat-routed)")
+    up.add_argument("--profile", help="profile name or path (default: the topology's, flat-routed)")
+    up.add_argument("--topology", choices=sorted(TOPOLOGIES), help="named setup: routed (default) or globalnet")
     up.add_argument("--state-dir", help="state directory (default .crossnet/<run-id>)")
     up.add_argument("--provider", choices=PROVIDER_NAMES, default="auto",
                     help="kind (real clusters), lab (network namespaces, needs root) or auto (kind when kind and "

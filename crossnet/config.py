@@ -16,10 +16,16 @@ import yaml
 
 from crossnet.model import Cluster, NodeSpec, Topology
 
-__all__ = ["DEFAULT_CONFIGS", "ConfigError", "ConfigProblem", "load_topology"]
+__all__ = ["DEFAULT_CONFIGS", "TOPOLOGIES", "ConfigError", "ConfigProblem", "load_topology", "resolve_setup"]
 
 KIND_API_VERSION = "kind.x-k8s.io/v1alpha4"
 DEFAULT_CONFIGS = ("kind-configs/cluster-1.yaml", "kind-configs/cluster-2.yaml")
+# Named presets: the kind configs and the profile of a setup (--topology NAME).
+TOPOLOGIES: dict[str, tuple[tuple[str, ...], str]] = {
+    "routed": (DEFAULT_CONFIGS, "flat-routed"),
+    "globalnet": (("kind-configs/globalnet-1.yaml", "kind-configs/globalnet-2.yaml", "kind-configs/globalnet-3.yaml"),
+                  "globalnet"),
+}
 NODE_PREFIX = 24  # kube-controller-manager's default --node-cidr-mask-size for IPv4
 KIND_DEFAULT_POD_SUBNET = "10.244.0.0/16"
 KIND_DEFAULT_SERVICE_SUBNET = "10.96.0.0/16"
@@ -197,15 +203,33 @@ def _cross_checks(clusters: Sequence[Cluster], allow_overlap: bool, problems: li
                             "Globalnet (--profile globalnet)"))
 
 
-def load_topology(paths: Sequence[str | Path], allow_overlap: bool = False) -> Topology:
-    """Parse and validate every config; raise one ConfigError listing every problem."""
+def load_topology(paths: Sequence[str | Path], allow_overlap: bool = False, global_cidr: str | None = None) -> Topology:
+    """Parse and validate every config; raise one ConfigError listing every problem. With a
+    Globalnet `global_cidr`, overlapping cluster CIDRs are expected, and the global CIDR is
+    checked instead (a slice per cluster, no overlap with any cluster CIDR)."""
     problems: list[ConfigProblem] = []
     if len(paths) < 2:
         problems.append(ConfigProblem(", ".join(map(str, paths)) or "(none)", "--kind-config",
                                       "crossnet needs at least two clusters",
                                       "pass two or more kind configs"))
     clusters = [c for c in (_parse_cluster(Path(p), problems) for p in paths) if c is not None]
-    _cross_checks(clusters, allow_overlap, problems)
+    _cross_checks(clusters, allow_overlap or global_cidr is not None, problems)
+    if global_cidr is not None and not problems:
+        from crossnet.globalnet import global_cidr_problems
+
+        problems += [ConfigProblem("(profile)", "plumbing.global_cidr", p, "see the Globalnet profile")
+                     for p in global_cidr_problems(Topology(tuple(clusters)), global_cidr)]
     if problems:
         raise ConfigError(problems)
     return Topology(clusters=tuple(clusters))
+
+
+def resolve_setup(root: Path, topology: str | None, configs: Sequence[str] | None,
+                  profile: str | None) -> tuple[list[str], str]:
+    """The kind configs and profile to use: explicit ones win, then the named topology's."""
+    name = topology or "routed"
+    if name not in TOPOLOGIES:
+        raise ConfigError([ConfigProblem("(command line)", "--topology", f"unknown topology {name!r}",
+                                         f"use one of {', '.join(TOPOLOGIES)}")])
+    preset_configs, preset_profile = TOPOLOGIES[name]
+    return list(configs) if configs else [str(root / p) for p in preset_configs], profile or preset_profile

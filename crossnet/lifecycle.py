@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crossnet.globalnet import CLUSTERSET_DOMAIN
 from crossnet.model import ClusterSet, Topology
 from crossnet.plumbing.corefile import CorefileError, plan_forward_patch
 from crossnet.plumbing.nodes import CONNTRACK_FLUSH, NodeCommand, plan_masquerade_exceptions, plan_rp_filter
@@ -68,7 +69,8 @@ def bring_up(topology: Topology, state_dir: Path, run_id: str, plumbing: Plumbin
              detached: bool = False, progress: Progress = stderr_progress, provider: str = "lab",
              reuse: bool = False, agent_image: str | None = None) -> Run:
     """Bring up `topology` on the named provider, with the plumbing of the profile."""
-    made = make_provider(provider, state_dir, run_id, detached=detached, reuse=reuse, agent_image=agent_image)
+    made = make_provider(provider, state_dir, run_id, detached=detached, reuse=reuse, agent_image=agent_image,
+                         global_cidr=plumbing.global_cidr if plumbing else None)
     return bring_up_with(made, topology, run_id, plumbing, progress)
 
 
@@ -111,7 +113,10 @@ def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plu
     serviceSubnet via its gateway), the profile's node settings, then a fenced forward block per
     peer domain. Each change is recorded with its undo in the state file before it is made."""
     plumbing = plumbing or Plumbing()
-    routes = plan_peer_routes(cluster_set) + (plan_service_routes(cluster_set) if plumbing.service_routes else [])
+    globalnet = plumbing.global_cidr is not None  # identical CIDRs: no pod routes; Globalnet joins the clusters
+    routes = [] if globalnet else plan_peer_routes(cluster_set)
+    if plumbing.service_routes and not globalnet:
+        routes += plan_service_routes(cluster_set)
     commands = ([] if plumbing.masquerade_to_peer_pods else plan_masquerade_exceptions(cluster_set))
     if plumbing.rp_filter:
         commands += plan_rp_filter(cluster_set, plumbing.rp_filter)
@@ -127,8 +132,9 @@ def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plu
             for node in cluster.nodes:
                 provider.exec(ExecTarget(cluster.name, node.short), CONNTRACK_FLUSH)
     for cluster in cluster_set.clusters:
-        forwards = {peer.domain: list(peer.dns_server_ips) for peer in cluster_set.clusters
-                    if peer.name != cluster.name}
+        forwards = ({CLUSTERSET_DOMAIN: list(cluster.clusterset_dns_ips)} if globalnet else
+                    {peer.domain: list(peer.dns_server_ips) for peer in cluster_set.clusters
+                     if peer.name != cluster.name})
         original = provider.read_corefile(cluster.name)
         try:
             patch = plan_forward_patch(original, run_id, forwards)
@@ -164,8 +170,10 @@ def wait_converged(provider: Provider, cluster_set: ClusterSet, timeout: float =
     while pending:
         for src, dst in sorted(pending):
             cluster, peer = cluster_set.cluster(src), cluster_set.cluster(dst)
+            name = (f"{peer.name}.{ECHO_SERVICE}.{cluster_set.namespace}.svc.{CLUSTERSET_DOMAIN}." if peer.global_cidr
+                    else f"{ECHO_SERVICE}.{cluster_set.namespace}.svc.{peer.domain}.")
             probe = {"id": "converge", "protocol": "dns-udp", "timeout": 0.3, "server": cluster.dns_service_ip,
-                     "qname": f"{ECHO_SERVICE}.{cluster_set.namespace}.svc.{peer.domain}."}
+                     "qname": name}
             try:
                 result = provider.agent_client(agent_id(src, cluster.nodes[0].short, "pod")).probe([probe], 6.0)[0]
             except (OSError, ProviderError) as exc:

@@ -4,9 +4,10 @@ live addresses), and judge observations. Probes report; this module judges."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from crossnet.globalnet import CLUSTERSET_DOMAIN, NOT_EXPORTED_SERVICE
 from crossnet.model import (
     AGENT_PORT,
     NS_PLACEHOLDER,
@@ -34,13 +35,13 @@ from crossnet.workloads import (
 
 __all__ = ["SUITES", "LiveCell", "build_cells", "cell_facts", "judge", "live_cell", "search_list"]
 
-SUITES = ("pod-to-pod", "dns", "service", "snat")
+SUITES = ("pod-to-pod", "dns", "service", "globalnet", "snat")
 POD_PROTOCOLS: tuple[Protocol, ...] = ("tcp", "udp", "icmp")
 LARGE_PAYLOAD = 1400  # bytes of echo payload: near the 1500-byte path MTU, so a black hole shows
 DNS_PROTOCOLS: tuple[Protocol, ...] = ("dns-udp", "dns-tcp")
 SERVICE_PROTOCOLS: tuple[Protocol, ...] = ("tcp", "udp")
 VANTAGE_KINDS: tuple[VantageKind, ...] = ("pod", "host")
-SNAT_TARGETS = frozenset({"pod-ip", "headless", "cluster-ip", "node-port"})
+SNAT_TARGETS = frozenset({"pod-ip", "headless", "cluster-ip", "node-port", "global-ip", "dns-name"})
 
 
 def cell_facts(cell: Cell) -> dict[str, str]:
@@ -146,11 +147,58 @@ def _service(topology: Topology, profile: Profile) -> list[Cell]:
     return cells
 
 
+def _globalnet(topology: Topology, profile: Profile) -> list[Cell]:
+    """From the pod and host of every node of every cluster to every other cluster's exported
+    Services through Globalnet: clusterset names (resolved, then connected), global ingress IPs,
+    per-pod names of the exported headless Service, a non-exported name (NXDOMAIN), and the
+    peer's direct pod IP and ClusterIP, which are the sender's own CIDR and must not leak across."""
+    cells = []
+    svc = f"{ECHO_SERVICE}.{NS_PLACEHOLDER}.svc.{CLUSTERSET_DOMAIN}"
+    for vantage in _vantages(topology):
+        own = vantage.cluster
+        targets: list[tuple[Target, tuple[Protocol, ...]]] = [
+            (Target(own, "dns-name", service=ECHO_SERVICE, name=svc, form="clusterset"), DNS_PROTOCOLS),
+            (Target(own, "dns-name", service=NOT_EXPORTED_SERVICE, form="nxdomain", expect_nxdomain=True,
+                    name=f"{NOT_EXPORTED_SERVICE}.{NS_PLACEHOLDER}.svc.{CLUSTERSET_DOMAIN}"), ("dns-udp",)),
+        ]
+        for peer in topology.peers_of(own):
+            by_cluster = f"{peer.name}.{svc}"
+            targets += [
+                (Target(peer.name, "dns-name", service=ECHO_SERVICE, name=by_cluster, form="cluster.clusterset"),
+                 (*DNS_PROTOCOLS, *SERVICE_PROTOCOLS)),
+                (Target(peer.name, "global-ip", service=ECHO_SERVICE), SERVICE_PROTOCOLS),
+                (Target(peer.name, "cluster-ip", service=ECHO_SERVICE), ("tcp",)),
+            ]
+            headless = f"{peer.name}.{HEADLESS_SERVICE}.{NS_PLACEHOLDER}.svc.{CLUSTERSET_DOMAIN}"
+            for node in peer.nodes:
+                name = f"{pod_hostname(node.short)}.{headless}"
+                targets += [
+                    (Target(peer.name, "dns-name", node=node.short, service=HEADLESS_SERVICE, name=name,
+                            form="pod.cluster.clusterset"), ("dns-udp",)),
+                    (Target(peer.name, "headless", node=node.short, service=HEADLESS_SERVICE, name=name,
+                            form="pod.cluster.clusterset"), ("tcp",)),
+                    (Target(peer.name, "pod-ip", node=node.short), ("tcp",)),
+                ]
+        for target, protocols in targets:
+            scope = _scope(vantage, target.cluster, target.node)
+            cells += [_decided(profile, "globalnet", vantage, target, Probe(p), scope) for p in protocols]
+    return cells
+
+
+def _for_setup(builder: Callable[[Topology, Profile], list[Cell]], globalnet: bool) -> Callable[..., list[Cell]]:
+    """Routed-cluster suites ask nothing under Globalnet, and the Globalnet suite nothing without it."""
+    def build(topology: Topology, profile: Profile) -> list[Cell]:
+        return builder(topology, profile) if (profile.plumbing.global_cidr is not None) == globalnet else []
+    return build
+
+
 def _snat(topology: Topology, profile: Profile) -> list[Cell]:
     """The source IP of every path the other suites expect to reach over tcp/udp, wherever the
     profile says what the target should see (source: any is not a question worth a cell)."""
     cells = []
-    for origin in _pod_to_pod(topology, profile) + _service(topology, profile):
+    origins = (_globalnet(topology, profile) if profile.plumbing.global_cidr is not None
+               else _pod_to_pod(topology, profile) + _service(topology, profile))
+    for origin in origins:
         if (origin.expectation.reachable != "yes" or origin.probe.protocol not in SERVICE_PROTOCOLS
                 or origin.probe.payload or origin.target.kind not in SNAT_TARGETS):
             continue
@@ -160,7 +208,8 @@ def _snat(topology: Topology, profile: Profile) -> list[Cell]:
     return cells
 
 
-BUILDERS = {"pod-to-pod": _pod_to_pod, "dns": _dns, "service": _service, "snat": _snat}
+BUILDERS = {"pod-to-pod": _for_setup(_pod_to_pod, False), "dns": _for_setup(_dns, False),
+            "service": _for_setup(_service, False), "globalnet": _for_setup(_globalnet, True), "snat": _snat}
 
 
 def build_cells(topology: Topology, profile: Profile, suites: Iterable[str] = SUITES) -> list[Cell]:
@@ -189,6 +238,7 @@ class LiveCell:
     probe: dict[str, object]
     expected_answers: tuple[str, ...] = ()
     repro: str = ""
+    global_egress: tuple[str, ...] = ()  # the sender cluster's Globalnet egress IPs
 
     @property
     def probe_key(self) -> str:
@@ -221,6 +271,9 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
     elif target.kind == "cluster-ip":
         service = cluster_set.cluster(target.cluster).service(target.service, cluster_set.namespace)
         dst, agents = str(service.cluster_ip), _agents_of(cluster_set, target.cluster)
+    elif target.kind == "global-ip":
+        dst, agents = cluster_set.cluster(target.cluster).global_ip(f"svc/{target.service}"), \
+            _agents_of(cluster_set, target.cluster)
     elif target.kind == "node-port":
         owner = cluster_set.cluster(target.cluster)
         dst, agents = owner.node(target.node).ip, _agents_of(cluster_set, target.cluster)
@@ -249,10 +302,17 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         dst_addr = f"{dst}:{port}"
         repro_args = f"{protocol} {dst} {port}{flags}{payload}"
     repro = f"crossnet exec {exec_target} -- crossnet-agent probe {repro_args}"
-    return LiveCell(cell, agent, src_ip, src_node.ip, dst_addr, probe, expected, repro)
+    return LiveCell(cell, agent, src_ip, src_node.ip, dst_addr, probe, expected, repro, src_cluster.global_egress)
 
 
 def _expected_answers(cell: Cell, cluster_set: ClusterSet) -> tuple[str, ...]:
+    form = cell.target.form
+    if form == "clusterset":  # every exporting cluster's global ingress IP (the lab answers with all)
+        return tuple(c.global_ip(f"svc/{cell.target.service}") for c in cluster_set.clusters)
+    if form == "cluster.clusterset":
+        return (cluster_set.cluster(cell.target.cluster).global_ip(f"svc/{cell.target.service}"),)
+    if form == "pod.cluster.clusterset":
+        return (cluster_set.cluster(cell.target.cluster).global_ip(f"pod/{pod_hostname(cell.target.node)}"),)
     owner = cluster_set.cluster(cell.target.cluster)
     service = owner.service(cell.target.service, cluster_set.namespace)
     if service.type == "ExternalName":
@@ -288,6 +348,9 @@ def _source_ok(live: LiveCell, observation: Observation) -> tuple[bool, str | No
     wanted = live.cell.expectation.source
     if wanted == "any":
         return True, None
+    if wanted == "global-egress":
+        egress = live.global_egress
+        return observation.source_ip in egress, (f"{egress[0]}-{egress[-1]}" if egress else "no egress IPs")
     expected = {"preserved": live.src_ip, "node-ip": live.node_ip}.get(wanted)
     return observation.source_ip == expected, expected
 

@@ -42,7 +42,7 @@ AGENT_PORT = 8080
 
 Protocol = Literal["tcp", "udp", "icmp", "dns-udp", "dns-tcp"]
 VantageKind = Literal["pod", "host"]
-TargetKind = Literal["pod-ip", "cluster-ip", "node-port", "headless", "dns-name"]
+TargetKind = Literal["pod-ip", "cluster-ip", "node-port", "headless", "dns-name", "global-ip"]
 Reachable = Literal["yes", "no", "optional"]
 SourceExpectation = Literal["preserved", "node-ip", "global-egress", "any"]
 Scope = Literal["same-node", "same-cluster", "peer-cluster"]
@@ -157,6 +157,18 @@ class LiveCluster:
     services: tuple[LiveService, ...]
     dns_service_ip: str
     dns_server_ips: tuple[str, ...]  # the DNS server *pod* IPs (what peers forward to)
+    # Submariner Globalnet (empty otherwise): the cluster's global CIDR, its egress IPs, its
+    # ingress IPs ("svc/<name>" or "pod/<hostname>" -> IP) and the Lighthouse DNS server IPs.
+    global_cidr: str = ""
+    global_egress: tuple[str, ...] = ()
+    global_ingress: tuple[tuple[str, str], ...] = ()
+    clusterset_dns_ips: tuple[str, ...] = ()
+
+    def global_ip(self, key: str) -> str:
+        for name, ip in self.global_ingress:
+            if name == key:
+                return ip
+        raise KeyError(f"{self.name}: no global ingress IP for {key}")
 
     def node(self, short: str) -> LiveNode:
         for node in self.nodes:
@@ -224,6 +236,10 @@ class ClusterSet:
                     ),
                     dns_service_ip=c["dns_service_ip"],
                     dns_server_ips=tuple(c["dns_server_ips"]),
+                    global_cidr=c.get("global_cidr", ""),
+                    global_egress=tuple(c.get("global_egress") or ()),
+                    global_ingress=tuple(tuple(p) for p in c.get("global_ingress") or ()),
+                    clusterset_dns_ips=tuple(c.get("clusterset_dns_ips") or ()),
                 )
             )
         return cls(provider=data["provider"], clusters=tuple(clusters),

@@ -16,6 +16,7 @@ import testinfra
 from testinfra.backend.base import BaseBackend, CommandResult
 from testinfra.host import Host
 
+from crossnet.globalnet import CLUSTERSET_DOMAIN, gateway_node
 from crossnet.lifecycle import Run
 from crossnet.model import ClusterSet, Topology
 from crossnet.plumbing.corefile import CorefileError, parse_corefile
@@ -78,6 +79,8 @@ class FactResult:
 def planned_facts(topology: Topology, profile: Profile) -> list[NodeFact]:
     facts: list[NodeFact] = []
     plumbing = profile.plumbing
+    if plumbing.global_cidr is not None:
+        return _globalnet_facts(topology)
     for cluster in topology.clusters:
         peers = topology.peers_of(cluster.name)
         for node in cluster.nodes:
@@ -92,6 +95,42 @@ def planned_facts(topology: Topology, profile: Profile) -> list[NodeFact]:
                     facts.append(NodeFact(cluster.name, node.short, "no-masquerade-to", peer.name))
         facts += [NodeFact(cluster.name, "", "corefile-forward", peer.dns_domain) for peer in peers]
     return sorted(facts, key=lambda f: f.id)
+
+
+def _globalnet_facts(topology: Topology) -> list[NodeFact]:
+    """Under Globalnet: routes to each peer's global CIDR (through the own gateway, and from the
+    gateway to the peer's), the gateway's egress SNAT, and the clusterset.local forward."""
+    facts: list[NodeFact] = []
+    for cluster in topology.clusters:
+        gateway = gateway_node(topology, cluster.name)
+        for node in cluster.nodes:
+            facts += [NodeFact(cluster.name, node.short, "ip_forward"), NodeFact(cluster.name, node.short, "rp_filter")]
+            facts += [NodeFact(cluster.name, node.short, "global-route-to", peer.name)
+                      for peer in topology.peers_of(cluster.name)]
+            if node.short == gateway:
+                facts.append(NodeFact(cluster.name, node.short, "global-egress"))
+        facts.append(NodeFact(cluster.name, "", "corefile-forward", CLUSTERSET_DOMAIN))
+    return sorted(facts, key=lambda f: f.id)
+
+
+def _live_gateway(cs: ClusterSet, cluster: str) -> str:
+    nodes = cs.cluster(cluster).nodes
+    return next((n for n in nodes if n.role == "worker"), nodes[0]).short
+
+
+def _planned_route(cs: ClusterSet, fact: NodeFact) -> tuple[str, str]:
+    """(destination, next hop) of a route fact, from the live addresses."""
+    if fact.kind == "route-to":
+        peer_name, peer_node = fact.subject.split("/")
+        node = cs.cluster(peer_name).node(peer_node)
+        return node.pod_cidr, node.ip
+    if fact.kind == "service-route-to":
+        return cs.cluster(fact.subject).service_subnet, service_gateway(cs, fact.subject)
+    own_gateway = _live_gateway(cs, fact.cluster)  # global-route-to: via the own gateway, or from it to the peer's
+    peer = cs.cluster(fact.subject)
+    if fact.node == own_gateway:
+        return peer.global_cidr, peer.node(_live_gateway(cs, peer.name)).ip
+    return peer.global_cidr, cs.cluster(fact.cluster).node(own_gateway).ip
 
 
 def _sysctl(host: Host, key: str) -> int:
@@ -119,17 +158,18 @@ def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile) -> FactRe
         want = profile.plumbing.rp_filter
         return FactResult(values == [want, want], f"rp_filter all/default = {want}/{want}",
                           f"rp_filter all/default = {values[0]}/{values[1]}")
-    if fact.kind in ("route-to", "service-route-to"):
-        if fact.kind == "route-to":
-            peer, peer_node = fact.subject.split("/")
-            destination = cs.cluster(peer).node(peer_node).pod_cidr
-            via = cs.cluster(peer).node(peer_node).ip
-        else:
-            destination, via = cs.cluster(fact.subject).service_subnet, service_gateway(cs, fact.subject)
+    if fact.kind in ("route-to", "service-route-to", "global-route-to"):
+        destination, via = _planned_route(cs, fact)
         routes = _routes(host, destination)
         seen = ", ".join(f"{r.get('dst')} via {r.get('gateway', r.get('dev'))}" for r in routes) or "no route"
         ok = any(r.get("dst") == destination and r.get("gateway") == via for r in routes)
         return FactResult(ok, f"route {destination} via {via}", seen)
+    if fact.kind == "global-egress":
+        live = cs.cluster(fact.cluster)
+        snat = f"-s {live.pod_subnet} -j SNAT --to-source {live.global_egress[0]}-{live.global_egress[-1]}"
+        rules = list(host.iptables.rules("nat", "SUBMARINER-GN-EGRESS"))
+        return FactResult(any(snat in r for r in rules), f"SUBMARINER-GN-EGRESS: {snat}", "; ".join(rules) or
+                          "no chain")
     if fact.kind == "masquerade":
         rules = _masq_rules(host)
         own = cs.cluster(fact.cluster).pod_subnet
@@ -158,8 +198,10 @@ def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile) -> FactRe
 
 def _corefile_fact(run: Run, fact: NodeFact) -> FactResult:
     cs = run.cluster_set
-    peer = next(c for c in cs.clusters if c.domain == fact.subject)
-    want = sorted(peer.dns_server_ips)
+    if fact.subject == CLUSTERSET_DOMAIN:
+        want = sorted(cs.cluster(fact.cluster).clusterset_dns_ips)
+    else:
+        want = sorted(next(c for c in cs.clusters if c.domain == fact.subject).dns_server_ips)
     try:
         corefile = parse_corefile(run.provider.read_corefile(fact.cluster), f"{fact.cluster} Corefile")
     except CorefileError as exc:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from crossnet import report
-from crossnet.config import DEFAULT_CONFIGS, ConfigError, load_topology
+from crossnet.config import TOPOLOGIES, ConfigError, load_topology, resolve_setup
 from crossnet.lifecycle import Run, attach, bring_up, default_state_dir, new_run_id, tear_down
 from crossnet.matrix import SUITES, LiveCell, build_cells, cell_facts, counts_by_expectation, judge, live_cell, outcome
 from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Observation, Topology
@@ -58,8 +58,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kind-config", action="append", default=None, metavar="FILE",
                     help="a kind cluster config (repeat per cluster; default: kind-configs/cluster-1.yaml "
                          "and cluster-2.yaml)")
-    group.addoption("--profile", default="flat-routed", metavar="NAME|PATH",
-                    help="expectation profile: a name under profiles/ or a YAML path (default flat-routed)")
+    group.addoption("--profile", default=None, metavar="NAME|PATH",
+                    help="expectation profile: a name under profiles/ or a YAML path (default: the topology's, "
+                         "flat-routed)")
+    group.addoption("--topology", default=None, choices=sorted(TOPOLOGIES), metavar="NAME",
+                    help="a named setup: 'routed' (default: kind-configs/cluster-1,2 + flat-routed) or 'globalnet' "
+                         "(three clusters with identical CIDRs joined by Submariner Globalnet + the globalnet profile)")
     group.addoption("--attach", default=None, metavar="STATE_DIR",
                     help="probe a run started by `crossnet up` instead of creating one (never torn down)")
     group.addoption("--state-dir", default=None, metavar="DIR",
@@ -110,9 +114,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _runs_suites(config):
         return
     try:
-        paths = config.getoption("kind_config") or [str(ROOT / p) for p in DEFAULT_CONFIGS]
-        profile = load_profile(config.getoption("profile"))
-        topology = load_topology(paths, allow_overlap=profile.globalnet)
+        paths, profile_name = resolve_setup(ROOT, config.getoption("topology"), config.getoption("kind_config"),
+                                            config.getoption("profile"))
+        profile = load_profile(profile_name)
+        topology = load_topology(paths, allow_overlap=profile.globalnet, global_cidr=profile.plumbing.global_cidr)
     except (ConfigError, ProfileError) as exc:
         raise pytest.UsageError(str(exc)) from None
     cells = build_cells(topology, profile)
@@ -199,6 +204,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if setup is None or suite is None:
         return
     cells = [c for c in setup[2] if c.suite == suite]
+    if not cells:  # this suite asks nothing of the selected setup: say so instead of "empty parameter set"
+        reason = (f"the {suite} suite needs clusters joined by Globalnet: run `pytest suites/ --topology globalnet`"
+                  if suite == "globalnet" else
+                  f"the {suite} suite asks about routed clusters; under {setup[1].name} the globalnet suite asks "
+                  "the questions (run `--topology routed` for this one)")
+        metafunc.parametrize("cell", [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ids=["none"])
+        return
     metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
 
 

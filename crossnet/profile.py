@@ -8,12 +8,13 @@ Code never decides what should be reachable; it only looks it up here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from crossnet.globalnet import DEFAULT_GLOBAL_CIDR
 from crossnet.model import Expectation
 
 __all__ = ["MATCH_KEYS", "PROFILE_DIR", "Plumbing", "Profile", "ProfileError", "Rule", "load_profile"]
@@ -23,10 +24,11 @@ PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 MATCH_KEYS: dict[str, frozenset[str] | None] = {
     "suite": frozenset({"pod-to-pod", "dns", "service", "snat", "globalnet"}),
     "vantage": frozenset({"pod", "host"}),
-    "target": frozenset({"pod-ip", "cluster-ip", "node-port", "headless", "dns-name"}),
+    "target": frozenset({"pod-ip", "cluster-ip", "node-port", "headless", "dns-name", "global-ip"}),
     "protocol": frozenset({"tcp", "udp", "icmp", "dns-udp", "dns-tcp"}),
     "scope": frozenset({"same-node", "same-cluster", "peer-cluster"}),
-    "form": frozenset({"short", "svc.ns", "full", "fqdn", "nxdomain", "external-name", "headless"}),
+    "form": frozenset({"short", "svc.ns", "full", "fqdn", "nxdomain", "external-name", "headless", "clusterset",
+                       "cluster.clusterset", "pod.cluster.clusterset"}),
     "size": frozenset({"small", "large"}),
     "src_cluster": None,  # any cluster name
     "dst_cluster": None,
@@ -34,7 +36,7 @@ MATCH_KEYS: dict[str, frozenset[str] | None] = {
 REACHABLE = {"yes": "yes", "no": "no", "optional": "optional", True: "yes", False: "no"}
 SOURCES = frozenset({"preserved", "node-ip", "global-egress", "any"})
 PROFILE_KEYS = frozenset({"name", "description", "globalnet", "plumbing", "defaults", "rules"})
-PLUMBING_KEYS = frozenset({"service_routes", "masquerade_to_peer_pods", "rp_filter"})
+PLUMBING_KEYS = frozenset({"service_routes", "masquerade_to_peer_pods", "rp_filter", "global_cidr"})
 RULE_KEYS = frozenset({"match", "expect", "because"})
 EXPECT_KEYS = frozenset({"reachable", "source"})
 
@@ -67,6 +69,7 @@ class Plumbing:
     service_routes: bool = False  # routes to each peer's serviceSubnet via the peer's gateway node
     masquerade_to_peer_pods: bool = True  # kindnet masquerades traffic to the peer's pod CIDR
     rp_filter: int = 0  # net.ipv4.conf.all.rp_filter on every node
+    global_cidr: str | None = None  # Submariner Globalnet: the global CIDR (set when the profile declares globalnet)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ def _plumbing(raw: Any, problems: list[str]) -> Plumbing:
         rp_filter = 0
     return Plumbing(service_routes=raw.get("service_routes") is True,
                     masquerade_to_peer_pods=raw.get("masquerade_to_peer_pods", True) is not False,
-                    rp_filter=int(rp_filter))
+                    rp_filter=int(rp_filter), global_cidr=str(raw["global_cidr"]) if raw.get("global_cidr") else None)
 
 
 def load_profile(name_or_path: str) -> Profile:
@@ -163,6 +166,10 @@ def load_profile(name_or_path: str) -> Profile:
         problems.append(f"unknown key {key!r}; known: {', '.join(sorted(PROFILE_KEYS))}")
     name = str(doc.get("name") or path.stem)
     plumbing = _plumbing(doc.get("plumbing") or {}, problems)
+    if doc.get("globalnet") and plumbing.global_cidr is None:
+        plumbing = replace(plumbing, global_cidr=DEFAULT_GLOBAL_CIDR)
+    if plumbing.global_cidr and not doc.get("globalnet"):
+        problems.append("plumbing: global_cidr is set but the profile does not declare 'globalnet: true'")
     defaults_raw = doc.get("defaults") or {}
     if not isinstance(defaults_raw, dict):
         problems.append("defaults: must be a mapping (reachable, source, because)")

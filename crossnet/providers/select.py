@@ -30,11 +30,14 @@ def choose_provider(requested: str) -> tuple[str, str]:
 
 
 def make_provider(name: str, state_dir: Path, run_id: str, detached: bool = False, reuse: bool = False,
-                  agent_image: str | None = None) -> Provider:
+                  agent_image: str | None = None, global_cidr: str | None = None) -> Provider:
     if name == "lab":
         from crossnet.providers.lab.provider import LabProvider
 
-        return LabProvider(state_dir, run_id, detached=detached)
+        return LabProvider(state_dir, run_id, detached=detached, global_cidr=global_cidr)
+    if global_cidr is not None and name == "kind":
+        raise ProviderError("Globalnet on kind needs Submariner (subctl deploy-broker/join --globalnet), which the "
+                            "kind provider does not deploy yet; run `--topology globalnet` on the lab")
     if name == "kind":
         from crossnet.providers.kind.provider import DEFAULT_AGENT_IMAGE, KindProvider
 

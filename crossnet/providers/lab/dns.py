@@ -90,8 +90,9 @@ MAX_CHASE_DEPTH = 8
 TCP_IDLE_TIMEOUT = 10.0
 CACHE_CAPACITY = 10_000
 
+LIGHTHOUSE_TTL = 5
 NO_OP_PLUGINS = frozenset({"health", "ready", "prometheus", "loop", "reload", "loadbalance", "log"})
-_PLUGIN_ORDER = ("cache", "hosts", "kubernetes", "forward")  # as in CoreDNS's plugin.cfg
+_PLUGIN_ORDER = ("cache", "hosts", "kubernetes", "lighthouse", "forward")  # as in CoreDNS's plugin.cfg
 KNOWN_PLUGINS = frozenset({"errors", *NO_OP_PLUGINS, *_PLUGIN_ORDER})
 
 _KUBERNETES_IGNORED = frozenset(
@@ -157,6 +158,8 @@ class ClusterRecords:
 
     services: tuple[ServiceRecord, ...] = ()
     pods: tuple[PodRecord, ...] = ()
+    # For the lighthouse plugin: clusterset.local names -> global IPs, as Lighthouse would answer.
+    clusterset: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -173,6 +176,7 @@ class ClusterRecords:
                 for s in self.services
             ],
             "pods": [{"ip": p.ip, "namespace": p.namespace} for p in self.pods],
+            "clusterset": {name: list(addresses) for name, addresses in self.clusterset},
         }
 
     @classmethod
@@ -182,9 +186,18 @@ class ClusterRecords:
         document = reader.mapping(data, "top level")
         services = reader.items(document, "services")
         pods = reader.items(document, "pods")
+        clusterset = document.get("clusterset") or {}
+        if not isinstance(clusterset, dict):
+            raise reader.error("clusterset", "must map names to lists of IP addresses")
+        entries = []
+        for name, addresses in sorted(clusterset.items()):
+            if not isinstance(addresses, list) or not all(isinstance(a, str) and _is_ip(a) for a in addresses):
+                raise reader.error(f"clusterset[{name!r}]", "must be a list of IP addresses")
+            entries.append((str(name).lower().rstrip(".") + ".", tuple(addresses)))
         return cls(
             services=tuple(reader.service(item, f"services[{i}]") for i, item in enumerate(services)),
             pods=tuple(reader.pod(item, f"pods[{i}]") for i, item in enumerate(pods)),
+            clusterset=tuple(entries),
         )
 
 
@@ -626,6 +639,24 @@ class _HostsPlugin:
         return _address_rrsets(query.qname, self.ttl, self.entries.get(query.qname, ()), query.qtype)
 
 
+class _LighthousePlugin:
+    """Submariner Lighthouse's answers for clusterset.local, from the records' `clusterset` map
+    (the provider computes which names exist and their global IPs). Like Lighthouse, a name it
+    does not know is NXDOMAIN without an SOA."""
+
+    def __init__(self, zones: tuple[dns.name.Name, ...], entries: Mapping[dns.name.Name, tuple[str, ...]]) -> None:
+        self.zones, self.entries = zones, entries
+
+    async def serve(self, query: _Query, next_plugin: _Next) -> dns.message.Message:
+        if _most_specific(self.zones, query.qname) is None:
+            return await next_plugin(query)
+        if query.qname not in self.entries:
+            return _response(query, dns.rcode.NXDOMAIN, authoritative=True)
+        response = _response(query, authoritative=True)
+        response.answer.extend(_address_rrsets(query.qname, LIGHTHOUSE_TTL, self.entries[query.qname], query.qtype))
+        return response
+
+
 # --------------------------------------------------------------------------- cache
 
 
@@ -889,6 +920,8 @@ class _BlockBuilder:
             return self.hosts(zones, directive)
         if directive.name == "kubernetes":
             return self.kubernetes(zones, directive)
+        if directive.name == "lighthouse":
+            return _LighthousePlugin(zones, {dns.name.from_text(n): a for n, a in self.records.clusterset})
         return self.forward(directive)
 
     def zones(self, texts: Sequence[str], line: int) -> tuple[dns.name.Name, ...]:

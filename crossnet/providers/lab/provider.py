@@ -15,11 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from crossnet.globalnet import CLUSTERSET_DOMAIN
 from crossnet.model import CROSSNET_NAMESPACE, ClusterSet, LiveCluster, LiveNode, LivePod, LiveService, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
 from crossnet.providers.lab import topology as lab
 from crossnet.providers.lab.sandbox import UNIX_PATH_MAX, SandboxClient, SandboxError, start_sandbox
+from crossnet.workloads import HEADLESS_SERVICE
 
 __all__ = ["LabProvider", "UnixAgentClient"]
 
@@ -68,8 +70,9 @@ class LabProvider:
 
     name = "lab"
 
-    def __init__(self, state_dir: Path, run_id: str, detached: bool = False) -> None:
+    def __init__(self, state_dir: Path, run_id: str, detached: bool = False, global_cidr: str | None = None) -> None:
         self.state_dir = state_dir
+        self.global_cidr = global_cidr  # emulate Submariner Globalnet with this global CIDR
         self.run_id = run_id
         self.detached = detached
         self.state = StateFile(state_dir)
@@ -103,7 +106,7 @@ class LabProvider:
             raise ProviderError(str(exc)) from None
         self.state.update(sandbox_pid=self._process.pid)
         try:
-            plan = self._plan = lab.plan_lab(topology)
+            plan = self._plan = lab.plan_lab(topology, self.global_cidr)
             self._check(self.sandbox.exec(None, ["ip", "-batch", "-"], input=lab.link_batch(plan)), "create namespaces")
             jobs: list[tuple[str, str, str]] = [(lab.UNDERLAY_NETNS, lab.underlay_script(plan), "underlay")]
             for cluster in plan.clusters:
@@ -139,6 +142,16 @@ class LabProvider:
                 "--corefile", str(cdir / "Corefile"), "--records", str(cdir / "records.json"), "--ready", str(ready)],
                 self.state_dir / "logs" / f"dns-{cluster.spec.name}.log")
             waits.append(ready)
+            if cluster.globalnet is not None:  # Lighthouse: clusterset.local names -> global IPs
+                corefile = f"{CLUSTERSET_DOMAIN}:53 {{\n    errors\n    lighthouse\n}}\n"
+                (cdir / "Corefile.lighthouse").write_text(corefile)
+                (cdir / "records.lighthouse.json").write_text(json.dumps(
+                    {"services": [], "pods": [], "clusterset": _clusterset_names(plan)}, indent=1))
+                ready = cdir / "lighthouse.ready"
+                self.sandbox.spawn_python(cluster.globalnet.lighthouse_pod.netns, "dns", [
+                    "--corefile", str(cdir / "Corefile.lighthouse"), "--records", str(cdir / "records.lighthouse.json"),
+                    "--ready", str(ready)], self.state_dir / "logs" / f"lighthouse-{cluster.spec.name}.log")
+                waits.append(ready)
             for node in cluster.nodes:
                 for agent_id, netns in ((f"{node.cluster}/{node.short}/agent", f"{node.netns}.agent"),
                                         (f"{node.cluster}/{node.short}/host", node.netns)):
@@ -296,8 +309,36 @@ class LabProvider:
                             for n in cluster.nodes),
                 pods=tuple(LivePod(name=p.name, node=n.short, ip=p.ip, agent=f"{n.cluster}/{n.short}/agent")
                            for n in cluster.nodes for p in n.pods if p.name == "agent"),
-                services=services, dns_service_ip=cluster.dns_service_ip, dns_server_ips=(cluster.dns_pod.ip,)))
+                services=services, dns_service_ip=cluster.dns_service_ip, dns_server_ips=(cluster.dns_pod.ip,),
+                **_global_fields(cluster)))
         return ClusterSet(provider="lab", clusters=tuple(clusters))
+
+
+def _global_fields(cluster: lab.LabCluster) -> dict[str, Any]:
+    gn = cluster.globalnet
+    if gn is None:
+        return {}
+    ingress = [(f"svc/{name}", ip) for name, ip in gn.allocation.service_ips.items()]
+    ingress += [(f"pod/{host}", ip) for host, ip in gn.allocation.pod_ips.items()]
+    return {"global_cidr": gn.allocation.cidr, "global_egress": gn.allocation.egress_ips,
+            "global_ingress": tuple(ingress), "clusterset_dns_ips": (gn.lighthouse_pod.ip,)}
+
+
+def _clusterset_names(plan: lab.LabPlan) -> dict[str, list[str]]:
+    """What Lighthouse answers: <svc>.<ns>.svc.clusterset.local (every exporting cluster's global
+    IP; real Lighthouse picks one, preferring the local cluster), <cluster>.<svc>.<ns>..., and
+    <pod>.<cluster>.<svc>.<ns>... for the pods of an exported headless Service."""
+    names: dict[str, list[str]] = {}
+    for cluster in plan.clusters:
+        gn = cluster.globalnet
+        if gn is None:
+            continue
+        for service, ip in gn.allocation.service_ips.items():
+            names.setdefault(f"{service}.{CROSSNET_NAMESPACE}.svc.{CLUSTERSET_DOMAIN}", []).append(ip)
+            names[f"{cluster.spec.name}.{service}.{CROSSNET_NAMESPACE}.svc.{CLUSTERSET_DOMAIN}"] = [ip]
+        for host, ip in gn.allocation.pod_ips.items():
+            names[f"{host}.{cluster.spec.name}.{HEADLESS_SERVICE}.{CROSSNET_NAMESPACE}.svc.{CLUSTERSET_DOMAIN}"] = [ip]
+    return names
 
 
 def _records(cluster: lab.LabCluster) -> dict[str, Any]:
@@ -309,7 +350,7 @@ def _records(cluster: lab.LabCluster) -> dict[str, Any]:
                       "external_name": s.external_name, "ports": [[p, port] for p, port, _ in s.ports],
                       "endpoints": [{"ip": ip, "hostname": host} for ip, host in s.endpoints]}
                      for s in cluster.services],
-        "pods": [{"ip": p.ip, "namespace": "kube-system" if p.name == "coredns" else CROSSNET_NAMESPACE}
+        "pods": [{"ip": p.ip, "namespace": CROSSNET_NAMESPACE if p.name == "agent" else "kube-system"}
                  for n in cluster.nodes for p in n.pods],
     }
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from crossnet.globalnet import NOT_EXPORTED_SERVICE, GlobalAllocation, allocate, gateway_node
 from crossnet.model import AGENT_PORT, CROSSNET_NAMESPACE, Cluster, Topology
 from crossnet.workloads import (
     AGENT_POD,
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 UNDERLAY_NETNS = "underlay"
+LIGHTHOUSE_POD = "lighthouse"
 UNDERLAY_CIDR = ipaddress.IPv4Network("172.19.0.0/16")
 UNDERLAY_GATEWAY = "172.19.0.1"
 NODE_PREFIX = 24
@@ -87,6 +89,7 @@ class LabService:
     endpoints: tuple[tuple[str, str], ...] = ()  # (pod ip, hostname)
     external_name: str | None = None
     node_port: int | None = None  # type NodePort: the same port number for every protocol
+    external_ips: tuple[str, ...] = ()  # Globalnet ingress IPs (Submariner's hidden externalIPs Service)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,17 @@ class LabCluster:
     services: tuple[LabService, ...]
     dns_service_ip: str
     dns_pod: LabPod
+    globalnet: LabGlobalnet | None = None
+
+
+@dataclass(frozen=True)
+class LabGlobalnet:
+    """Submariner Globalnet in one lab cluster: its allocation, gateway node and peers."""
+
+    allocation: GlobalAllocation
+    gateway: str  # short name of the gateway node
+    lighthouse_pod: LabPod
+    peers: tuple[tuple[str, str], ...]  # (peer global CIDR, peer gateway node IP)
 
 
 @dataclass(frozen=True)
@@ -117,8 +131,9 @@ def _pod(node_netns: str, cidr: ipaddress.IPv4Network, name: str, offset: int) -
     return LabPod(name=name, ip=str(cidr[offset]), netns=f"{node_netns}.{name}", host_if=f"vp-{name}"[:15])
 
 
-def plan_lab(topology: Topology) -> LabPlan:
+def plan_lab(topology: Topology, global_cidr: str | None = None) -> LabPlan:
     node_ips = UNDERLAY_CIDR.hosts()
+    allocations = {a.cluster: a for a in allocate(topology, global_cidr)} if global_cidr else {}
     next(node_ips)  # .1 is the underlay gateway
     clusters: list[LabCluster] = []
     node_index = 0
@@ -133,6 +148,8 @@ def plan_lab(topology: Topology) -> LabPlan:
             if dns_pod is None and spec.role == "control-plane":
                 dns_pod = _pod(netns, cidr, "coredns", 3)
                 pods.append(dns_pod)
+                if allocations:  # Lighthouse's DNS server, where clusterset.local is forwarded
+                    pods.append(_pod(netns, cidr, LIGHTHOUSE_POD, 4))
             nodes.append(LabNode(cluster=cluster.name, short=spec.short, role=spec.role, ip=str(next(node_ips)),
                                  pod_cidr=str(cidr), netns=netns, underlay_if=f"u{node_index}", pods=tuple(pods)))
             node_index += 1
@@ -145,16 +162,77 @@ def plan_lab(topology: Topology) -> LabPlan:
             LabService("kube-dns", "kube-system", "ClusterIP", dns_ip, (("udp", 53, 53), ("tcp", 53, 53)),
                        ((dns_pod.ip, "coredns"),)),
             LabService(ECHO_SERVICE, CROSSNET_NAMESPACE, "NodePort", str(svc_net[100]), echo_ports, agent_eps,
-                       node_port=ECHO_NODE_PORT),
+                       node_port=ECHO_NODE_PORT, external_ips=tuple(
+                           allocations[cluster.name].service_ips.values()) if allocations else ()),
             LabService(HEADLESS_SERVICE, CROSSNET_NAMESPACE, "Headless", None, echo_ports, agent_eps),
+            LabService(NOT_EXPORTED_SERVICE, CROSSNET_NAMESPACE, "ClusterIP", str(svc_net[101]), echo_ports,
+                       agent_eps),
         ]
-        for ext in external_name_services(topology):
+        for ext in () if allocations else external_name_services(topology):
             if ext.cluster == cluster.name:
                 target_domain = topology.cluster(ext.target_cluster).dns_domain
                 services.append(LabService(ext.name, CROSSNET_NAMESPACE, "ExternalName", None,
                                            external_name=ext.external_name(target_domain)))
         clusters.append(LabCluster(cluster, tuple(nodes), tuple(services), dns_ip, dns_pod))
+    if allocations:
+        clusters = _with_globalnet(topology, clusters, allocations)
     return LabPlan(tuple(clusters))
+
+
+def _with_globalnet(topology: Topology, clusters: list[LabCluster],
+                    allocations: dict[str, GlobalAllocation]) -> list[LabCluster]:
+    gateways = {c.spec.name: next(n for n in c.nodes if n.short == gateway_node(topology, c.spec.name))
+                for c in clusters}
+    result = []
+    for cluster in clusters:
+        lighthouse = next(p for n in cluster.nodes for p in n.pods if p.name == LIGHTHOUSE_POD)
+        peers = tuple((allocations[c.spec.name].cidr, gateways[c.spec.name].ip) for c in clusters
+                      if c.spec.name != cluster.spec.name)
+        result.append(replace(cluster, globalnet=LabGlobalnet(allocations[cluster.spec.name],
+                                                               gateways[cluster.spec.name].short, lighthouse, peers)))
+    return result
+
+
+def globalnet_batch(cluster: LabCluster, node: LabNode) -> list[str]:
+    """Routes to the peers' global CIDRs: through the own gateway, and from it to the peer gateways."""
+    if cluster.globalnet is None:
+        return []
+    gn = cluster.globalnet
+    gateway_ip = cluster_node(cluster, gn.gateway).ip
+    if node.short == gn.gateway:
+        return [f"route add {cidr} via {peer_gateway} dev eth0" for cidr, peer_gateway in gn.peers]
+    return [f"route add {cidr} via {gateway_ip} dev eth0" for cidr, _ in gn.peers]
+
+
+def cluster_node(cluster: LabCluster, short: str) -> LabNode:
+    return next(n for n in cluster.nodes if n.short == short)
+
+
+def submariner_rules(cluster: LabCluster, node: LabNode) -> tuple[list[str], list[str], list[str]]:
+    """Submariner's nat chains on a node, named as on a real cluster so evidence reads the same:
+    (chains, rules that must come first in PREROUTING/POSTROUTING, the chains' own rules)."""
+    if cluster.globalnet is None:
+        return [], [], []
+    gn = cluster.globalnet
+    everything = str(ipaddress.IPv4Network(gn.allocation.cidr).supernet(new_prefix=8))
+    chains = ["SUBMARINER-POSTROUTING"]
+    first = ["-A POSTROUTING -j SUBMARINER-POSTROUTING"]
+    # Remote global sources keep their address: no kube-proxy or kindnet masquerade for them.
+    own = [f'-A SUBMARINER-POSTROUTING -s {everything} -m comment --comment "submariner: ingress keeps the '
+           'remote global egress IP" -j ACCEPT']
+    if node.short == gn.gateway:
+        chains += ["SUBMARINER-GN-EGRESS", "SUBMARINER-GN-INGRESS"]
+        first.insert(0, "-A PREROUTING -j SUBMARINER-GN-INGRESS")
+        egress = gn.allocation.egress_range
+        own += [f"-A SUBMARINER-POSTROUTING -d {cidr} -j SUBMARINER-GN-EGRESS" for cidr, _ in gn.peers]
+        own.append(f"-A SUBMARINER-GN-EGRESS -s {cluster.spec.pod_subnet} -j SNAT --to-source {egress}")
+        own += [f"-A SUBMARINER-GN-EGRESS -s {n.ip}/32 -j SNAT --to-source {egress}" for n in cluster.nodes]
+        pods = {host: ip for svc in cluster.services if svc.name == HEADLESS_SERVICE for ip, host in svc.endpoints}
+        own += [f'-A SUBMARINER-GN-INGRESS -d {gip}/32 -m comment --comment "HeadlessServicePod {host}" '
+                f"-j DNAT --to-destination {pods[host]}" for host, gip in gn.allocation.pod_ips.items()]
+    else:  # to the gateway with the pod's own address: the gateway SNATs
+        own += [f"-A SUBMARINER-POSTROUTING -d {cidr} -j ACCEPT" for cidr, _ in gn.peers]
+    return chains, first, own
 
 
 def stock_corefile(domain: str) -> str:
@@ -230,6 +308,7 @@ def pod_script(node: LabNode, pod: LabPod) -> str:
 
 
 def node_script(cluster: LabCluster, node: LabNode) -> str:
+    """A node's addresses, pod veths, intra-cluster routes and nat rules (plus Globalnet's)."""
     batch = ["link set dev lo up", f"addr add {node.ip}/{UNDERLAY_CIDR.prefixlen} dev eth0", "link set dev eth0 up",
              f"route add default via {UNDERLAY_GATEWAY} dev eth0"]
     for pod in node.pods:
@@ -238,7 +317,7 @@ def node_script(cluster: LabCluster, node: LabNode) -> str:
     for other in cluster.nodes:  # kindnet: routes to the other nodes' podCIDRs inside the cluster
         if other.short != node.short:
             batch.append(f"route add {other.pod_cidr} via {other.ip} dev eth0")
-    return _script(NODE_SYSCTLS, batch, nat_rules(cluster))
+    return _script(NODE_SYSCTLS, batch + globalnet_batch(cluster, node), nat_rules(cluster, node))
 
 
 def _chain(prefix: str, *parts: str) -> str:
@@ -247,11 +326,13 @@ def _chain(prefix: str, *parts: str) -> str:
     return prefix + base64.b32encode(digest).decode()[:16]
 
 
-def nat_rules(cluster: LabCluster) -> str:
-    """kindnet's masquerade agent plus kube-proxy (iptables mode) DNAT for ClusterIP services."""
+def nat_rules(cluster: LabCluster, node: LabNode) -> str:
+    """kindnet's masquerade agent plus kube-proxy (iptables mode) DNAT for ClusterIP services,
+    and, under Globalnet, Submariner's chains (first in PREROUTING/POSTROUTING, as Submariner inserts them)."""
     pod_subnet = cluster.spec.pod_subnet
-    chains = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KIND-MASQ-AGENT"]
-    rules = [
+    sub_chains, sub_first, sub_rules = submariner_rules(cluster, node)
+    chains = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KIND-MASQ-AGENT", *sub_chains]
+    rules = [*sub_first, *sub_rules,
         '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
         '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
         '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
@@ -285,6 +366,10 @@ def nat_rules(cluster: LabCluster) -> str:
                 rules.append(f'-A {ext_chain} -m comment --comment "masquerade traffic for {svc.namespace}/'
                              f'{svc.name}:{protocol}-{port} external destinations" -j KUBE-MARK-MASQ')
                 rules.append(f"-A {ext_chain} -j {svc_chain}")
+                for external_ip in svc.external_ips:
+                    rules.append(f"-A KUBE-SERVICES -d {external_ip}/32 -p {protocol} -m {protocol} --dport {port} "
+                                 f'-m comment --comment "{svc.namespace}/{svc.name}:{protocol}-{port} external IP" '
+                                 f"-j {ext_chain}")
             count = len(svc.endpoints)
             for index, (ip, _) in enumerate(svc.endpoints):
                 sep_chain = _chain("KUBE-SEP-", svc.namespace, svc.name, protocol, str(port), ip)

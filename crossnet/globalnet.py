@@ -1,0 +1,88 @@
+"""Submariner Globalnet as data: each cluster's slice of the global CIDR and the global IPs
+Globalnet would allocate in it (REFERENCE §G):
+
+- a /16 per cluster in config order (default global CIDR 242.0.0.0/8: 242.0.0.0/16, 242.1.0.0/16, …);
+- ClusterGlobalEgressIP `cluster-egress.submariner.io`: `numGlobalIPs` (8) egress IPs at the
+  start of the slice — traffic leaving the cluster is SNATed to them on the gateway;
+- GlobalIngressIP (target ClusterIPService) for each exported ClusterIP Service, and
+  (target HeadlessServicePod) for each pod of an exported headless Service.
+
+The lab builds its emulation from this; on kind the same facts are read back from Submariner's
+objects instead of assumed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from crossnet.model import Topology
+from crossnet.workloads import ECHO_SERVICE, HEADLESS_SERVICE, pod_hostname
+
+__all__ = [
+    "CLUSTERSET_DOMAIN",
+    "DEFAULT_GLOBAL_CIDR",
+    "EXPORTED_SERVICES",
+    "NOT_EXPORTED_SERVICE",
+    "GlobalAllocation",
+    "allocate",
+    "gateway_node",
+    "global_cidr_problems",
+]
+
+DEFAULT_GLOBAL_CIDR = "242.0.0.0/8"
+CLUSTER_PREFIX = 16
+EGRESS_IPS = 8  # ClusterGlobalEgressIP spec.numGlobalIPs default
+CLUSTERSET_DOMAIN = "clusterset.local"
+EXPORTED_SERVICES = (ECHO_SERVICE, HEADLESS_SERVICE)
+NOT_EXPORTED_SERVICE = "private"  # a Service that exists but is not exported: NXDOMAIN in clusterset.local
+
+
+@dataclass(frozen=True)
+class GlobalAllocation:
+    cluster: str
+    cidr: str
+    egress_ips: tuple[str, ...]
+    service_ips: dict[str, str] = field(default_factory=dict)  # exported ClusterIP Service -> GlobalIngressIP
+    pod_ips: dict[str, str] = field(default_factory=dict)  # headless pod hostname -> GlobalIngressIP
+
+    @property
+    def egress_range(self) -> str:
+        return f"{self.egress_ips[0]}-{self.egress_ips[-1]}"
+
+
+def gateway_node(topology: Topology, cluster: str) -> str:
+    """The node Submariner would label submariner.io/gateway=true: the first worker."""
+    nodes = topology.cluster(cluster).nodes
+    return next((n.short for n in nodes if n.role == "worker"), nodes[0].short)
+
+
+def global_cidr_problems(topology: Topology, global_cidr: str = DEFAULT_GLOBAL_CIDR) -> list[str]:
+    """Each slice must exist, and no global CIDR may overlap a cluster CIDR."""
+    problems: list[str] = []
+    try:
+        network = ipaddress.IPv4Network(global_cidr)
+    except ValueError as exc:
+        return [f"globalnet CIDR {global_cidr!r} is not an IPv4 CIDR ({exc})"]
+    slices = list(network.subnets(new_prefix=CLUSTER_PREFIX)) if network.prefixlen <= CLUSTER_PREFIX else []
+    if len(slices) < len(topology.clusters):
+        problems.append(f"globalnet CIDR {global_cidr} holds {len(slices)} /{CLUSTER_PREFIX} slices for "
+                        f"{len(topology.clusters)} clusters; use a larger one (Submariner's default is 242.0.0.0/8)")
+    for cluster in topology.clusters:
+        for what, subnet in (("podSubnet", cluster.pod_network), ("serviceSubnet", cluster.service_network)):
+            if subnet.overlaps(network):
+                problems.append(f"{cluster.source_file}: networking.{what} {subnet} overlaps the globalnet CIDR "
+                                f"{global_cidr}; pick a global CIDR outside every cluster CIDR")
+    return problems
+
+
+def allocate(topology: Topology, global_cidr: str = DEFAULT_GLOBAL_CIDR) -> tuple[GlobalAllocation, ...]:
+    network = ipaddress.IPv4Network(global_cidr)
+    allocations = []
+    for cluster, cidr in zip(topology.clusters, network.subnets(new_prefix=CLUSTER_PREFIX), strict=False):
+        hosts = cidr.hosts()
+        egress = tuple(str(next(hosts)) for _ in range(EGRESS_IPS))
+        service_ips = {ECHO_SERVICE: str(next(hosts))}
+        pod_ips = {pod_hostname(node.short): str(next(hosts)) for node in cluster.nodes}
+        allocations.append(GlobalAllocation(cluster.name, str(cidr), egress, service_ips, pod_ips))
+    return tuple(allocations)
