@@ -316,8 +316,9 @@ class Cell:
         src = f"{self.vantage.kind}:{self.vantage.cluster}/{self.vantage.node}"
         if self.target.kind == "pod-ip":
             dst = f"{self.target.cluster}/{self.target.node}"
-        elif self.target.kind == "dns-name":
-            dst = f"{self.target.cluster}:{self.target.form}:{self.target.service}"
+        elif self.target.kind == "dns-name":  # a per-pod name also names its node
+            where = f"{self.target.cluster}/{self.target.node}" if self.target.node else self.target.cluster
+            dst = f"{where}:{self.target.form}:{self.target.service}"
         elif self.target.kind in ("node-port", "headless"):
             dst = f"{self.target.cluster}/{self.target.node}:{self.target.service}"
         else:
