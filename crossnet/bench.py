@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from crossnet.config import DEFAULT_CONFIGS, load_topology
+from crossnet.config import load_topology, resolve_setup
 from crossnet.lifecycle import bring_up, new_run_id, tear_down
 from crossnet.matrix import build_cells, judge, live_cell
 from crossnet.probes import probe_cells
@@ -20,9 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("topology_up", "agents_ready", "plumbing", "converged", "probe", "teardown", "total")
 
 
-def _one_round(state_root: Path, profile_name: str) -> tuple[dict[str, float], int, dict[str, int]]:
+def _one_round(state_root: Path, topology_name: str | None,
+               profile_name: str | None) -> tuple[dict[str, float], int, dict[str, int]]:
+    paths, profile_name = resolve_setup(ROOT, topology_name, None, profile_name)
     profile = load_profile(profile_name)
-    topology = load_topology([str(ROOT / p) for p in DEFAULT_CONFIGS])
+    topology = load_topology(paths, allow_overlap=profile.globalnet, global_cidr=profile.plumbing.global_cidr)
     cells = build_cells(topology, profile)
     started = time.perf_counter()
     run_id = new_run_id()
@@ -42,11 +44,11 @@ def _one_round(state_root: Path, profile_name: str) -> tuple[dict[str, float], i
     return run.timings, len(cells), verdicts
 
 
-def run_bench(rounds: int = 3, profile: str = "flat-routed") -> int:
+def run_bench(rounds: int = 3, profile: str | None = None, topology: str | None = None) -> int:
     figures: dict[str, list[float]] = {stage: [] for stage in STAGES}
     with tempfile.TemporaryDirectory(prefix="crossnet-bench-") as tmp:
         for number in range(1, rounds + 1):
-            timings, cells, verdicts = _one_round(Path(tmp), profile)
+            timings, cells, verdicts = _one_round(Path(tmp), topology, profile)
             for stage in STAGES:
                 figures[stage].append(timings.get(stage, 0.0))
             print(f"round {number}: {cells} cells, verdicts {verdicts}, total {timings['total']:.3f}s", flush=True)

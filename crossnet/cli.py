@@ -182,7 +182,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from crossnet.bench import run_bench
 
-    return run_bench(rounds=args.rounds, profile=args.profile)
+    return run_bench(rounds=args.rounds, profile=args.profile, topology=args.topology)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -222,7 +222,8 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("--exit-code", action="store_true", help="exit 1 when any verdict changed")
     bench = sub.add_parser("bench", help="measure up, plumbing, agents, probing and teardown; print figures")
     bench.add_argument("--rounds", type=int, default=3)
-    bench.add_argument("--profile", default="flat-routed", help="profile name or path (default flat-routed)")
+    bench.add_argument("--profile", help="profile name or path (default: the topology's)")
+    bench.add_argument("--topology", choices=sorted(TOPOLOGIES), help="named setup: routed (default) or globalnet")
     return parser
 
 
