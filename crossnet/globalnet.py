@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 from crossnet.model import Topology
 from crossnet.workloads import ECHO_SERVICE, HEADLESS_SERVICE, pod_hostname
@@ -86,3 +87,42 @@ def allocate(topology: Topology, global_cidr: str = DEFAULT_GLOBAL_CIDR) -> tupl
         pod_ips = {pod_hostname(node.short): str(next(hosts)) for node in cluster.nodes}
         allocations.append(GlobalAllocation(cluster.name, str(cidr), egress, service_ips, pod_ips))
     return tuple(allocations)
+
+
+class GlobalnetObjectsError(ValueError):
+    """Submariner's objects are missing or not allocated yet; the message says which."""
+
+
+def allocation_from_objects(cluster: str, ingress_ips: list[dict[str, Any]],
+                            cluster_egress: list[dict[str, Any]]) -> GlobalAllocation:
+    """Read a cluster's Globalnet allocation back from Submariner's own objects (on kind, instead of
+    assuming it): `GlobalIngressIP` (spec.target ClusterIPService with spec.serviceRef.name, or
+    HeadlessServicePod with spec.podRef.name; status.allocatedIP) and the `ClusterGlobalEgressIP`
+    named cluster-egress.submariner.io (status.allocatedIPs; its spec says numGlobalIPs — unlike the
+    namespaced GlobalEgressIP's numberOfIPs)."""
+    egress_object = next((o for o in cluster_egress
+                          if o.get("metadata", {}).get("name") == "cluster-egress.submariner.io"), None)
+    if egress_object is None:
+        raise GlobalnetObjectsError(f"{cluster}: no ClusterGlobalEgressIP cluster-egress.submariner.io; "
+                                    "is Globalnet enabled (subctl join --globalnet)?")
+    egress = tuple(egress_object.get("status", {}).get("allocatedIPs") or ())
+    wanted = int(egress_object.get("spec", {}).get("numGlobalIPs", 8))
+    if len(egress) < wanted:
+        raise GlobalnetObjectsError(f"{cluster}: ClusterGlobalEgressIP has {len(egress)} of {wanted} IPs allocated")
+    service_ips: dict[str, str] = {}
+    pod_ips: dict[str, str] = {}
+    for obj in ingress_ips:
+        spec, name = obj.get("spec", {}), obj.get("metadata", {}).get("name", "?")
+        allocated = obj.get("status", {}).get("allocatedIP")
+        if not allocated:
+            raise GlobalnetObjectsError(f"{cluster}: GlobalIngressIP {name} has no status.allocatedIP yet")
+        if spec.get("target") == "ClusterIPService":
+            service_ips[str(spec.get("serviceRef", {}).get("name"))] = str(allocated)
+        elif spec.get("target") == "HeadlessServicePod":
+            pod_ips[str(spec.get("podRef", {}).get("name"))] = str(allocated)
+    cidr = str(ipaddress.IPv4Network(f"{egress[0]}/{CLUSTER_PREFIX}", strict=False))
+    outside = [ip for ip in (*egress, *service_ips.values(), *pod_ips.values())
+               if ipaddress.IPv4Address(ip) not in ipaddress.IPv4Network(cidr)]
+    if outside:
+        raise GlobalnetObjectsError(f"{cluster}: global IPs {outside} are outside the cluster's slice {cidr}")
+    return GlobalAllocation(cluster, cidr, egress, service_ips, pod_ips)

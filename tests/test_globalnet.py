@@ -116,3 +116,37 @@ def test_a_route_for_the_peer_pod_cidr_leaks(globalnet_lab: Path, tmp_path: Path
     # The ClusterIP may leak too, when kube-proxy happens to pick the worker2 endpoint (1 in 3).
     maybe = {f"{kind}:globalnet-1/worker->globalnet-2/echo:cluster-ip:tcp" for kind in ("pod", "host")}
     assert direct <= leaks <= direct | maybe
+
+
+def ingress(name: str, target: str, ref: str, ip: str | None) -> dict[str, object]:
+    """A GlobalIngressIP as Submariner writes it (submariner.io/v1)."""
+    spec: dict[str, object] = {"target": target, "serviceRef": {"name": "echo-headless" if "Pod" in target else ref}}
+    if target == "HeadlessServicePod":
+        spec["podRef"] = {"name": ref}
+    return {"apiVersion": "submariner.io/v1", "kind": "GlobalIngressIP",
+            "metadata": {"name": name, "namespace": "crossnet-run"}, "spec": spec,
+            "status": {"allocatedIP": ip} if ip else {"conditions": []}}
+
+
+EGRESS = [{"apiVersion": "submariner.io/v1", "kind": "ClusterGlobalEgressIP",
+           "metadata": {"name": "cluster-egress.submariner.io"}, "spec": {"numGlobalIPs": 8},
+           "status": {"allocatedIPs": [f"242.1.0.{i}" for i in range(1, 9)]}}]
+
+
+def test_kind_reads_the_allocation_from_submariners_objects() -> None:
+    from crossnet.globalnet import GlobalnetObjectsError, allocation_from_objects
+
+    objects = [ingress("echo", "ClusterIPService", "echo", "242.1.0.20"),
+               ingress("pod-agent-worker", "HeadlessServicePod", "agent-worker", "242.1.0.31")]
+    found = allocation_from_objects("globalnet-2", objects, EGRESS)
+    assert (found.cidr, found.egress_range) == ("242.1.0.0/16", "242.1.0.1-242.1.0.8")
+    assert found.service_ips == {"echo": "242.1.0.20"} and found.pod_ips == {"agent-worker": "242.1.0.31"}
+    with pytest.raises(GlobalnetObjectsError, match=r"GlobalIngressIP echo has no status\.allocatedIP yet"):
+        allocation_from_objects("globalnet-2", [ingress("echo", "ClusterIPService", "echo", None)], EGRESS)
+    with pytest.raises(GlobalnetObjectsError, match=r"no ClusterGlobalEgressIP cluster-egress\.submariner\.io"):
+        allocation_from_objects("globalnet-2", objects, [])
+    with pytest.raises(GlobalnetObjectsError, match=r"outside the cluster's slice 242\.1\.0\.0/16"):
+        allocation_from_objects("globalnet-2", [ingress("echo", "ClusterIPService", "echo", "242.7.0.1")], EGRESS)
+    partial = [{**EGRESS[0], "status": {"allocatedIPs": ["242.1.0.1"]}}]
+    with pytest.raises(GlobalnetObjectsError, match="1 of 8 IPs allocated"):
+        allocation_from_objects("globalnet-2", objects, partial)
