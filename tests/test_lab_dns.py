@@ -29,37 +29,10 @@ import pytest
 from crossnet.plumbing.corefile import plan_forward_patch
 from crossnet.providers.lab import dns as lab_dns
 from crossnet.providers.lab.dns import LabDnsConfigError, LabDnsServer, load_records
+from crossnet.providers.lab.topology import stock_corefile  # kubeadm's Corefile as kind keeps it (REFERENCE §F)
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-
-
-def stock_corefile(domain: str) -> str:
-    """kubeadm's Corefile as kind keeps it (REFERENCE.md §F)."""
-    return f""".:53 {{
-    errors
-    health {{
-       lameduck 5s
-    }}
-    ready
-    kubernetes {domain} in-addr.arpa ip6.arpa {{
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }}
-    prometheus :9153
-    forward . /etc/resolv.conf {{
-       max_concurrent 1000
-    }}
-    cache 30 {{
-       disable success {domain}
-       disable denial {domain}
-    }}
-    loop
-    reload
-    loadbalance
-}}
-"""
 
 
 def service(name: str, kind: str, cluster_ip: str | None = None, external_name: str | None = None,
