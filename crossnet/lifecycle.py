@@ -91,7 +91,7 @@ def bring_up_with(provider: Provider, topology: Topology, run_id: str, plumbing:
         _timed(timings, "plumbing", progress, "node routes and Corefile forwards injected",
                lambda: apply_plumbing(provider, cluster_set, run_id, plumbing))
         _timed(timings, "converged", progress, "peer names resolve in every cluster",
-               lambda: wait_converged(provider, cluster_set, getattr(provider, "converge_timeout", CONVERGE_TIMEOUT)))
+               lambda: wait_converged(provider, cluster_set, provider.converge_timeout))
         provider.state.update(phase="ready")
     except BaseException as exc:  # Ctrl-C included: never leave a half-built topology behind
         progress(f"bring-up stopped ({exc.__class__.__name__}); tearing down what was made")

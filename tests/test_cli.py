@@ -41,3 +41,17 @@ def test_doctor_checks_the_machine() -> None:
     done = crossnet("doctor", check=False)
     assert done.returncode == 0, done.stdout
     assert "[ok] iptables-restore (iptables)" in done.stdout and "all good" in done.stdout
+
+
+def test_provider_kind_without_kind_says_what_to_do(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tests.lab_helpers import pytest_argv
+
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no kind binary there
+    done = subprocess.run(pytest_argv("suites/", "--provider", "kind", "--state-dir", str(tmp_path / "s")),
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 4 and "Traceback" not in done.stdout + done.stderr
+    assert "the kind binary (kind) is not on PATH" in done.stdout + done.stderr
+    assert "--provider lab" in done.stdout + done.stderr and not (tmp_path / "s").exists()

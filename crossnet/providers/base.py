@@ -62,6 +62,7 @@ class Provider(Protocol):
     state_dir: Path
     state: StateFile
     timings: dict[str, float]
+    converge_timeout: float  # how long a Corefile change may take to be served
 
     def up(self, topology: Topology) -> ClusterSet: ...
     def down(self) -> None: ...

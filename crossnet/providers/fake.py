@@ -28,6 +28,7 @@ class FakeAgent:
 
 class FakeProvider:
     name = "fake"
+    converge_timeout = 2.0
 
     def __init__(self, state_dir: Path, corefiles: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir

@@ -25,7 +25,7 @@ from crossnet.model import AGENT_PORT, ClusterSet, LiveCluster, LiveNode, LivePo
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
 from crossnet.providers.kind.bundle import AGENT_ARCHIVE, build_agent_zipapp
-from crossnet.providers.kind.clusters import KindCli, KindRunner, create_clusters, kind_install_hint
+from crossnet.providers.kind.clusters import KindCli, KindRunner, create_clusters
 from crossnet.providers.kind.kube import ApiKubeCluster, KubeCluster, configmap_binary
 from crossnet.workloads import (
     AGENT_POD,
@@ -349,6 +349,3 @@ class KindProvider:
                 dns_service_ip=kube_dns.cluster_ip if kube_dns and kube_dns.cluster_ip else "",
                 dns_server_ips=tuple(sorted(p.ip for p in dns_pods))))
         return ClusterSet(provider="kind", clusters=tuple(clusters), namespace=self.namespace)
-
-    def install_hint(self) -> str:
-        return kind_install_hint()

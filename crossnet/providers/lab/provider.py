@@ -69,6 +69,7 @@ class LabProvider:
     """One lab run, owning one state directory. `up` or `attach`, then `down`."""
 
     name = "lab"
+    converge_timeout = 30.0  # the lab DNS re-reads its Corefile within 0.1 s; 30 s is a generous bound
 
     def __init__(self, state_dir: Path, run_id: str, detached: bool = False, global_cidr: str | None = None) -> None:
         self.state_dir = state_dir
