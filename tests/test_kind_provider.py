@@ -252,3 +252,14 @@ def test_repro_commands_run_the_agent_in_its_pod(tmp_path: Path) -> None:
     assert out.startswith("host-worker: python3")  # the host vantage is the node's hostNetwork pod
     made.exec(ExecTarget("cluster-1", "worker"), ["ip", "route"])
     assert nodes.execs[-1] == ("cluster-1-worker", ["ip", "route"])
+
+
+def test_kind_nodes_are_testinfra_docker_hosts(tmp_path: Path) -> None:
+    from crossnet.lifecycle import Run
+    from crossnet.nodefacts import node_host
+
+    made, _, _ = provider(tmp_path, FakeKind())
+    run = bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
+    host = node_host(run, "cluster-2", "worker2")
+    assert host.backend.get_connection_type() == "docker" and host.backend.name == "cluster-2-worker2"
+    assert isinstance(run, Run)
