@@ -263,3 +263,18 @@ def test_kind_nodes_are_testinfra_docker_hosts(tmp_path: Path) -> None:
     host = node_host(run, "cluster-2", "worker2")
     assert host.backend.get_connection_type() == "docker" and host.backend.name == "cluster-2-worker2"
     assert isinstance(run, Run)
+
+
+def test_ctrl_c_during_creation_still_deletes_what_kind_made(tmp_path: Path) -> None:
+    class Interrupted(FakeKind):
+        def create(self, name: str, config: Path, kubeconfig: Path, log: Path) -> None:
+            self.existing.add(name)  # kind had started making it
+            if name == "cluster-2":
+                raise KeyboardInterrupt
+
+    kind = Interrupted()
+    made, _, _ = provider(tmp_path, kind)
+    with pytest.raises(KeyboardInterrupt):
+        bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
+    assert sorted(kind.deleted) == ["cluster-1", "cluster-2"] and kind.existing == set()
+    assert not (tmp_path / "state").exists()

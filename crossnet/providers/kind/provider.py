@@ -134,6 +134,8 @@ class KindProvider:
                                 "(crossnet then never deletes them), or remove them with `kind delete cluster "
                                 f"--name {clash[0]}`")
         wanted = [(c.name, Path(c.source_file)) for c in topology.clusters if c.name not in existing]
+        # Recorded before kind starts: a Ctrl-C or crash mid-creation still lets `down` find them.
+        self.state.update(creating=[name for name, _ in wanted])
         created = create_clusters(kind, wanted, self.state_dir, self.logs_dir, self._progress)
         self.state.update(created=created, reused=clash)
         for name in clash:
@@ -262,7 +264,14 @@ class KindProvider:
                 self.kube(cluster).delete_namespace(data.get("namespace", self.namespace))
             except ProviderError as exc:
                 problems.append(str(exc))
-        for cluster in data.get("created", []):
+        mine = list(dict.fromkeys(data.get("created", []) + data.get("creating", [])))
+        if data.get("creating"):
+            try:
+                existing = set(self._kind_cli().clusters())
+            except ProviderError:
+                existing = set(mine)
+            mine = [c for c in mine if c in existing]
+        for cluster in mine:
             self._progress(f"kind: deleting {cluster}")
             try:
                 self._kind_cli().delete(cluster)
