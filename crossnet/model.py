@@ -290,6 +290,11 @@ class Probe:
     port: int = AGENT_PORT
     payload: int = 0
 
+    @property
+    def label(self) -> str:
+        """The protocol as ids and reports show it: `udp`, or `udp-1400b` with a payload."""
+        return f"{self.protocol}-{self.payload}b" if self.payload else self.protocol
+
 
 @dataclass(frozen=True)
 class Expectation:
@@ -323,9 +328,8 @@ class Cell:
             dst = f"{self.target.cluster}/{self.target.node}:{self.target.service}"
         else:
             dst = f"{self.target.cluster}/{self.target.service}"
-        size = f"-{self.probe.payload}b" if self.probe.payload else ""
         question = ":source" if self.suite == "snat" else ""  # the SNAT suite asks about the same paths
-        return f"{src}->{dst}:{self.target.kind}:{self.probe.protocol}{size}{question}"
+        return f"{src}->{dst}:{self.target.kind}:{self.probe.label}{question}"
 
 
 @dataclass(frozen=True)

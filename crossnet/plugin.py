@@ -260,9 +260,11 @@ def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, J
                         run.provider.agent_client, timeout)
     seen.update({lives[i].probe_key: obs for i, obs in fresh.items()})
     first = {i: seen[live.probe_key] for i, live in lives.items()}
-    again = [lives[i] for i, obs in first.items() if judge(lives[i], obs).verdict == "regression"]
-    retried = probe_cells(again, run.provider.agent_client, timeout) if again else {}
-    judgements = {i: judge(lives[i], first[i], retried.get(i)) for i in lives}
+    judgements = {i: judge(lives[i], first[i]) for i in lives}
+    again = [lives[i] for i, judged in judgements.items() if judged.verdict == "regression"]
+    if again:  # expected reachable and failed: re-probed once; a pass now is `flaky`
+        retried = probe_cells(again, run.provider.agent_client, timeout)
+        judgements.update({i: judge(lives[i], first[i], retried[i]) for i in retried})
     config.stash.setdefault(LIVES_KEY, {}).update(lives)
     cache[suite] = judgements
     return judgements
@@ -277,7 +279,7 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
     item = request.node
     reached, error = outcome(live, obs)
     observed = "reached" if reached else (error or "-")
-    protocol = cell.probe.protocol + (f"-{cell.probe.payload}b" if cell.probe.payload else "")
+    protocol = cell.probe.label
     item.user_properties += [
         ("src", f"{cell.vantage.label} {live.src_ip}"), ("dst", live.dst_addr), ("protocol", protocol),
         ("expected", cell.expectation.reachable), ("observed", observed), ("source-ip", obs.source_ip or ""),
