@@ -82,6 +82,7 @@ class LabProvider:
         self._plan: lab.LabPlan | None = None
         self.timings: dict[str, float] = {}
         self._agents: dict[str, dict[str, str]] = {}
+        self._nodes: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -273,8 +274,10 @@ class LabProvider:
         return int(pid) if pid else None
 
     def _netns_of(self, target: ExecTarget) -> str:
-        data = self.state.read()
-        nodes = {f"{n['cluster']}/{n['short']}": n for n in data.get("plan", {}).get("nodes", [])}
+        if not self._nodes:  # read once: every exec (and every testinfra command) maps a target
+            plan = self.state.read().get("plan", {})
+            self._nodes = {f"{n['cluster']}/{n['short']}": n for n in plan.get("nodes", [])}
+        nodes = self._nodes
         node = nodes.get(f"{target.cluster}/{target.node}")
         if node is None:
             raise ProviderError(f"no node {target.cluster}/{target.node} in this lab; "
