@@ -132,6 +132,8 @@ def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plu
             for node in cluster.nodes:
                 provider.exec(ExecTarget(cluster.name, node.short), CONNTRACK_FLUSH)
     for cluster in cluster_set.clusters:
+        if globalnet and not cluster.clusterset_dns_ips:
+            continue  # Submariner's Lighthouse wires clusterset.local into CoreDNS itself (kind)
         forwards = ({CLUSTERSET_DOMAIN: list(cluster.clusterset_dns_ips)} if globalnet else
                     {peer.domain: list(peer.dns_server_ips) for peer in cluster_set.clusters
                      if peer.name != cluster.name})

@@ -73,6 +73,8 @@ class FakeKube:
         self.applied: list[dict[str, Any]] = []
         self.deleted_namespaces: list[str] = []
         self.image_pull_fails = image_pull_fails
+        self.labels: dict[str, dict[str, str]] = {}
+        self.exported: set[str] = set()
         base = 2 + index * 3
         self._nodes = [KubeNode(f"{name}-control-plane", f"172.18.0.{base}", f"10.{index + 1}0.0.0/24", True, True),
                        KubeNode(f"{name}-worker", f"172.18.0.{base + 1}", f"10.{index + 1}0.1.0/24", True, False),
@@ -128,6 +130,26 @@ class FakeKube:
 
     def exec_in_pod(self, namespace: str, pod: str, argv: list[str], timeout: float) -> tuple[int, str, str]:
         return 0, f"{pod}: {' '.join(argv)}", ""
+
+    # Submariner's objects, as Globalnet writes them once Services are exported (submariner.io/v1).
+    def label_node(self, name: str, labels: dict[str, str]) -> None:
+        self.labels.setdefault(name, {}).update(labels)
+
+    def custom_objects(self, group: str, version: str, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        base = f"242.{self.index}.0"
+        if plural == "clusterglobalegressips":
+            return [{"metadata": {"name": "cluster-egress.submariner.io"}, "spec": {"numGlobalIPs": 8},
+                     "status": {"allocatedIPs": [f"{base}.{i}" for i in range(1, 9)]}}]
+        objects: list[dict[str, Any]] = []
+        if "echo" in self.exported:
+            objects.append({"metadata": {"name": "echo"}, "spec": {"target": "ClusterIPService",
+                            "serviceRef": {"name": "echo"}}, "status": {"allocatedIP": f"{base}.9"}})
+        if "echo-headless" in self.exported:
+            objects += [{"metadata": {"name": f"pod-{pod}"}, "spec": {"target": "HeadlessServicePod",
+                         "serviceRef": {"name": "echo-headless"}, "podRef": {"name": pod}},
+                         "status": {"allocatedIP": f"{base}.{10 + i}"}}
+                        for i, pod in enumerate(("agent-control-plane", "agent-worker", "agent-worker2"))]
+        return objects
 
 
 class FakeNodes:
@@ -278,3 +300,63 @@ def test_ctrl_c_during_creation_still_deletes_what_kind_made(tmp_path: Path) -> 
         bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
     assert sorted(kind.deleted) == ["cluster-1", "cluster-2"] and kind.existing == set()
     assert not (tmp_path / "state").exists()
+
+
+class FakeSubctl:
+    def __init__(self, kubes: dict[str, FakeKube]) -> None:
+        self.kubes = kubes
+        self.calls: list[str] = []
+
+    def deploy_broker(self, kubeconfig: Path, workdir: Path) -> Path:
+        self.calls.append(f"deploy-broker {kubeconfig.name}")
+        return workdir / "broker-info.subm"
+
+    def join(self, kubeconfig: Path, broker_info: Path, cluster_id: str, workdir: Path) -> None:
+        self.calls.append(f"join {cluster_id}")
+
+    def export(self, kubeconfig: Path, namespace: str, service: str) -> None:
+        self.calls.append(f"export {kubeconfig.name.removeprefix('kubeconfig-')} {namespace}/{service}")
+        cluster = kubeconfig.name.removeprefix("kubeconfig-")
+        self.kubes[cluster].exported.add(service)
+
+
+def test_globalnet_on_kind_deploys_submariner_and_reads_its_allocation(tmp_path: Path) -> None:
+    configs = [ROOT / "kind-configs" / f"globalnet-{i}.yaml" for i in (1, 2, 3)]
+    topology = load_topology(configs, global_cidr="242.0.0.0/8")
+    kubes: dict[str, FakeKube] = {}
+
+    def factory(name: str, path: Path) -> FakeKube:
+        kubes[name] = FakeKube(name, int(name.split("-")[1]) - 1, stock_corefile("cluster.local"))
+        return kubes[name]
+
+    subctl = FakeSubctl(kubes)
+    made = KindProvider(tmp_path / "state", "run-1", kind=FakeKind(), nodes=FakeNodes(), kube_factory=factory,
+                        progress=quiet, logs_dir=tmp_path / "logs", global_cidr="242.0.0.0/8", subctl=subctl)
+    made.converge_timeout = 2.0
+    from crossnet.profile import load_profile
+
+    run = bring_up_with(made, topology, "run-1", load_profile("globalnet").plumbing, progress=quiet)
+    assert subctl.calls[:4] == ["deploy-broker kubeconfig-globalnet-1", "join globalnet-1", "join globalnet-2",
+                                "join globalnet-3"]
+    assert "export globalnet-2 crossnet-run-1/echo-headless" in subctl.calls
+    assert kubes["globalnet-2"].labels == {"globalnet-2-worker": {"submariner.io/gateway": "true"}}
+    live = run.cluster_set.cluster("globalnet-2")
+    assert (live.global_cidr, live.global_egress[0], live.global_ip("svc/echo")) == ("242.1.0.0/16", "242.1.0.1",
+                                                                                    "242.1.0.9")
+    assert live.global_ip("pod/agent-worker") == "242.1.0.11"
+    # Lighthouse wires clusterset.local into CoreDNS on a real cluster: crossnet leaves the Corefile alone.
+    assert kubes["globalnet-1"].configmaps[("kube-system", "coredns")]["Corefile"] == stock_corefile("cluster.local")
+    assert not [m for m in kubes["globalnet-1"].applied if m.get("spec", {}).get("type") == "ExternalName"]
+    tear_down(run, progress=quiet)
+
+
+def test_globalnet_on_kind_without_subctl_stops_before_creating_anything(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    kind = FakeKind()
+    made = KindProvider(tmp_path / "state", "run-1", kind=kind, nodes=FakeNodes(), progress=quiet,
+                        global_cidr="242.0.0.0/8")
+    configs = [ROOT / "kind-configs" / f"globalnet-{i}.yaml" for i in (1, 2, 3)]
+    with pytest.raises(ProviderError, match=r"subctl is not on PATH.*--provider lab"):
+        made.up(load_topology(configs, global_cidr="242.0.0.0/8"))
+    assert kind.created == []

@@ -40,5 +40,6 @@ def test_nightly_always_tears_down_and_pins_its_actions() -> None:
     nightly = (ROOT / ".github" / "workflows" / "nightly.yml").read_text()
     teardown = nightly.split("- name: tear down")[1].split("- name:")[0]
     assert "if: always()" in teardown and "crossnet down --all" in teardown
+    assert "crossnet up --provider kind --topology globalnet" in nightly and 'VERSION="v${SUBCTL_VERSION}"' in nightly
     uses = [line.split("uses:")[1].strip() for line in nightly.splitlines() if "uses:" in line]
     assert uses and all("@v" in u and u.split("@v")[1][0].isdigit() and u.count(".") >= 2 for u in uses), uses

@@ -35,13 +35,11 @@ def make_provider(name: str, state_dir: Path, run_id: str, detached: bool = Fals
         from crossnet.providers.lab.provider import LabProvider
 
         return LabProvider(state_dir, run_id, detached=detached, global_cidr=global_cidr)
-    if global_cidr is not None and name == "kind":
-        raise ProviderError("Globalnet on kind needs Submariner (subctl deploy-broker/join --globalnet), which the "
-                            "kind provider does not deploy yet; run `--topology globalnet` on the lab")
     if name == "kind":
         from crossnet.providers.kind.provider import DEFAULT_AGENT_IMAGE, KindProvider
 
-        return KindProvider(state_dir, run_id, reuse=reuse, agent_image=agent_image or DEFAULT_AGENT_IMAGE)
+        return KindProvider(state_dir, run_id, reuse=reuse, agent_image=agent_image or DEFAULT_AGENT_IMAGE,
+                            global_cidr=global_cidr)
     raise ProviderError(f"unknown provider {name!r}; use one of {', '.join(PROVIDER_NAMES)}")
 
 

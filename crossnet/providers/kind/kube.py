@@ -66,6 +66,8 @@ class KubeCluster(Protocol):
     def proxy_post(self, namespace: str, pod: str, port: int, path: str, body: dict[str, Any],
                    timeout: float) -> dict[str, Any]: ...
     def exec_in_pod(self, namespace: str, pod: str, argv: list[str], timeout: float) -> tuple[int, str, str]: ...
+    def label_node(self, name: str, labels: dict[str, str]) -> None: ...
+    def custom_objects(self, group: str, version: str, plural: str, namespace: str | None) -> list[dict[str, Any]]: ...
 
 
 class ApiKubeCluster:
@@ -124,6 +126,19 @@ class ApiKubeCluster:
             node_port = next((p.node_port for p in svc.spec.ports or [] if p.node_port), None)
             result.append(KubeService(svc.metadata.name, kind, ip, node_port, svc.spec.external_name))
         return result
+
+    def label_node(self, name: str, labels: dict[str, str]) -> None:
+        self._call(f"label node {name}", self._core.patch_node, name, {"metadata": {"labels": labels}})
+
+    def custom_objects(self, group: str, version: str, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        api = self._client.CustomObjectsApi(self._api)
+        if namespace is None:  # cluster-scoped, or namespaced objects in every namespace
+            data = self._call(f"list {plural}", api.list_cluster_custom_object, group, version, plural)
+        else:
+            data = self._call(f"list {plural} in {namespace}", api.list_namespaced_custom_object, group, version,
+                              namespace, plural)
+        items: list[dict[str, Any]] = data.get("items", [])
+        return items
 
     def read_configmap(self, namespace: str, name: str) -> dict[str, str]:
         cm = self._call(f"read configmap {namespace}/{name}", self._core.read_namespaced_config_map, name, namespace)

@@ -21,12 +21,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from crossnet.globalnet import NOT_EXPORTED_SERVICE, GlobalAllocation
 from crossnet.model import AGENT_PORT, ClusterSet, LiveCluster, LiveNode, LivePod, LiveService, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
 from crossnet.providers.kind.bundle import AGENT_ARCHIVE, build_agent_zipapp
 from crossnet.providers.kind.clusters import KindCli, KindRunner, create_clusters
 from crossnet.providers.kind.kube import ApiKubeCluster, KubeCluster, configmap_binary
+from crossnet.providers.kind.submariner import (
+    SubctlCli,
+    SubctlRunner,
+    deploy_globalnet,
+    export_services,
+    read_allocations,
+)
 from crossnet.workloads import (
     AGENT_POD,
     ECHO_NODE_PORT,
@@ -75,7 +83,11 @@ class KindProvider:
     def __init__(self, state_dir: Path, run_id: str, reuse: bool = False, agent_image: str = DEFAULT_AGENT_IMAGE,
                  kind: KindRunner | None = None, nodes: Any | None = None,
                  kube_factory: Callable[[str, Path], KubeCluster] | None = None,
-                 progress: Callable[[str], None] = _stderr, logs_dir: Path | None = None) -> None:
+                 progress: Callable[[str], None] = _stderr, logs_dir: Path | None = None,
+                 global_cidr: str | None = None, subctl: SubctlRunner | None = None) -> None:
+        self.global_cidr = global_cidr  # Submariner Globalnet, deployed with subctl
+        self._subctl = subctl
+        self._allocations: dict[str, GlobalAllocation] = {}
         self.state_dir, self.run_id, self.reuse, self.agent_image = state_dir, run_id, reuse, agent_image
         self.state = StateFile(state_dir)
         self.timings: dict[str, float] = {}
@@ -88,6 +100,14 @@ class KindProvider:
         self.logs_dir = logs_dir or Path.cwd() / "reports" / f"kind-logs-{run_id}"
 
     # ------------------------------------------------------------------ seams, created on first use
+
+    def _subctl_cli(self) -> SubctlRunner:
+        if self._subctl is None:
+            self._subctl = SubctlCli()
+        return self._subctl
+
+    def _kubeconfigs(self) -> dict[str, Path]:
+        return {c.name: self.state_dir / f"kubeconfig-{c.name}" for c in self._require_topology().clusters}
 
     def _kind_cli(self) -> KindRunner:
         if self._kind is None:
@@ -122,6 +142,8 @@ class KindProvider:
         started = time.perf_counter()
         kind = self._kind_cli()  # checks the binary before anything is made
         self._docker()  # and the daemon
+        if self.global_cidr is not None:
+            self._subctl_cli()  # and subctl, when Globalnet is asked for
         self._topology = topology
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state.write({"provider": "kind", "run_id": self.run_id, "namespace": self.namespace, "created": [],
@@ -141,6 +163,9 @@ class KindProvider:
         for name in clash:
             (self.state_dir / f"kubeconfig-{name}").write_text(kind.kubeconfig(name))
         self._wait_ready(names)
+        if self.global_cidr is not None:
+            deploy_globalnet(self._subctl_cli(), topology, {n: self.kube(n) for n in names}, self._kubeconfigs(),
+                             self.state_dir, self._progress)
         cluster_set = self._cluster_set(with_agents=False)
         self.state.update(phase="up", cluster_set=cluster_set.to_json())
         self.timings["topology_up"] = time.perf_counter() - started
@@ -176,6 +201,10 @@ class KindProvider:
         with ThreadPoolExecutor(max_workers=len(topology.clusters)) as pool:
             list(pool.map(deploy, [c.name for c in topology.clusters]))
         self._wait_agents([c.name for c in topology.clusters])
+        if self.global_cidr is not None:
+            export_services(self._subctl_cli(), topology, self._kubeconfigs(), self.namespace)
+            self._allocations = read_allocations(topology, {c.name: self.kube(c.name) for c in topology.clusters},
+                                                 self.namespace, self._progress)
         cluster_set = self._cluster_set(with_agents=True)
         self.state.update(phase="agents-ready", cluster_set=cluster_set.to_json())
         self.timings["agents_ready"] = time.perf_counter() - started
@@ -196,10 +225,13 @@ class KindProvider:
         manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": ECHO_SERVICE, "namespace": ns,
                           "labels": labels}, "spec": {"type": "NodePort", "selector": {"app": "crossnet-agent"},
                           "ports": [{**p, "nodePort": ECHO_NODE_PORT} for p in ports]}})
+        manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": NOT_EXPORTED_SERVICE,
+                          "namespace": ns, "labels": labels}, "spec": {"selector": {"app": "crossnet-agent"},
+                          "ports": ports}})
         manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": HEADLESS_SERVICE,
                           "namespace": ns, "labels": labels}, "spec": {"clusterIP": "None", "selector":
                           {"app": "crossnet-agent"}, "ports": ports, "publishNotReadyAddresses": True}})
-        for ext in external_name_services(topology):
+        for ext in () if self.global_cidr else external_name_services(topology):
             if ext.cluster == cluster:
                 target = ext.external_name(topology.cluster(ext.target_cluster).dns_domain, ns)
                 manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": ext.name,
@@ -318,6 +350,17 @@ class KindProvider:
 
     # ------------------------------------------------------------------ helpers
 
+    def _global_fields(self, cluster: str) -> dict[str, Any]:
+        """Global IPs as Submariner allocated them; clusterset.local is wired into CoreDNS by
+        Submariner's Lighthouse itself, so crossnet forwards nothing (clusterset_dns_ips stays empty)."""
+        allocation = self._allocations.get(cluster)
+        if allocation is None:
+            return {}
+        ingress = [(f"svc/{n}", ip) for n, ip in allocation.service_ips.items()]
+        ingress += [(f"pod/{n}", ip) for n, ip in allocation.pod_ips.items()]
+        return {"global_cidr": allocation.cidr, "global_egress": allocation.egress_ips,
+                "global_ingress": tuple(ingress)}
+
     def _require_topology(self) -> Topology:
         if self._topology is None:
             raise ProviderError("kind: the clusters are not up")
@@ -356,5 +399,5 @@ class KindProvider:
                 name=spec.name, domain=spec.dns_domain, pod_subnet=spec.pod_subnet,
                 service_subnet=spec.service_subnet, nodes=tuple(nodes), pods=tuple(pods), services=tuple(services),
                 dns_service_ip=kube_dns.cluster_ip if kube_dns and kube_dns.cluster_ip else "",
-                dns_server_ips=tuple(sorted(p.ip for p in dns_pods))))
+                dns_server_ips=tuple(sorted(p.ip for p in dns_pods)), **self._global_fields(spec.name)))
         return ClusterSet(provider="kind", clusters=tuple(clusters), namespace=self.namespace)
