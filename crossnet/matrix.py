@@ -239,6 +239,8 @@ class LiveCell:
     expected_answers: tuple[str, ...] = ()
     repro: str = ""
     global_egress: tuple[str, ...] = ()  # the sender cluster's Globalnet egress IPs
+    global_ip: str = ""  # under Globalnet: the target's global ingress IP
+
 
     @property
     def probe_key(self) -> str:
@@ -302,7 +304,20 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         dst_addr = f"{dst}:{port}"
         repro_args = f"{protocol} {dst} {port}{flags}{payload}"
     repro = f"crossnet exec {exec_target} -- crossnet-agent probe {repro_args}"
-    return LiveCell(cell, agent, src_ip, src_node.ip, dst_addr, probe, expected, repro, src_cluster.global_egress)
+    return LiveCell(cell, agent, src_ip, src_node.ip, dst_addr, probe, expected, repro, src_cluster.global_egress,
+                    _global_ip(cell, cluster_set))
+
+
+def _global_ip(cell: Cell, cluster_set: ClusterSet) -> str:
+    """The global ingress IP a Globalnet cell aims at (empty for every other cell)."""
+    owner = cluster_set.cluster(cell.target.cluster)
+    if not owner.global_cidr or cell.target.form == "clusterset":
+        return ""
+    if cell.target.kind == "global-ip" or cell.target.form == "cluster.clusterset":
+        return owner.global_ip(f"svc/{cell.target.service}")
+    if cell.target.form == "pod.cluster.clusterset":
+        return owner.global_ip(f"pod/{pod_hostname(cell.target.node)}")
+    return ""
 
 
 def _expected_answers(cell: Cell, cluster_set: ClusterSet) -> tuple[str, ...]:

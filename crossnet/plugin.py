@@ -285,7 +285,7 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
         ("expected", cell.expectation.reachable), ("observed", observed), ("source-ip", obs.source_ip or ""),
         ("latency", f"{obs.latency_ms:.3f}ms" if obs.latency_ms is not None else ""),
         ("rule", cell.expectation.rule), ("verdict", judgement.verdict),
-    ]
+    ] + ([("global-ip", live.global_ip)] if live.global_ip else [])
     item.crossnet_cell = {
         "id": cell.id, "nodeid": item.nodeid, "suite": cell.suite, "src": f"{cell.vantage.cluster}/{cell.vantage.node}",
         "src_kind": cell.vantage.kind, "src_ip": live.src_ip,
@@ -297,7 +297,7 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
         "observed": observed, "source_ip": obs.source_ip, "expected_source_ip": judgement.expected_source_ip,
         "latency_ms": obs.latency_ms, "message": judgement.message, "repro": live.repro,
         "answers": list(obs.answers), "expected_answers": list(live.expected_answers), "retried": judgement.retried,
-        "evidence": "",
+        "evidence": "", "global_ip": live.global_ip or None,
     }
     if obs.error == "agent-error":
         raise ProbeInfrastructureError(f"{judgement.message}\n  {obs.detail}")

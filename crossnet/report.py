@@ -513,6 +513,7 @@ def _detail_panel(anchor: str, cell: Mapping[str, Any]) -> str:
         ("expected", _describe_expected(cell), False),
         ("observed", _str(cell.get("observed")), False),
         ("source IP seen", _str(cell.get("source_ip")), False),
+        ("global IP", _str(cell.get("global_ip")), False),
         ("latency", _latency(cell), False),
         ("answers", _answers(cell), False),
         ("re-probed", "yes" if cell.get("retried") else "", False),

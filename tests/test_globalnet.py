@@ -150,3 +150,14 @@ def test_kind_reads_the_allocation_from_submariners_objects() -> None:
     partial = [{**EGRESS[0], "status": {"allocatedIPs": ["242.1.0.1"]}}]
     with pytest.raises(GlobalnetObjectsError, match="1 of 8 IPs allocated"):
         allocation_from_objects("globalnet-2", objects, partial)
+
+
+def test_reports_carry_the_global_ip(tmp_path: Path) -> None:
+    from crossnet import report
+
+    cell = {"id": "pod:globalnet-1/worker->globalnet-2/echo:global-ip:tcp", "suite": "globalnet",
+            "src": "globalnet-1/worker", "src_kind": "pod", "dst": "globalnet-2/echo", "dst_kind": "global-ip",
+            "protocol": "tcp", "expected": "yes", "verdict": "pass", "observed": "reached", "global_ip": "242.1.0.9"}
+    html = report.render_html({"schema": report.MATRIX_SCHEMA, "run": {"provider": "lab", "profile": "globalnet",
+                               "clusters": ["globalnet-1", "globalnet-2"]}, "cells": [cell]})
+    assert "global IP" in html and "242.1.0.9" in html
