@@ -9,6 +9,7 @@ from BOTH ends of its path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +31,10 @@ __all__ = ["FactResult", "LabBackend", "NodeFact", "check_fact", "collect_eviden
 
 COMMAND_TIMEOUT = 10.0
 SECTION_LIMIT = 4000
+# nat chains in evidence, most telling first (a section is cut at SECTION_LIMIT): the hooks, kindnet's
+# masquerade, kube-proxy's portals and postrouting, then per-Service chains, then Submariner's.
 NAT_CHAINS = ("PREROUTING", "OUTPUT", "POSTROUTING", "KIND-MASQ-AGENT", "KUBE-SERVICES", "KUBE-POSTROUTING",
-              "KUBE-NODEPORTS", "KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-")
+              "KUBE-NODEPORTS", "KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "SUBMARINER-")
 
 
 class LabBackend(BaseBackend):  # type: ignore[misc]
@@ -50,18 +53,26 @@ class LabBackend(BaseBackend):  # type: ignore[misc]
 
 
 def node_host(run: Run, cluster: str, node: str) -> Host:
+    """A testinfra host for a node: on kind testinfra's `docker://<cluster>-<node>` (the node
+    container; `docker exec … /bin/sh -c`, without a timeout), else the LabBackend."""
     if run.cluster_set.provider == "kind":
-        # kind nodes are docker containers named <cluster>-<node>; exercised by the nightly run only.
+        # Only the nightly kind run executes commands through this branch; here it is checked
+        # against a fake kind (tests/test_kind_provider.py), never run against a container.
         return testinfra.get_host(f"docker://{cluster}-{node}")
     return Host(LabBackend(run, ExecTarget(cluster, node)))
 
 
 @dataclass(frozen=True)
 class NodeFact:
+    """One thing a node (or, with node "", a cluster) must hold. `subject` names what it is about
+    in topology terms (a peer node, a peer cluster, a Service, a DNS zone) and is part of the id;
+    `detail` carries a planned value that is not (the profile's rp_filter)."""
+
     cluster: str
     node: str  # "" for a cluster-wide fact (the Corefile)
     kind: str
     subject: str = ""
+    detail: str = ""
 
     @property
     def id(self) -> str:
@@ -80,11 +91,12 @@ def planned_facts(topology: Topology, profile: Profile) -> list[NodeFact]:
     facts: list[NodeFact] = []
     plumbing = profile.plumbing
     if plumbing.global_cidr is not None:
-        return _globalnet_facts(topology)
+        return _globalnet_facts(topology, plumbing.rp_filter)
     for cluster in topology.clusters:
         peers = topology.peers_of(cluster.name)
         for node in cluster.nodes:
-            facts += [NodeFact(cluster.name, node.short, "ip_forward"), NodeFact(cluster.name, node.short, "rp_filter"),
+            facts += [NodeFact(cluster.name, node.short, "ip_forward"),
+                      NodeFact(cluster.name, node.short, "rp_filter", detail=str(plumbing.rp_filter)),
                       NodeFact(cluster.name, node.short, "masquerade"),
                       NodeFact(cluster.name, node.short, "service-dnat", ECHO_SERVICE)]
             for peer in peers:
@@ -97,14 +109,15 @@ def planned_facts(topology: Topology, profile: Profile) -> list[NodeFact]:
     return sorted(facts, key=lambda f: f.id)
 
 
-def _globalnet_facts(topology: Topology) -> list[NodeFact]:
+def _globalnet_facts(topology: Topology, rp_filter: int) -> list[NodeFact]:
     """Under Globalnet: routes to each peer's global CIDR (through the own gateway, and from the
     gateway to the peer's), the gateway's egress SNAT, and the clusterset.local forward."""
     facts: list[NodeFact] = []
     for cluster in topology.clusters:
         gateway = gateway_node(topology, cluster.name)
         for node in cluster.nodes:
-            facts += [NodeFact(cluster.name, node.short, "ip_forward"), NodeFact(cluster.name, node.short, "rp_filter")]
+            facts += [NodeFact(cluster.name, node.short, "ip_forward"),
+                      NodeFact(cluster.name, node.short, "rp_filter", detail=str(rp_filter))]
             facts += [NodeFact(cluster.name, node.short, "global-route-to", peer.name)
                       for peer in topology.peers_of(cluster.name)]
             if node.short == gateway:
@@ -124,7 +137,7 @@ def _planned_route(cs: ClusterSet, fact: NodeFact) -> tuple[str, str]:
         peer_name, peer_node = fact.subject.split("/")
         node = cs.cluster(peer_name).node(peer_node)
         return node.pod_cidr, node.ip
-    if fact.kind == "service-route-to":
+    if fact.kind == "service-route-to":  # via the peer's gateway: its control-plane (plumbing.routes)
         return cs.cluster(fact.subject).service_subnet, service_gateway(cs, fact.subject)
     own_gateway = _live_gateway(cs, fact.cluster)  # global-route-to: via the own gateway, or from it to the peer's
     peer = cs.cluster(fact.subject)
@@ -148,20 +161,26 @@ def _masq_rules(host: Host) -> list[str]:
     return list(host.iptables.rules("nat", "KIND-MASQ-AGENT"))
 
 
-def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile) -> FactResult:
+def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile | None = None) -> FactResult:
+    """Look at one planned fact on the live node, with the live addresses of `run`. `profile` is
+    only needed for a fact made without planned_facts (an rp_filter fact with no `detail`)."""
     cs = run.cluster_set
     if fact.kind == "ip_forward":
         value = _sysctl(host, "net.ipv4.ip_forward")
         return FactResult(value == 1, "net.ipv4.ip_forward = 1", f"net.ipv4.ip_forward = {value}")
     if fact.kind == "rp_filter":
         values = [_sysctl(host, f"net.ipv4.conf.{i}.rp_filter") for i in ("all", "default")]
-        want = profile.plumbing.rp_filter
+        want = int(fact.detail) if fact.detail else (profile.plumbing.rp_filter if profile else 0)
         return FactResult(values == [want, want], f"rp_filter all/default = {want}/{want}",
                           f"rp_filter all/default = {values[0]}/{values[1]}")
     if fact.kind in ("route-to", "service-route-to", "global-route-to"):
         destination, via = _planned_route(cs, fact)
         routes = _routes(host, destination)
-        seen = ", ".join(f"{r.get('dst')} via {r.get('gateway', r.get('dev'))}" for r in routes) or "no route"
+        seen = ", ".join(f"route {r.get('dst')} via {r.get('gateway', r.get('dev'))}" for r in routes)
+        if not seen:  # say where the traffic goes instead (usually the default route, off the node network)
+            taken = host.run(f"ip route get {destination.split('/')[0]}")
+            way = " ".join(taken.stdout.split(" uid ")[0].split())  # "<dst> via <gw> dev <if> src <ip>"
+            seen = "no route" + (f" (it would take: {way})" if taken.rc == 0 and way else "")
         ok = any(r.get("dst") == destination and r.get("gateway") == via for r in routes)
         return FactResult(ok, f"route {destination} via {via}", seen)
     if fact.kind == "global-egress":
@@ -175,8 +194,11 @@ def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile) -> FactRe
         own = cs.cluster(fact.cluster).pod_subnet
         returns = [r for r in rules if f"-d {own}" in r and r.endswith("-j RETURN")]
         masq = [i for i, r in enumerate(rules) if r.endswith("-j MASQUERADE")]
-        ok = bool(returns) and bool(masq) and rules.index(returns[0]) < masq[-1]
-        return FactResult(ok, f"KIND-MASQ-AGENT: RETURN for {own}, then MASQUERADE", "; ".join(rules) or "no chain")
+        jump = [r for r in host.iptables.rules("nat", "POSTROUTING") if r.endswith("-j KIND-MASQ-AGENT")]
+        ok = bool(returns) and bool(masq) and rules.index(returns[0]) < masq[-1] and bool(jump)
+        observed = "; ".join(rules) or "no chain"
+        return FactResult(ok, f"POSTROUTING -j KIND-MASQ-AGENT; KIND-MASQ-AGENT: RETURN for {own}, then MASQUERADE",
+                          observed if jump else f"no POSTROUTING jump to KIND-MASQ-AGENT; {observed}")
     if fact.kind == "no-masquerade-to":
         rules = _masq_rules(host)
         peer_subnet = cs.cluster(fact.subject).pod_subnet
@@ -223,39 +245,86 @@ def _section(title: str, text: str) -> str:
     return f"=== {title} ===\n{text}\n"
 
 
+def _nat_excerpt(save: str) -> str:
+    """The rules of NAT_CHAINS from `iptables-save -t nat`, grouped in that order (chain
+    declarations and counters left out), so a cut section loses per-endpoint detail first."""
+    groups: list[list[str]] = [[] for _ in NAT_CHAINS]
+    for line in save.splitlines():
+        if not line.startswith("-A "):
+            continue
+        chain = line.split()[1]
+        for index, name in enumerate(NAT_CHAINS):
+            if chain == name or (name.endswith("-") and chain.startswith(name)):
+                groups[index].append(line)
+                break
+    return "\n".join(line for group in groups for line in group)
+
+
+def _conntrack(host: Host, flow: tuple[str, ...]) -> tuple[str, str]:
+    """(title, text) of the conntrack entries that mention one of the flow's addresses."""
+    title = f"conntrack for {' '.join(flow)}"
+    track = host.run("conntrack -L 2>&1")
+    if track.rc == 127 or (track.rc != 0 and "not found" in track.stdout):
+        return "conntrack", "conntrack is not installed on this node (install conntrack to see the flow's NAT state)"
+    if track.rc != 0:
+        return title, f"conntrack -L failed (exit {track.rc}): {track.stdout.strip()}"
+    wanted = {f"{side}={ip}" for ip in flow for side in ("src", "dst")}
+    lines = [line for line in track.stdout.splitlines() if wanted & set(line.split())]
+    return title, "\n".join(lines) or "no entry for this flow"
+
+
 def _node_evidence(run: Run, cluster: str, node: str, flow: tuple[str, ...]) -> str:
+    """Each section on its own: a missing tool or a dead node is written into the text, and once
+    the node itself cannot be reached the remaining sections are skipped (each would time out)."""
+    where = f"{cluster}/{node}"
     try:
         host = node_host(run, cluster, node)
-        parts = []
-        for title, command in (("ip route", "ip route"), ("ip rule", "ip rule"),
-                               ("rp_filter all/default", "sysctl net.ipv4.conf.all.rp_filter "
-                                                         "net.ipv4.conf.default.rp_filter")):
-            out = host.run(command)
-            parts.append(_section(f"{cluster}/{node}: {title}", out.stdout + out.stderr))
-        nat = host.run("iptables-save -t nat")
-        keep = [line for line in nat.stdout.splitlines()
-                if line.startswith(("*", ":", "COMMIT")) or any(f"-A {c}" in line for c in NAT_CHAINS)]
-        parts.append(_section(f"{cluster}/{node}: iptables -t nat", "\n".join(keep) or nat.stderr))
-        if flow:
-            track = host.run("conntrack -L 2>&1")
-            if track.rc != 0 and "not found" in track.stdout + track.stderr:
-                parts.append(_section(f"{cluster}/{node}: conntrack", "conntrack is not installed on this node"))
-            else:
-                lines = [line for line in track.stdout.splitlines() if any(ip in line for ip in flow)]
-                parts.append(_section(f"{cluster}/{node}: conntrack for {' '.join(flow)}", "\n".join(lines)
-                                      or "no entry for this flow"))
-        return "".join(parts)
     except Exception as exc:  # noqa: BLE001 - evidence never breaks a report; say what failed instead
-        return _section(f"{cluster}/{node}", f"could not collect evidence: {exc.__class__.__name__}: {exc}")
+        return _section(where, f"could not reach the node: {exc.__class__.__name__}: {exc}")
+
+    def command(cmd: str) -> str:
+        out = host.run(cmd)
+        text = out.stdout + out.stderr
+        return text if out.rc == 0 else f"{text.strip()}\n({cmd}: exit {out.rc})"
+
+    def nat() -> str:
+        out = host.run("iptables-save -t nat")
+        return _nat_excerpt(out.stdout) if out.rc == 0 else f"{out.stderr.strip()}\n(iptables-save: exit {out.rc})"
+
+    rp_filter = "sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.default.rp_filter"
+    sections: list[tuple[str, Callable[[], str]]] = [
+        ("ip route", lambda: command("ip route")),
+        ("ip rule", lambda: command("ip rule")),
+        ("rp_filter all/default", lambda: command(rp_filter)),
+        ("iptables -t nat", nat),
+    ]
+    parts = []
+    for title, read in sections:
+        try:
+            parts.append(_section(f"{where}: {title}", read()))
+        except Exception as exc:  # noqa: BLE001
+            parts.append(_section(f"{where}: {title}", f"could not collect it: {exc.__class__.__name__}: {exc}; "
+                                                        "the remaining sections of this node are skipped"))
+            return "".join(parts)
+    if flow:
+        try:
+            title, text = _conntrack(host, flow)
+            parts.append(_section(f"{where}: {title}", text))
+        except Exception as exc:  # noqa: BLE001
+            parts.append(_section(f"{where}: conntrack", f"could not collect it: {exc.__class__.__name__}: {exc}"))
+    return "".join(parts)
 
 
-def collect_evidence(run: Run, src: tuple[str, str], dst: tuple[str, str], flow: tuple[str, ...] = (),
+def collect_evidence(run: Run, src: tuple[str, str], dst: tuple[str, str], flow: tuple[str, ...] | str = (),
                      dns_cluster: str | None = None) -> str:
-    """What a failing cell needs, from both ends of its path: routes, rules, rp_filter, the nat
-    chains, conntrack for the flow, and for DNS cells the Corefile in effect."""
-    parts = [_node_evidence(run, *src, flow)]
+    """What a failing cell needs, from both ends of its path (`src`, `dst`: (cluster, node)): routes,
+    rules, rp_filter, the nat chains, conntrack entries for the flow's addresses ("10.10.1.2
+    10.20.2.2" or a tuple), and for DNS cells the Corefile in effect in `dns_cluster`. Plain text,
+    a `=== cluster/node: what ===` header per section, each cut to SECTION_LIMIT; never raises."""
+    addresses = tuple(flow.split()) if isinstance(flow, str) else tuple(flow)
+    parts = [_node_evidence(run, *src, addresses)]
     if dst != src:
-        parts.append(_node_evidence(run, *dst, flow))
+        parts.append(_node_evidence(run, *dst, addresses))
     if dns_cluster:
         try:
             parts.append(_section(f"{dns_cluster}: Corefile", run.provider.read_corefile(dns_cluster)))

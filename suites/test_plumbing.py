@@ -19,7 +19,6 @@ def pytest_generate_tests(metafunc):
 
 
 def test_plumbing(fact, request):
-    __tracebackhide__ = True
     run = current_run(request.config)
     _, profile, _ = current_setup(request.config)
     node = fact.node or next(n.short for n in run.cluster_set.cluster(fact.cluster).nodes)
