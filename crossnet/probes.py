@@ -13,6 +13,7 @@ from crossnet.providers.base import AgentClient
 __all__ = ["probe_cells"]
 
 CONTROL_MARGIN = 5.0  # seconds the control request may take beyond the slowest probe
+AGENT_CONCURRENCY = 256  # probes an agent runs at once per request (crossnet.agent.control); the rest wait
 
 
 def probe_cells(lives: Sequence[LiveCell], client_for: Callable[[str], AgentClient],
@@ -24,7 +25,8 @@ def probe_cells(lives: Sequence[LiveCell], client_for: Callable[[str], AgentClie
     def run(agent: str) -> dict[str, Observation]:
         batch = by_agent[agent]
         try:
-            results = client_for(agent).probe([live.probe for live in batch], timeout + CONTROL_MARGIN)
+            waves = -(-len(batch) // AGENT_CONCURRENCY)  # a batch of only timeouts takes this many timeouts
+            results = client_for(agent).probe([live.probe for live in batch], timeout * waves + CONTROL_MARGIN)
         except Exception as exc:  # noqa: BLE001 - an unreachable agent is an observation, not a crash
             failure = Observation(reached=False, error="agent-error",
                                   detail=f"agent {agent} could not be asked: {exc.__class__.__name__}: {exc}")

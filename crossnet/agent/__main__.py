@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import json
 import os
@@ -12,62 +11,38 @@ import signal
 import sys
 from typing import Any
 
-from crossnet.agent.core import PROBE_PROTOCOLS, EchoServers, run_probe, run_probes
-
-MAX_REQUEST = 4 * 1024 * 1024
-
-
-async def _http_reply(writer: asyncio.StreamWriter, status: str, payload: Any) -> None:
-    body = json.dumps(payload).encode()
-    writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                 "Connection: close\r\n\r\n".encode() + body)
-    await writer.drain()
-    writer.close()
+from crossnet.agent.control import MAX_LINE, TOKEN_HEADER, Handler, allowed_uids, control_handler, read_token
+from crossnet.agent.core import AGENT_ID, PROBE_PROTOCOLS, EchoServers, run_probe
+from crossnet.agent.validate import BadRequest, validate_probe
 
 
-def _control_handler(agent_id: str) -> Any:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request_line = (await reader.readline()).decode(errors="replace").split()
-            length = 0
-            while True:
-                header = await reader.readline()
-                if header in (b"\r\n", b"\n", b""):
-                    break
-                name, _, value = header.decode(errors="replace").partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value.strip())
-            if length > MAX_REQUEST:
-                await _http_reply(writer, "413 Payload Too Large", {"error": "request too large"})
-                return
-            body = await reader.readexactly(length) if length else b""
-            if len(request_line) < 2:
-                await _http_reply(writer, "400 Bad Request", {"error": "no request line"})
-            elif request_line[0] == "GET" and request_line[1] == "/healthz":
-                await _http_reply(writer, "200 OK", {"agent": agent_id, "pid": os.getpid()})
-            elif request_line[0] == "POST" and request_line[1] == "/probe":
-                probes = json.loads(body or b"{}").get("probes", [])
-                await _http_reply(writer, "200 OK", {"agent": agent_id, "results": await run_probes(probes)})
-            else:
-                await _http_reply(writer, "404 Not Found", {"error": f"no route {' '.join(request_line[:2])}"})
-        except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
-            with contextlib.suppress(OSError):
-                await _http_reply(writer, "400 Bad Request", {"error": str(exc)})
-
-    return handle
+async def _start_unix(handler: Handler, path: str) -> asyncio.Server:
+    """Serve on `path`, a socket only its owner may open (0600 whatever the umask). It is bound
+    under a temporary name and renamed: it appears under its name only when serving (readiness)."""
+    temporary = f"{path}.tmp"
+    umask = os.umask(0o077)
+    try:
+        server = await asyncio.start_unix_server(handler, path=temporary, limit=MAX_LINE)
+    finally:
+        os.umask(umask)
+    os.chmod(temporary, 0o600)
+    os.rename(temporary, path)
+    return server
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, token: bytes | None) -> None:
     echo = EchoServers(args.id, args.listen, args.port)
     await echo.start()
-    handler = _control_handler(args.id)
     servers = []
     if args.control_socket:
-        temporary = f"{args.control_socket}.tmp"
-        servers.append(await asyncio.start_unix_server(handler, path=temporary))
-        os.rename(temporary, args.control_socket)  # readiness: appears under its name only when serving
+        handler = control_handler(args.id, token, allowed_uids(args.control_socket))
+        servers.append(await _start_unix(handler, args.control_socket))
     if args.control_port:
-        servers.append(await asyncio.start_server(handler, args.listen, args.control_port, reuse_address=True))
+        if token is None:
+            print(f"crossnet-agent: the control port {args.control_port} authenticates nobody (no --token-file): "
+                  "whoever reaches it can make this agent probe", file=sys.stderr, flush=True)
+        servers.append(await asyncio.start_server(control_handler(args.id, token), args.listen, args.control_port,
+                                                  reuse_address=True, limit=MAX_LINE))
     stop = asyncio.get_running_loop().create_future()
 
     def request_stop() -> None:
@@ -98,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--listen", default="0.0.0.0", help="address of the echo services (default: all)")
     serve.add_argument("--port", type=int, default=8080, help="TCP and UDP echo port (default 8080)")
     serve.add_argument("--control-socket", help="unix socket path for the control API (lab)")
-    serve.add_argument("--control-port", type=int, default=0, help="TCP port for the control API (kind)")
+    serve.add_argument("--control-port", type=int, default=0,
+                       help="TCP port for the control API (kind); without --token-file it authenticates nobody")
+    serve.add_argument("--token-file", metavar="FILE",
+                       help=f"a shared secret (the file's content, stripped): every control request must carry it "
+                            f"in the {TOKEN_HEADER} header, else 401")
     probe = sub.add_parser("probe", help="run one probe from here and print what it saw (repro commands)")
     probe.add_argument("protocol", choices=PROBE_PROTOCOLS)
     probe.add_argument("dst", help="IP address, or a DNS name (dns-udp/dns-tcp; or tcp/udp to resolve then connect)")
@@ -111,7 +90,17 @@ def main(argv: list[str] | None = None) -> int:
                        help="payload bytes (tcp/udp echo), or EDNS padding bytes (dns probes)")
     args = parser.parse_args(argv)
     if args.command == "serve":
-        asyncio.run(_serve(args))
+        if not AGENT_ID.fullmatch(args.id):
+            parser.error(f"--id {args.id!r}: an agent id is up to 8 '/'-separated parts of letters, digits, '.-_'")
+        if not 0 <= args.control_port <= 65535:
+            parser.error(f"--control-port {args.control_port}: not a port")
+        token = None
+        if args.token_file:
+            try:
+                token = read_token(args.token_file)
+            except (OSError, ValueError) as exc:
+                parser.error(f"--token-file: {exc}")
+        asyncio.run(_serve(args, token))
         return 0
     spec: dict[str, Any] = {"id": "cli", "protocol": args.protocol, "timeout": args.timeout, "payload": args.payload}
     by_name = args.protocol.startswith("dns") or not _is_ip(args.dst)
@@ -121,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         spec.update(qname=args.dst, server=args.server, search=args.search, dns_port=args.dns_port)
     if not args.protocol.startswith("dns"):
         spec.update(port=args.port, **({} if by_name else {"dst": args.dst}))
+    try:
+        spec = validate_probe(spec)
+    except BadRequest as exc:
+        parser.error(str(exc))
     result = asyncio.run(run_probe(spec))
     print(json.dumps(result, indent=1))
     return 0 if result["reached"] else 1

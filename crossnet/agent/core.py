@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import json
 import os
+import re
 import socket
 import struct
 import time
 from typing import Any, cast
 
-__all__ = ["PROBE_PROTOCOLS", "EchoServers", "run_probe", "run_probes"]
+__all__ = ["AGENT_ID", "PROBE_PROTOCOLS", "EchoServers", "run_probe", "run_probes"]
 
 PROBE_PROTOCOLS = ("tcp", "udp", "icmp", "dns-udp", "dns-tcp")
 HELLO = b"CROSSNET "
 MAX_LINE = 65536
+NOT_ECHO = "not-crossnet-echo"  # the `peer` of a result whose reply came from something else
+MAX_CONCURRENT = 256  # probes of one request in flight at once (sockets: stay far below RLIMIT_NOFILE)
+MAX_ANSWERS = 64  # DNS records reported per probe
 
 ERRNO_CLASS = {
     errno.ECONNREFUSED: "refused",
@@ -39,20 +44,53 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 3)
 
 
-def _check_reply(raw: bytes, probe: dict[str, Any], started: float) -> dict[str, Any]:
+AGENT_ID = re.compile(r"[A-Za-z0-9._-]{1,63}(/[A-Za-z0-9._-]{1,63}){0,7}")  # what an echo reply may name
+MAX_REPLY = 4096  # crossnet's echo answers with one short JSON line; anything longer is someone else
+
+
+def _echo_reply(raw: bytes) -> dict[str, Any] | None:
+    """The reply of crossnet's own echo (`{"agent": ID, "seen": IP, "len": N}` and a newline,
+    nothing else), or None."""
+    if len(raw) > MAX_REPLY or not raw.endswith(b"\n"):
+        return None
     try:
         reply = json.loads(raw.decode().strip())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return _result(False, "wrong-answer", latency_ms=_ms(started), detail=f"not an agent reply: {raw[:80]!r}")
-    responder = reply.get("agent")
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(reply, dict) or set(reply) != {"agent", "seen", "len"}:
+        return None
+    agent, seen, size = reply.get("agent"), reply.get("seen"), reply.get("len")
+    if not isinstance(agent, str) or not AGENT_ID.fullmatch(agent):
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or not isinstance(seen, str):
+        return None
+    try:
+        seen = str(ipaddress.ip_address(seen))
+    except ValueError:
+        return None
+    return {"agent": agent, "seen": seen, "len": size}
+
+
+def _not_echo(size: int, started: float, why: str = "") -> dict[str, Any]:
+    """Something answered, but not crossnet's echo: say so without repeating a byte of it (it may be
+    another service's banner). `wrong-answer` keeps the verdict what it was: that target is not reached."""
+    return _result(False, "wrong-answer", latency_ms=_ms(started), peer=NOT_ECHO, reply_bytes=size,
+                   detail=f"{NOT_ECHO}: the peer answered {why or f'{size} bytes'} that are not crossnet's echo")
+
+
+def _check_reply(raw: bytes, probe: dict[str, Any], started: float) -> dict[str, Any]:
+    reply = _echo_reply(raw)
+    if reply is None:
+        return _not_echo(len(raw), started)
+    responder = reply["agent"]
     expected = probe.get("expect_agents") or []
     if expected and responder not in expected:
         return _result(False, "wrong-answer", latency_ms=_ms(started), responder=responder,
-                       source_ip=reply.get("seen"), detail=f"answered by {responder}, expected {' or '.join(expected)}")
-    if int(reply.get("len", -1)) != int(probe.get("payload") or 0):
+                       source_ip=reply["seen"], detail=f"answered by {responder}, expected {' or '.join(expected)}")
+    if reply["len"] != int(probe.get("payload") or 0):
         return _result(False, "wrong-answer", latency_ms=_ms(started), responder=responder,
-                       detail=f"payload of {probe.get('payload')} bytes came back as {reply.get('len')}")
-    return _result(True, latency_ms=_ms(started), source_ip=reply.get("seen"), responder=responder)
+                       detail=f"payload of {probe.get('payload')} bytes came back as {reply['len']}")
+    return _result(True, latency_ms=_ms(started), source_ip=reply["seen"], responder=responder)
 
 
 def _payload(probe: dict[str, Any]) -> bytes:
@@ -62,7 +100,8 @@ def _payload(probe: dict[str, Any]) -> bytes:
 async def _probe_tcp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(probe["dst"], int(probe["port"])), timeout)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(probe["dst"], int(probe["port"]), limit=MAX_REPLY), timeout)
     except TimeoutError:
         return _result(False, "timeout", latency_ms=_ms(started), detail=f"no TCP answer within {timeout}s")
     except OSError as exc:
@@ -74,6 +113,8 @@ async def _probe_tcp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
         if not line:
             return _result(False, "refused", latency_ms=_ms(started), detail="connection closed without a reply")
         return _check_reply(line, probe, started)
+    except ValueError:  # a line longer than MAX_REPLY: not crossnet's echo
+        return _not_echo(MAX_REPLY, started, f"more than {MAX_REPLY} bytes without a newline")
     except TimeoutError:
         return _result(False, "timeout", latency_ms=_ms(started), detail="connected, but no reply")
     except OSError as exc:
@@ -212,6 +253,7 @@ async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
                 records.append(f"cname:{rdata.target.to_text()}")
             elif rdata.rdtype == dns.rdatatype.A:
                 records.append(rdata.address)
+    del records[MAX_ANSWERS:]
     return _result(True, latency_ms=_ms(started), rcode="NOERROR", answers=records,
                    detail=f"resolved as {answer.qname.to_text()}")
 
@@ -250,8 +292,15 @@ async def run_probe(probe: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def run_probes(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return list(await asyncio.gather(*(run_probe(p) for p in probes)))
+async def run_probes(probes: list[dict[str, Any]], concurrency: int = MAX_CONCURRENT) -> list[dict[str, Any]]:
+    """Run a batch, at most `concurrency` probes at once; the results in the order of `probes`."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def gated(probe: dict[str, Any]) -> dict[str, Any]:
+        async with gate:
+            return await run_probe(probe)
+
+    return list(await asyncio.gather(*(gated(p) for p in probes)))
 
 
 class _UdpEcho(asyncio.DatagramProtocol):
