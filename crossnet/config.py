@@ -7,6 +7,7 @@ the field and the fix (a user should fix their configs in one pass, not one erro
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,12 @@ from typing import Any
 
 import yaml
 
+from crossnet import yamlsafe
 from crossnet.model import Cluster, NodeSpec, Topology
+from crossnet.yamlsafe import clip, cut
 
-__all__ = ["DEFAULT_CONFIGS", "TOPOLOGIES", "ConfigError", "ConfigProblem", "load_topology", "resolve_setup"]
+__all__ = ["DEFAULT_CONFIGS", "KIND_NAME_MAX", "TOPOLOGIES", "ConfigError", "ConfigProblem", "dns1123_label_problem",
+           "dns_domain_problem", "load_topology", "resolve_setup"]
 
 KIND_API_VERSION = "kind.x-k8s.io/v1alpha4"
 DEFAULT_CONFIGS = ("kind-configs/cluster-1.yaml", "kind-configs/cluster-2.yaml")
@@ -26,10 +30,49 @@ TOPOLOGIES: dict[str, tuple[tuple[str, ...], str]] = {
     "globalnet": (("kind-configs/globalnet-1.yaml", "kind-configs/globalnet-2.yaml", "kind-configs/globalnet-3.yaml"),
                   "globalnet"),
 }
+MAX_LISTED_PROBLEMS = 50  # a ConfigError's message lists this many; .problems holds them all
 NODE_PREFIX = 24  # kube-controller-manager's default --node-cidr-mask-size for IPv4
 KIND_DEFAULT_POD_SUBNET = "10.244.0.0/16"
 KIND_DEFAULT_SERVICE_SUBNET = "10.96.0.0/16"
 KIND_DEFAULT_DNS_DOMAIN = "cluster.local"
+# kind refuses cluster names longer than 50 characters (clusterNameMax in kind's create), so that
+# its node names (<name>-control-plane, <name>-worker2, ...) stay valid host names.
+KIND_NAME_MAX = 50
+DNS_LABEL_MAX = 63
+DNS_NAME_MAX = 253
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_LABEL_RULE = "lowercase letters a-z, digits and '-', starting and ending with a letter or digit"
+
+
+def dns1123_label_problem(value: object, max_length: int = DNS_LABEL_MAX) -> str | None:
+    """Why `value` is not a DNS-1123 label of at most `max_length` characters, or None when it is.
+    The text starts with the quoted value (cut), ready for a ConfigProblem."""
+    if not isinstance(value, str):
+        return f"{cut(value)} is a {type(value).__name__}, not a name"
+    if not value:
+        return "is empty"
+    if len(value) > max_length:
+        return f"{cut(value)} is {len(value)} characters long; at most {max_length} are allowed"
+    if _DNS_LABEL.fullmatch(value) is None:
+        return f"{cut(value)} is not a DNS-1123 label ({_LABEL_RULE})"
+    return None
+
+
+def dns_domain_problem(value: object) -> str | None:
+    """Why `value` is not a DNS name Kubernetes accepts as a dnsDomain (dot-separated DNS-1123
+    labels of 1..63 characters, 253 in all; one label is fine), or None when it is."""
+    if not isinstance(value, str):
+        return f"{cut(value)} is a {type(value).__name__}, not a domain name"
+    if len(value) > DNS_NAME_MAX:
+        return f"{cut(value)} is {len(value)} characters long; a DNS name has at most {DNS_NAME_MAX}"
+    for label in value.split("."):
+        if not label:
+            return f"{cut(value)} has an empty label (a leading, trailing or doubled '.')"
+        if len(label) > DNS_LABEL_MAX:
+            return f"{cut(value)} has a label of {len(label)} characters; at most {DNS_LABEL_MAX} per label"
+        if _DNS_LABEL.fullmatch(label) is None:
+            return f"{cut(value)} is not a DNS name (each dot-separated label: {_LABEL_RULE})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -50,7 +93,9 @@ class ConfigError(Exception):
         self.problems = tuple(problems)
         count = len(self.problems)
         lines = [f"{count} problem{'s' if count != 1 else ''} in the cluster configs:"]
-        lines += [f"  - {p}" for p in self.problems]
+        lines += [f"  - {p}" for p in self.problems[:MAX_LISTED_PROBLEMS]]
+        if count > MAX_LISTED_PROBLEMS:
+            lines.append(f"  ... and {count - MAX_LISTED_PROBLEMS} more")
         super().__init__("\n".join(lines))
 
 
@@ -64,7 +109,10 @@ def _dns_domain(doc: dict[str, Any], file: str, problems: list[ConfigProblem]) -
     for index, patch in enumerate(patches):
         field = f"kubeadmConfigPatches[{index}]"
         try:
-            parsed = yaml.safe_load(patch) if isinstance(patch, str) else patch
+            parsed = yamlsafe.load(patch, f"{file}: {field}") if isinstance(patch, str) else patch
+        except yamlsafe.UnsafeYAMLError as exc:
+            problems.append(ConfigProblem(file, field, exc.problem, exc.fix))
+            continue
         except yaml.YAMLError as exc:
             problems.append(ConfigProblem(file, field, f"is not valid YAML ({exc.__class__.__name__})",
                                           "fix the indentation of the patch text"))
@@ -79,19 +127,31 @@ def _dns_domain(doc: dict[str, Any], file: str, problems: list[ConfigProblem]) -
                 "remove apiVersion from the patch"))
         networking = parsed.get("networking") or {}
         if isinstance(networking, dict) and networking.get("dnsDomain"):
-            domain = str(networking["dnsDomain"]).lower().rstrip(".")
+            value = networking["dnsDomain"]
+            problem = dns_domain_problem(value)
+            if problem is not None:
+                problems.append(ConfigProblem(
+                    file, f"{field}.networking.dnsDomain", problem,
+                    "use a lowercase DNS name such as cluster-1.com or cluster.local (labels of a-z, 0-9 and '-', "
+                    "no trailing '.')"))
+                continue
+            domain = str(value)
     return domain
 
 
 def _network(value: Any, file: str, field: str, problems: list[ConfigProblem]) -> ipaddress.IPv4Network | None:
+    fix = "write it as a network address with prefix, e.g. 10.10.0.0/16"
+    if not isinstance(value, str):
+        problems.append(ConfigProblem(file, field, f"{cut(value)} is not a CIDR", fix))
+        return None
     try:
-        network = ipaddress.ip_network(str(value), strict=True)
+        network = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
-        problems.append(ConfigProblem(file, field, f"{value!r} is not a CIDR ({exc})",
-                                      "write it as a network address with prefix, e.g. 10.10.0.0/16"))
+        reason = clip(str(exc).replace(repr(value), "it"), 120)
+        problems.append(ConfigProblem(file, field, f"{cut(value)} is not a CIDR ({reason})", fix))
         return None
     if not isinstance(network, ipaddress.IPv4Network):
-        problems.append(ConfigProblem(file, field, f"{value} is IPv6; this version covers IPv4 only",
+        problems.append(ConfigProblem(file, field, f"{cut(value)} is IPv6; this version covers IPv4 only",
                                       "use an IPv4 CIDR"))
         return None
     return network
@@ -100,17 +160,20 @@ def _network(value: Any, file: str, field: str, problems: list[ConfigProblem]) -
 def _parse_cluster(path: Path, problems: list[ConfigProblem]) -> Cluster | None:
     file = str(path)
     try:
-        text = path.read_text()
+        text = yamlsafe.read_text(path, "kind config")
+        doc = yamlsafe.load(text, file)
     except OSError as exc:
-        problems.append(ConfigProblem(file, "(file)", f"cannot be read: {exc.strerror}",
+        problems.append(ConfigProblem(file, "(file)", f"cannot be read: {exc.strerror or exc.__class__.__name__}",
                                       "pass an existing kind config with --kind-config"))
         return None
-    try:
-        doc = yaml.safe_load(text)
+    except yamlsafe.UnsafeYAMLError as exc:
+        problems.append(ConfigProblem(file, "(document)", exc.problem, exc.fix))
+        return None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(document)"
-        problems.append(ConfigProblem(file, where, f"malformed YAML: {getattr(exc, 'problem', exc)}",
+        message = str(getattr(exc, "problem", None) or exc)
+        problems.append(ConfigProblem(file, where, f"malformed YAML: {clip(message)}",
                                       "fix the YAML syntax (indentation, colons, quotes)"))
         return None
     if not isinstance(doc, dict):
@@ -119,16 +182,24 @@ def _parse_cluster(path: Path, problems: list[ConfigProblem]) -> Cluster | None:
         return None
     before = len(problems)
     if doc.get("kind") != "Cluster":
-        problems.append(ConfigProblem(file, "kind", f"is {doc.get('kind')!r}, not 'Cluster'",
+        problems.append(ConfigProblem(file, "kind", f"is {cut(doc.get('kind'))}, not 'Cluster'",
                                       "set 'kind: Cluster'"))
     if doc.get("apiVersion") != KIND_API_VERSION:
-        problems.append(ConfigProblem(file, "apiVersion", f"is {doc.get('apiVersion')!r}",
+        problems.append(ConfigProblem(file, "apiVersion", f"is {cut(doc.get('apiVersion'))}",
                                       f"set 'apiVersion: {KIND_API_VERSION}'"))
     name = doc.get("name")
-    if not isinstance(name, str) or not name:
+    if name is None or name == "":
         problems.append(ConfigProblem(file, "name", "is missing",
                                       "give every cluster a distinct name (kind's --name)"))
         name = path.stem
+    else:
+        problem = dns1123_label_problem(name, KIND_NAME_MAX)
+        if problem is not None:
+            problems.append(ConfigProblem(
+                file, "name", problem,
+                f"name the cluster with lowercase letters, digits and '-' (at most {KIND_NAME_MAX} characters, "
+                "kind's limit), e.g. cluster-1"))
+            name = path.stem
     networking = doc.get("networking") or {}
     if not isinstance(networking, dict):
         problems.append(ConfigProblem(file, "networking", "is not a mapping", "see kind's config docs"))
@@ -137,10 +208,16 @@ def _parse_cluster(path: Path, problems: list[ConfigProblem]) -> Cluster | None:
     svc = _network(networking.get("serviceSubnet", KIND_DEFAULT_SERVICE_SUBNET), file,
                    "networking.serviceSubnet", problems)
     domain = _dns_domain(doc, file, problems)
-    raw_nodes = doc.get("nodes") or [{"role": "control-plane"}]
+    raw_nodes = doc.get("nodes", [{"role": "control-plane"}])
     nodes: list[NodeSpec] = []
     workers = 0
-    if not isinstance(raw_nodes, list):
+    if raw_nodes is None or raw_nodes == []:
+        problems.append(ConfigProblem(
+            file, "nodes", "is empty",
+            "remove the key for kind's default single control-plane node, or list the nodes "
+            "('- role: control-plane', '- role: worker')"))
+        raw_nodes = []
+    elif not isinstance(raw_nodes, list):
         problems.append(ConfigProblem(file, "nodes", "is not a list", "list nodes with their role"))
         raw_nodes = []
     for index, raw in enumerate(raw_nodes):
@@ -153,7 +230,7 @@ def _parse_cluster(path: Path, problems: list[ConfigProblem]) -> Cluster | None:
             workers += 1
             nodes.append(NodeSpec(str(name), "worker" if workers == 1 else f"worker{workers}", "worker"))
         else:
-            problems.append(ConfigProblem(file, f"nodes[{index}].role", f"is {role!r}",
+            problems.append(ConfigProblem(file, f"nodes[{index}].role", f"is {cut(role)}",
                                           "use 'control-plane' or 'worker'"))
     if nodes and not any(n.role == "control-plane" for n in nodes):
         problems.append(ConfigProblem(file, "nodes", "has no control-plane node",
@@ -182,12 +259,13 @@ def _cross_checks(clusters: Sequence[Cluster], allow_overlap: bool, problems: li
     for i, a in enumerate(clusters):
         for b in clusters[i + 1:]:
             if a.name == b.name:
-                problems.append(ConfigProblem(b.source_file, "name", f"{b.name!r} is also the name in {a.source_file}",
+                problems.append(ConfigProblem(b.source_file, "name",
+                                              f"{cut(b.name)} is also the name in {a.source_file}",
                                               "give every cluster a distinct name"))
             if a.dns_domain == b.dns_domain and not allow_overlap:
                 problems.append(ConfigProblem(
                     b.source_file, "kubeadmConfigPatches[].networking.dnsDomain",
-                    f"{b.dns_domain!r} is also the dnsDomain of {a.name} ({a.source_file}); a peer's "
+                    f"{cut(b.dns_domain)} is also the dnsDomain of {a.name} ({a.source_file}); a peer's "
                     "names could not be forwarded to it",
                     "give each cluster its own dnsDomain (e.g. cluster-1.com, cluster-2.com)"))
             if allow_overlap:
@@ -229,7 +307,7 @@ def resolve_setup(root: Path, topology: str | None, configs: Sequence[str] | Non
     """The kind configs and profile to use: explicit ones win, then the named topology's."""
     name = topology or "routed"
     if name not in TOPOLOGIES:
-        raise ConfigError([ConfigProblem("(command line)", "--topology", f"unknown topology {name!r}",
+        raise ConfigError([ConfigProblem("(command line)", "--topology", f"unknown topology {cut(name)}",
                                          f"use one of {', '.join(TOPOLOGIES)}")])
     preset_configs, preset_profile = TOPOLOGIES[name]
     return list(configs) if configs else [str(root / p) for p in preset_configs], profile or preset_profile

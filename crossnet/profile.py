@@ -7,6 +7,7 @@ Code never decides what should be reachable; it only looks it up here.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,8 +15,10 @@ from typing import Any
 
 import yaml
 
+from crossnet import yamlsafe
 from crossnet.globalnet import DEFAULT_GLOBAL_CIDR
 from crossnet.model import Expectation
+from crossnet.yamlsafe import clip, cut
 
 __all__ = ["MATCH_KEYS", "PROFILE_DIR", "Plumbing", "Profile", "ProfileError", "Rule", "load_profile"]
 
@@ -37,6 +40,7 @@ REACHABLE = {"yes": "yes", "no": "no", "optional": "optional", True: "yes", Fals
 SOURCES = frozenset({"preserved", "node-ip", "global-egress", "any"})
 PROFILE_KEYS = frozenset({"name", "description", "globalnet", "plumbing", "defaults", "rules"})
 PLUMBING_KEYS = frozenset({"service_routes", "masquerade_to_peer_pods", "rp_filter", "global_cidr"})
+MAX_LISTED_PROBLEMS = 50  # an error lists this many problems, then counts the rest
 RULE_KEYS = frozenset({"match", "expect", "because"})
 EXPECT_KEYS = frozenset({"reachable", "source"})
 
@@ -93,19 +97,31 @@ class Profile:
         return [rule for rule in self.rules if not any(rule.matches(f) for f in facts)]
 
 
+def _known(value: object, allowed: Iterable[object]) -> bool:
+    """`value in allowed` that is False (not a TypeError) for an unhashable value such as a list."""
+    try:
+        return value in allowed
+    except TypeError:
+        return False
+
+
+def _unknown_keys(raw: Mapping[Any, Any], known: frozenset[str]) -> list[str]:
+    return [cut(key) for key in sorted((k for k in raw if not _known(k, known)), key=str)]
+
+
 def _expect(raw: Any, where: str, problems: list[str]) -> tuple[str, str]:
     if not isinstance(raw, dict):
         problems.append(f"{where}: 'expect' must be a mapping with reachable/source")
         return "yes", "any"
-    for key in sorted(set(raw) - EXPECT_KEYS):
-        problems.append(f"{where}: unknown key {key!r} in expect; known: {', '.join(sorted(EXPECT_KEYS))}")
+    for key in _unknown_keys(raw, EXPECT_KEYS):
+        problems.append(f"{where}: unknown key {key} in expect; known: {', '.join(sorted(EXPECT_KEYS))}")
     reachable = raw.get("reachable", "yes")
-    if reachable not in REACHABLE:
-        problems.append(f"{where}: reachable is {reachable!r}; use yes, no or optional")
+    if not _known(reachable, REACHABLE):
+        problems.append(f"{where}: reachable is {cut(reachable)}; use yes, no or optional")
         reachable = "yes"
     source = raw.get("source", "any")
-    if source not in SOURCES:
-        problems.append(f"{where}: source is {source!r}; use one of {', '.join(sorted(SOURCES))}")
+    if not _known(source, SOURCES):
+        problems.append(f"{where}: source is {cut(source)}; use one of {', '.join(sorted(SOURCES))}")
         source = "any"
     return REACHABLE[reachable], str(source)
 
@@ -116,13 +132,13 @@ def _match(raw: Any, where: str, problems: list[str]) -> dict[str, frozenset[str
         return {}
     match: dict[str, frozenset[str]] = {}
     for key, value in raw.items():
-        if key not in MATCH_KEYS:
-            problems.append(f"{where}: unknown match key {key!r}; known: {', '.join(MATCH_KEYS)}")
+        if not _known(key, MATCH_KEYS):
+            problems.append(f"{where}: unknown match key {cut(key)}; known: {', '.join(MATCH_KEYS)}")
             continue
         values = frozenset(str(v) for v in (value if isinstance(value, list) else [value]))
         allowed = MATCH_KEYS[key]
         if allowed is not None and not values <= allowed:
-            bad = ", ".join(sorted(values - allowed))
+            bad = clip(", ".join(sorted(values - allowed)), 200)
             problems.append(f"{where}: match {key}: {bad} can never match; known: {', '.join(sorted(allowed))}")
         match[key] = values
     return match
@@ -132,18 +148,25 @@ def _plumbing(raw: Any, problems: list[str]) -> Plumbing:
     if not isinstance(raw, dict):
         problems.append("plumbing: must be a mapping of " + ", ".join(sorted(PLUMBING_KEYS)))
         return Plumbing()
-    for key in sorted(set(raw) - PLUMBING_KEYS):
-        problems.append(f"plumbing: unknown key {key!r}; known: {', '.join(sorted(PLUMBING_KEYS))}")
+    for key in _unknown_keys(raw, PLUMBING_KEYS):
+        problems.append(f"plumbing: unknown key {key}; known: {', '.join(sorted(PLUMBING_KEYS))}")
     for key in ("service_routes", "masquerade_to_peer_pods"):
         if key in raw and not isinstance(raw[key], bool):
-            problems.append(f"plumbing: {key} is {raw[key]!r}; use true or false")
+            problems.append(f"plumbing: {key} is {cut(raw[key])}; use true or false")
     rp_filter = raw.get("rp_filter", 0)
-    if rp_filter not in (0, 1, 2):
-        problems.append(f"plumbing: rp_filter is {rp_filter!r}; use 0 (off), 1 (strict) or 2 (loose)")
+    if isinstance(rp_filter, bool) or not _known(rp_filter, (0, 1, 2)):
+        problems.append(f"plumbing: rp_filter is {cut(rp_filter)}; use 0 (off), 1 (strict) or 2 (loose)")
         rp_filter = 0
+    global_cidr = raw.get("global_cidr") or None
+    if global_cidr is not None:
+        try:
+            ipaddress.IPv4Network(global_cidr if isinstance(global_cidr, str) else "not a string")
+        except ValueError:
+            problems.append(f"plumbing: global_cidr is {cut(global_cidr)}; write an IPv4 CIDR such as 242.0.0.0/8")
+            global_cidr = None
     return Plumbing(service_routes=raw.get("service_routes") is True,
                     masquerade_to_peer_pods=raw.get("masquerade_to_peer_pods", True) is not False,
-                    rp_filter=int(rp_filter), global_cidr=str(raw["global_cidr"]) if raw.get("global_cidr") else None)
+                    rp_filter=int(rp_filter), global_cidr=global_cidr)
 
 
 def load_profile(name_or_path: str) -> Profile:
@@ -153,17 +176,22 @@ def load_profile(name_or_path: str) -> Profile:
         path = PROFILE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
-        raise ProfileError(f"profile {name_or_path!r} not found ({path}); known profiles: {known}; "
+        raise ProfileError(f"profile {cut(name_or_path)} not found ({cut(str(path))}); known profiles: {known}; "
                            "or pass a path to a YAML file")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yamlsafe.load(yamlsafe.read_text(path, "profile"), str(path))
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot be read: {exc.strerror or exc.__class__.__name__}; "
+                           "pass a readable profile file") from None
+    except yamlsafe.UnsafeYAMLError as exc:
+        raise ProfileError(f"{path}: {exc.problem}\n    fix: {exc.fix}") from None
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: malformed YAML: {exc}") from None
+        raise ProfileError(f"{path}: malformed YAML: {clip(str(exc), 600)}") from None
     if not isinstance(doc, dict):
         raise ProfileError(f"{path}: a profile is a mapping with name, defaults and rules")
     problems: list[str] = []
-    for key in sorted(set(doc) - PROFILE_KEYS):
-        problems.append(f"unknown key {key!r}; known: {', '.join(sorted(PROFILE_KEYS))}")
+    for key in _unknown_keys(doc, PROFILE_KEYS):
+        problems.append(f"unknown key {key}; known: {', '.join(sorted(PROFILE_KEYS))}")
     name = str(doc.get("name") or path.stem)
     plumbing = _plumbing(doc.get("plumbing") or {}, problems)
     if doc.get("globalnet") and plumbing.global_cidr is None:
@@ -187,14 +215,17 @@ def load_profile(name_or_path: str) -> Profile:
         if not isinstance(raw, dict):
             problems.append(f"{where}: must be a mapping with match, expect and because")
             continue
-        for key in sorted(set(raw) - RULE_KEYS):
-            problems.append(f"{where}: unknown key {key!r}; known: match, expect, because")
+        for key in _unknown_keys(raw, RULE_KEYS):
+            problems.append(f"{where}: unknown key {key}; known: match, expect, because")
         if not raw.get("because"):
             problems.append(f"{where}: says no 'because:'; every rule must say why it holds")
         match = _match(raw.get("match"), where, problems)
         reach, source = _expect(raw.get("expect"), where, problems)
         rules.append(Rule(f"{name}#{number}", match, reach, source, str(raw.get("because", ""))))
     if problems:
-        raise ProfileError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+        listed = [f"  - {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+        if len(problems) > MAX_LISTED_PROBLEMS:
+            listed.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more")
+        raise ProfileError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(listed))
     return Profile(name=name, description=str(doc.get("description", "")), globalnet=bool(doc.get("globalnet")),
                    plumbing=plumbing, defaults=defaults, rules=tuple(rules), source_file=str(path))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,16 @@ class CellChange:
 # --------------------------------------------------------------------------- loading
 
 
+def _quote(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to about `limit` characters, without building the repr of a large value."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit])[:-1] + f"\u2026' ({len(value)} chars)"
+    shower = reprlib.Repr()
+    shower.maxlevel, shower.maxlist, shower.maxdict, shower.maxstring, shower.maxother = 2, 4, 4, limit, limit
+    text = shower.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def validate_matrix(doc: object) -> list[str]:
     """Every problem of a matrix document (empty when it is usable)."""
     if not isinstance(doc, dict):
@@ -148,7 +159,7 @@ def validate_matrix(doc: object) -> list[str]:
         problems.append(f'missing key "schema" (expected "{MATRIX_SCHEMA}")')
     elif doc["schema"] != MATRIX_SCHEMA:
         # A different schema means the rest cannot be judged by v1 rules.
-        return [f"schema is {doc['schema']!r}, expected {MATRIX_SCHEMA!r}"]
+        return [f"schema is {_quote(doc['schema'])}, expected {MATRIX_SCHEMA!r}"]
     for key in _REQUIRED_TOP[1:]:
         if key not in doc:
             problems.append(f'missing key "{key}"')
@@ -173,14 +184,14 @@ def validate_matrix(doc: object) -> list[str]:
                 continue
             where = f"cells[{index}]"
             if isinstance(cell.get("id"), str):
-                where += f" ({cell['id']})"
+                where += f" ({_clip(cell['id'], 120)})"
             missing = [k for k in _REQUIRED_CELL if k not in cell]
             if missing:
                 problems.append(f"{where}: missing keys " + ", ".join(missing))
             verdict = cell.get("verdict")
             if "verdict" in cell and verdict not in VERDICTS:
                 problems.append(
-                    f"{where}: unknown verdict {verdict!r} (one of {', '.join(VERDICTS)})"
+                    f"{where}: unknown verdict {_quote(verdict)} (one of {', '.join(VERDICTS)})"
                 )
             cell_id = cell.get("id")
             if isinstance(cell_id, str):
@@ -205,6 +216,15 @@ def load_matrix(path: str | Path) -> dict[str, Any]:
         raise ReportError(
             f"{path}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except RecursionError:
+        raise ReportError(
+            f"{path}: not a crossnet matrix.json: JSON nested too deeply to read "
+            "(a matrix is a few levels deep); pass the matrix.json a run wrote"
+        ) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise ReportError(
+            f"{path}: not a crossnet matrix.json: {_clip(str(exc), 200)}"
+        ) from None
     problems = validate_matrix(doc)
     if problems:
         shown = problems[:_MAX_PROBLEMS]
@@ -985,8 +1005,32 @@ def write_reports(matrix: Mapping[str, Any], out_dir: Path) -> list[Path]:
     return written
 
 
+def _clusters(matrix: Mapping[str, Any]) -> frozenset[str] | None:
+    clusters = _run(matrix).get("clusters")
+    if not isinstance(clusters, list):
+        return None
+    return frozenset(_str(c) for c in clusters)
+
+
+def _names(clusters: frozenset[str]) -> str:
+    names = sorted(clusters, key=_natural)
+    shown = ", ".join(_clip(n, 60) for n in names[:8])
+    if len(names) > 8:
+        shown += f" and {len(names) - 8} more"
+    return shown or "(none)"
+
+
 def diff_matrices(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[CellChange]:
-    """Cells whose verdict changed, appeared or disappeared between two runs, by id."""
+    """Cells whose verdict changed, appeared or disappeared between two runs, by id.
+
+    Raise ReportError when the runs come from different topologies (different cluster sets):
+    their cells would all show as appeared or disappeared, which says nothing."""
+    old_clusters, new_clusters = _clusters(old), _clusters(new)
+    if old_clusters is not None and new_clusters is not None and old_clusters != new_clusters:
+        raise ReportError(
+            f"the matrices come from different topologies: clusters {_names(old_clusters)} vs "
+            f"{_names(new_clusters)}; diff runs of the same topology"
+        )
     before = {_str(c.get("id")): c for c in _cells(old)}
     after = {_str(c.get("id")): c for c in _cells(new)}
     changes: list[CellChange] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,61 @@ def test_rule_that_matches_nothing_is_found(tmp_path: Path) -> None:
     profile = load_profile(str(path))
     unused = profile.unused_rules(cell_facts(c) for c in build_cells(TOPOLOGY, profile))
     assert [r.ident for r in unused] == ["p#1"]
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def test_billion_laughs_profile_is_refused_fast_and_briefly(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("name: bomb\n" + "\n".join(lines) + "\nrules: *a8\n")
+    started = time.perf_counter()
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(path))
+    assert time.perf_counter() - started < 1.0
+    message = str(caught.value)
+    assert len(message) < 2000
+    assert str(path) in message and "billion laughs" in message and "remove the YAML aliases (&/*)" in message
+
+
+def test_binary_and_oversized_profiles_are_profile_errors(tmp_path: Path) -> None:
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"name: \xff\xfe\x81\n")
+    with pytest.raises(ProfileError, match=r"bin\.yaml: is not UTF-8 text"):
+        load_profile(str(binary))
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("name: huge\n" + "#" * (2 * 1024 * 1024) + "\n")
+    with pytest.raises(ProfileError, match=r"huge\.yaml: is larger than 1024 KiB"):
+        load_profile(str(huge))
+
+
+def test_odd_values_are_named_not_tracebacks(tmp_path: Path) -> None:
+    long = "z" * 100_000
+    path = tmp_path / "odd.yaml"
+    path.write_text(
+        f"name: odd\n1: one\n? surprise{long}\n: 1\nplumbing: {{rp_filter: true, global_cidr: {long}}}\n"
+        "rules:\n"
+        f"  - match: {{suite: [{long}]}}\n    expect: {{reachable: [yes], source: {{a: b}}}}\n    because: x\n"
+        f"  - match: {{protocol: tcp}}\n    expect: {{reachable: {long}}}\n    because: x\n")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(path))
+    text = str(caught.value)
+    assert "unknown key 1;" in text and "unknown key 'surprisezzz" in text
+    assert "rp_filter is True" in text and "global_cidr is 'zzz" in text
+    assert "rule 1: reachable is [True]" in text and "rule 1: source is {'a': 'b'}" in text
+    assert "rule 2: reachable is 'zzz" in text and "(100000 chars)" in text
+    assert len(text) < 3000
+
+
+def test_deep_profile_is_a_profile_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("rules: " + "[" * 10_000)
+    with pytest.raises(ProfileError, match=r"deep\.yaml: is nested more than 100 levels deep"):
+        load_profile(str(path))
+
+
+def test_shipped_profiles_still_load() -> None:
+    for path in sorted((ROOT / "profiles").glob("*.yaml")):
+        assert load_profile(str(path)).rules, path

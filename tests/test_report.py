@@ -537,3 +537,63 @@ def test_diff_changed_added_removed() -> None:
 def test_diff_no_change() -> None:
     assert diff_matrices(make_matrix(), make_matrix()) == []
     assert render_diff([]) == "no verdict changed\n"
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+@pytest.mark.parametrize("content", ["[" * 100_000, '{"a":' * 100_000])
+def test_load_matrix_deeply_nested_json(tmp_path: Path, content: str) -> None:
+    path = _write(tmp_path, content)
+    with pytest.raises(ReportError) as info:
+        load_matrix(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a crossnet matrix.json: ") and "nested too deeply" in message
+
+
+def test_load_matrix_huge_integer(tmp_path: Path) -> None:
+    path = _write(tmp_path, "1" * 5000)
+    with pytest.raises(ReportError, match=r"matrix\.json: not a crossnet matrix\.json: .*digits"):
+        load_matrix(path)
+
+
+def test_load_matrix_not_utf8_directory_and_scalar(tmp_path: Path) -> None:
+    path = tmp_path / "matrix.json"
+    path.write_bytes(b'{"schema": "\xff\xfe"}')
+    with pytest.raises(ReportError, match=r"matrix\.json: not JSON \(not UTF-8 text"):
+        load_matrix(path)
+    with pytest.raises(ReportError, match=re.escape(f"{tmp_path}: cannot read matrix")):
+        load_matrix(tmp_path)
+    with pytest.raises(ReportError, match="top level is str, expected a JSON object"):
+        load_matrix(_write(tmp_path, '"just a string"'))
+
+
+def test_load_matrix_quotes_long_values_cut(tmp_path: Path) -> None:
+    long = "s" * 100_000
+    with pytest.raises(ReportError) as info:
+        load_matrix(_write(tmp_path, json.dumps({"schema": long})))
+    assert "(100000 chars)" in str(info.value) and len(str(info.value)) < 500
+    bad = make_matrix()
+    bad["cells"][0]["verdict"] = long
+    bad["cells"][0]["id"] = "i" * 100_000
+    with pytest.raises(ReportError) as info:
+        load_matrix(_write(tmp_path, json.dumps(bad)))
+    assert "unknown verdict" in str(info.value) and len(str(info.value)) < 1000
+
+
+def test_diff_of_different_topologies_is_refused() -> None:
+    old = make_matrix()
+    new = copy.deepcopy(old)
+    new["run"]["clusters"] = ["globalnet-1", "globalnet-2", "globalnet-3"]
+    for cell in new["cells"]:
+        cell["id"] = cell["id"].replace("cluster-", "globalnet-")
+    with pytest.raises(ReportError) as info:
+        diff_matrices(old, new)
+    assert str(info.value) == (
+        "the matrices come from different topologies: clusters cluster-1, cluster-2 vs "
+        "globalnet-1, globalnet-2, globalnet-3; diff runs of the same topology"
+    )
+    # The same clusters listed in another order are the same topology.
+    new = copy.deepcopy(old)
+    new["run"]["clusters"] = ["cluster-2", "cluster-1"]
+    assert diff_matrices(old, new) == []
