@@ -16,7 +16,7 @@ from crossnet.config import load_topology
 from crossnet.lifecycle import bring_up_with, tear_down
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ProviderError
-from crossnet.providers.kind.kube import KubeNode, KubePod, KubeService
+from crossnet.providers.kind.kube import KubeNode, KubePod, KubeService, conflict_error
 from crossnet.providers.kind.provider import KindProvider
 from crossnet.providers.lab.topology import stock_corefile
 
@@ -65,7 +65,9 @@ class FakeKind:
 
 
 class FakeKube:
-    """One cluster's API: nodes as kind names them, CoreDNS, and what crossnet applies."""
+    """One cluster's API: nodes as kind names them, CoreDNS, namespaces with their labels, and
+    what crossnet applies (a same-named object answers 409 as the real adapter does); agents
+    answer only requests that carry the token of the Secret crossnet applied."""
 
     def __init__(self, name: str, index: int, corefile: str, image_pull_fails: bool = False) -> None:
         self.name, self.index = name, index
@@ -75,6 +77,10 @@ class FakeKube:
         self.image_pull_fails = image_pull_fails
         self.labels: dict[str, dict[str, str]] = {}
         self.exported: set[str] = set()
+        self.namespaces: dict[str, dict[str, str]] = {"kube-system": {"kubernetes.io/metadata.name": "kube-system"}}
+        self.objects: dict[tuple[str, str, str], dict[str, str]] = {}  # (kind, namespace, name): labels
+        self.proxied: list[dict[str, str]] = []  # the headers of each pod-proxy request
+        self.submariner_installed = False
         base = 2 + index * 3
         self._nodes = [KubeNode(f"{name}-control-plane", f"172.18.0.{base}", f"10.{index + 1}0.0.0/24", True, True),
                        KubeNode(f"{name}-worker", f"172.18.0.{base + 1}", f"10.{index + 1}0.1.0/24", True, False),
@@ -115,16 +121,41 @@ class FakeKube:
         self.configmaps[(namespace, name)][key] = value
 
     def apply(self, manifests: list[dict[str, Any]]) -> None:
-        self.applied += manifests
+        for manifest in manifests:
+            meta = manifest["metadata"]
+            labels = dict(meta.get("labels") or {})
+            if manifest["kind"] == "Namespace":
+                existing = self.namespaces.get(meta["name"])
+            else:
+                existing = self.objects.get((manifest["kind"], meta.get("namespace", ""), meta["name"]))
+            if existing is not None:  # the API server's 409, judged as ApiKubeCluster.apply judges it
+                conflict = conflict_error(self.name, manifest, existing)
+                if conflict is not None:
+                    raise conflict
+                continue
+            if manifest["kind"] == "Namespace":
+                self.namespaces[meta["name"]] = labels
+            else:
+                self.objects[(manifest["kind"], meta.get("namespace", ""), meta["name"])] = labels
+            self.applied.append(manifest)
 
     def delete_namespace(self, name: str) -> None:
         self.deleted_namespaces.append(name)
+        self.namespaces.pop(name, None)
 
     def namespace_labels(self, name: str) -> dict[str, str] | None:
-        return None
+        labels = self.namespaces.get(name)
+        return None if labels is None else dict(labels)
+
+    def token(self, namespace: str) -> str | None:
+        return next((m["stringData"]["token"] for m in self.applied if m["kind"] == "Secret"
+                     and m["metadata"]["namespace"] == namespace), None)
 
     def proxy_post(self, namespace: str, pod: str, port: int, path: str, body: dict[str, Any],
-                   timeout: float) -> dict[str, Any]:
+                   timeout: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        self.proxied.append(dict(headers or {}))
+        if (headers or {}).get("X-Crossnet-Token") != self.token(namespace):
+            return {"error": "403: no or wrong X-Crossnet-Token"}
         # Every DNS probe resolves: enough for the convergence wait.
         return {"results": [{"id": p["id"], "reached": True, "answers": ["10.0.0.1"]} for p in body["probes"]]}
 
@@ -132,11 +163,22 @@ class FakeKube:
         return 0, f"{pod}: {' '.join(argv)}", ""
 
     # Submariner's objects, as Globalnet writes them once Services are exported (submariner.io/v1).
-    def label_node(self, name: str, labels: dict[str, str]) -> None:
-        self.labels.setdefault(name, {}).update(labels)
+    def label_node(self, name: str, labels: dict[str, str | None]) -> None:
+        for key, value in labels.items():
+            if value is None:
+                self.labels.get(name, {}).pop(key, None)
+            else:
+                self.labels.setdefault(name, {})[key] = value
+
+    def node_labels(self, name: str) -> dict[str, str]:
+        return dict(self.labels.get(name, {}))
 
     def custom_objects(self, group: str, version: str, plural: str, namespace: str | None) -> list[dict[str, Any]]:
         base = f"242.{self.index}.0"
+        if plural == "submariners":
+            if not self.submariner_installed:
+                raise ProviderError(f"{self.name}: list submariners: API server said 404 Not Found")
+            return [{"metadata": {"name": "submariner", "namespace": "submariner-operator"}}]
         if plural == "clusterglobalegressips":
             return [{"metadata": {"name": "cluster-egress.submariner.io"}, "spec": {"numGlobalIPs": 8},
                      "status": {"allocatedIPs": [f"{base}.{i}" for i in range(1, 9)]}}]
@@ -318,6 +360,9 @@ class FakeSubctl:
         self.calls.append(f"export {kubeconfig.name.removeprefix('kubeconfig-')} {namespace}/{service}")
         cluster = kubeconfig.name.removeprefix("kubeconfig-")
         self.kubes[cluster].exported.add(service)
+
+    def uninstall(self, kubeconfig: Path) -> None:
+        self.calls.append(f"uninstall {kubeconfig.name.removeprefix('kubeconfig-')}")
 
 
 def test_globalnet_on_kind_deploys_submariner_and_reads_its_allocation(tmp_path: Path) -> None:

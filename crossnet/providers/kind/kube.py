@@ -16,10 +16,41 @@ from typing import Any, Protocol
 
 from crossnet.providers.base import ProviderError
 
-__all__ = ["REQUEST_TIMEOUT", "ApiKubeCluster", "KubeCluster", "KubeNode", "KubePod", "KubeService",
-           "configmap_binary"]
+__all__ = ["MANAGED_BY", "REQUEST_TIMEOUT", "RUN_LABEL", "ApiKubeCluster", "KubeCluster", "KubeNode", "KubePod",
+           "KubeService", "configmap_binary", "conflict_error", "describe", "is_ours"]
 
 REQUEST_TIMEOUT = 30.0
+MANAGED_BY = {"app.kubernetes.io/managed-by": "crossnet"}
+RUN_LABEL = "crossnet.io/run"  # the run that made an object: teardown deletes only what carries its own run id
+_PLURALS = {"NetworkPolicy": "networkpolicies"}  # the rest is kind.lower() + "s"
+
+
+def describe(manifest: dict[str, Any]) -> str:
+    """`Kind namespace/name` (or `Kind name` when cluster-scoped), as errors name an object."""
+    meta = manifest["metadata"]
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{manifest['kind']} {where}{meta['name']}"
+
+
+def is_ours(labels: dict[str, str] | None, run_id: str) -> bool:
+    """True when `labels` say crossnet made the object, in the run `run_id`."""
+    labels = labels or {}
+    return bool(run_id) and all(labels.get(k) == v for k, v in MANAGED_BY.items()) and labels.get(RUN_LABEL) == run_id
+
+
+def conflict_error(cluster: str, manifest: dict[str, Any], existing: dict[str, str] | None) -> ProviderError | None:
+    """What creating `manifest` over a same-named object (HTTP 409) means: None when that object
+    is this run's own (a re-apply), else the error to raise — crossnet never adopts, nor later
+    deletes, an object it did not make."""
+    run_id = (manifest["metadata"].get("labels") or {}).get(RUN_LABEL, "")
+    if is_ours(existing, run_id):
+        return None
+    kind, meta = manifest["kind"], manifest["metadata"]
+    where = f" -n {meta['namespace']}" if meta.get("namespace") else ""
+    return ProviderError(
+        f"{cluster}: {describe(manifest)} already exists and is not this run's (its labels {existing or {}} lack "
+        f"{RUN_LABEL}={run_id}); crossnet does not adopt objects it did not make: delete it if it is a leftover "
+        f"(`kubectl --context kind-{cluster} delete {kind.lower()}{where} {meta['name']}`) or run with another run id")
 
 
 @dataclass(frozen=True)
@@ -64,9 +95,10 @@ class KubeCluster(Protocol):
     def delete_namespace(self, name: str) -> None: ...
     def namespace_labels(self, name: str) -> dict[str, str] | None: ...
     def proxy_post(self, namespace: str, pod: str, port: int, path: str, body: dict[str, Any],
-                   timeout: float) -> dict[str, Any]: ...
+                   timeout: float, headers: dict[str, str] | None = None) -> dict[str, Any]: ...
     def exec_in_pod(self, namespace: str, pod: str, argv: list[str], timeout: float) -> tuple[int, str, str]: ...
-    def label_node(self, name: str, labels: dict[str, str]) -> None: ...
+    def label_node(self, name: str, labels: dict[str, str | None]) -> None: ...  # None removes the label
+    def node_labels(self, name: str) -> dict[str, str]: ...
     def custom_objects(self, group: str, version: str, plural: str, namespace: str | None) -> list[dict[str, Any]]: ...
 
 
@@ -127,8 +159,12 @@ class ApiKubeCluster:
             result.append(KubeService(svc.metadata.name, kind, ip, node_port, svc.spec.external_name))
         return result
 
-    def label_node(self, name: str, labels: dict[str, str]) -> None:
+    def label_node(self, name: str, labels: dict[str, str | None]) -> None:
         self._call(f"label node {name}", self._core.patch_node, name, {"metadata": {"labels": labels}})
+
+    def node_labels(self, name: str) -> dict[str, str]:
+        node = self._call(f"read node {name}", self._core.read_node, name)
+        return dict((node.metadata.labels if node.metadata else None) or {})
 
     def custom_objects(self, group: str, version: str, plural: str, namespace: str | None) -> list[dict[str, Any]]:
         api = self._client.CustomObjectsApi(self._api)
@@ -152,14 +188,29 @@ class ApiKubeCluster:
         from kubernetes import utils
 
         for manifest in manifests:
-            meta = manifest["metadata"]
-            what = f"create {manifest['kind']} {meta.get('namespace', '')}/{meta['name']}"
             try:
                 utils.create_from_dict(self._api, manifest)  # type: ignore[no-untyped-call,unused-ignore]
             except utils.FailToCreateError as exc:
                 statuses = {getattr(e, "status", None) for e in exc.api_exceptions}
-                if statuses != {409}:  # 409: already there (a re-run with --reuse)
-                    raise ProviderError(f"{self.name}: {what}: {statuses}") from None
+                if statuses != {409}:
+                    raise ProviderError(f"{self.name}: create {describe(manifest)}: {statuses}") from None
+                conflict = conflict_error(self.name, manifest, self._labels_of(manifest))  # 409: a same-named one
+                if conflict is not None:
+                    raise conflict from None
+
+    def _labels_of(self, manifest: dict[str, Any]) -> dict[str, str]:
+        """The labels of the object already stored under `manifest`'s kind, namespace and name."""
+        version, kind, meta = manifest["apiVersion"], manifest["kind"], manifest["metadata"]
+        base = f"/apis/{version}" if "/" in version else f"/api/{version}"
+        plural = _PLURALS.get(kind, kind.lower() + "s")
+        where = f"/namespaces/{meta['namespace']}" if meta.get("namespace") else ""
+        path = f"{base}{where}/{plural}/{meta['name']}"
+        response = self._call(f"read {describe(manifest)}", self._api.call_api, path, "GET",
+                              header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+                              _preload_content=False)
+        raw = response[0].data if isinstance(response, tuple) else response.data
+        labels: dict[str, str] = (json.loads(raw).get("metadata") or {}).get("labels") or {}
+        return labels
 
     def delete_namespace(self, name: str) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -182,11 +233,11 @@ class ApiKubeCluster:
         return dict((ns.metadata.labels if ns.metadata else None) or {})
 
     def proxy_post(self, namespace: str, pod: str, port: int, path: str, body: dict[str, Any],
-                   timeout: float) -> dict[str, Any]:
+                   timeout: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
         # The generated POST proxy method takes no body: call_api directly (REFERENCE §D).
         response = self._api.call_api(
             f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}", "POST",
-            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            header_params={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
             body=body, auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout)
         raw = response[0].data if isinstance(response, tuple) else response.data
         data: dict[str, Any] = json.loads(raw)

@@ -13,7 +13,8 @@ and with a real docker daemon for the docker layer; only the nightly run drives 
 
 from __future__ import annotations
 
-import shutil
+import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -27,14 +28,16 @@ from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
 from crossnet.providers.kind.bundle import AGENT_ARCHIVE, build_agent_zipapp
 from crossnet.providers.kind.clusters import KindCli, KindRunner, create_clusters
-from crossnet.providers.kind.kube import ApiKubeCluster, KubeCluster, configmap_binary
+from crossnet.providers.kind.kube import MANAGED_BY, RUN_LABEL, ApiKubeCluster, KubeCluster, configmap_binary, is_ours
 from crossnet.providers.kind.submariner import (
     SubctlCli,
     SubctlRunner,
     deploy_globalnet,
     export_services,
     read_allocations,
+    undo_globalnet,
 )
+from crossnet.providers.statedir import claim_state_dir, release_state_dir
 from crossnet.workloads import (
     AGENT_POD,
     ECHO_NODE_PORT,
@@ -45,27 +48,45 @@ from crossnet.workloads import (
     pod_hostname,
 )
 
-__all__ = ["DEFAULT_AGENT_IMAGE", "KindProvider", "KubeAgentClient"]
+__all__ = ["DEFAULT_AGENT_IMAGE", "TOKEN_HEADER", "KindProvider", "KubeAgentClient"]
 
 DEFAULT_AGENT_IMAGE = "python:3-slim"
 CONTROL_PORT = 8081
 READY_TIMEOUT = 300.0
-MANAGED = {"app.kubernetes.io/managed-by": "crossnet"}
+MANAGED = MANAGED_BY
 AGENT_SELECTOR = "app=crossnet-agent"
+TOKEN_HEADER = "X-Crossnet-Token"  # the agent answers its control API only with the run's token
+TOKEN_SECRET = "crossnet-agent-token"
+TOKEN_FILE = "/crossnet-token/token"
 
 
 def _stderr(message: str) -> None:
     print(f"crossnet: {message}", file=sys.stderr, flush=True)
 
 
-class KubeAgentClient:
-    """An agent's control API through the API server's pod proxy (no route into the cluster)."""
+def _warn(message: str) -> None:
+    """Something crossnet deliberately left alone: always on stderr, whatever the progress sink."""
+    print(f"crossnet: warning: {message}", file=sys.stderr, flush=True)
 
-    def __init__(self, kube: KubeCluster, namespace: str, pod: str) -> None:
-        self.kube, self.namespace, self.pod = kube, namespace, pod
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` readable by the owner only (0600) whatever the umask, also over an existing file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # before any content: the mode of a file that already existed
+        out.write(text)
+
+
+class KubeAgentClient:
+    """An agent's control API through the API server's pod proxy (no route into the cluster),
+    each request carrying the run's token."""
+
+    def __init__(self, kube: KubeCluster, namespace: str, pod: str, token: str) -> None:
+        self.kube, self.namespace, self.pod, self.token = kube, namespace, pod, token
 
     def probe(self, probes: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
-        body = self.kube.proxy_post(self.namespace, self.pod, CONTROL_PORT, "probe", {"probes": probes}, timeout)
+        body = self.kube.proxy_post(self.namespace, self.pod, CONTROL_PORT, "probe", {"probes": probes}, timeout,
+                                    headers={TOKEN_HEADER: self.token})
         if "results" not in body:
             raise ProviderError(f"agent {self.namespace}/{self.pod}: {body.get('error', 'no results')}")
         results: list[dict[str, Any]] = body["results"]
@@ -96,6 +117,8 @@ class KindProvider:
         self._kube_factory = kube_factory or (lambda name, path: ApiKubeCluster(name, str(path)))
         self._kubes: dict[str, KubeCluster] = {}
         self._topology: Topology | None = None
+        self._token: str | None = None  # the agents' control token: made by up(), read back by attach
+        self._owned = False  # True once up() claimed the state directory, or attach() found a run there
         # Outside the state directory: teardown removes that, and failed creations keep their logs.
         self.logs_dir = logs_dir or Path.cwd() / "reports" / f"kind-logs-{run_id}"
 
@@ -136,7 +159,9 @@ class KindProvider:
         data = StateFile(state_dir).read()
         if data.get("provider") != "kind":
             raise ProviderError(f"{state_dir} belongs to provider {data.get('provider')!r}, not kind")
-        return cls(state_dir, data["run_id"], reuse=True, **seams)
+        provider = cls(state_dir, data["run_id"], reuse=True, **seams)
+        provider._owned = True
+        return provider
 
     def up(self, topology: Topology) -> ClusterSet:
         started = time.perf_counter()
@@ -145,9 +170,11 @@ class KindProvider:
         if self.global_cidr is not None:
             self._subctl_cli()  # and subctl, when Globalnet is asked for
         self._topology = topology
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        claim_state_dir(self.state_dir, self.run_id)  # new and 0700 (kubeconfigs, the agent token); never adopted
+        self._owned = True
+        self._token = secrets.token_urlsafe(32)
         self.state.write({"provider": "kind", "run_id": self.run_id, "namespace": self.namespace, "created": [],
-                          "reused": [], "phase": "starting"})
+                          "reused": [], "phase": "starting", "agent_token": self._token})
         names = [c.name for c in topology.clusters]
         existing = set(kind.clusters())
         clash = sorted(existing & set(names))
@@ -160,16 +187,21 @@ class KindProvider:
         self.state.update(creating=[name for name, _ in wanted])
         created = create_clusters(kind, wanted, self.state_dir, self.logs_dir, self._progress)
         self.state.update(created=created, reused=clash)
+        for name in created:  # kind writes them itself: make sure of the mode
+            os.chmod(self.state_dir / f"kubeconfig-{name}", 0o600)
         for name in clash:
-            (self.state_dir / f"kubeconfig-{name}").write_text(kind.kubeconfig(name))
+            _write_private(self.state_dir / f"kubeconfig-{name}", kind.kubeconfig(name))
         self._wait_ready(names)
         if self.global_cidr is not None:
             deploy_globalnet(self._subctl_cli(), topology, {n: self.kube(n) for n in names}, self._kubeconfigs(),
-                             self.state_dir, self._progress)
+                             self.state_dir, self._progress, record=self._record_submariner)
         cluster_set = self._cluster_set(with_agents=False)
         self.state.update(phase="up", cluster_set=cluster_set.to_json())
         self.timings["topology_up"] = time.perf_counter() - started
         return cluster_set
+
+    def _record_submariner(self, done: dict[str, Any]) -> None:
+        self.state.update(submariner=done)
 
     def _wait_ready(self, names: list[str]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -210,10 +242,21 @@ class KindProvider:
         self.timings["agents_ready"] = time.perf_counter() - started
         return cluster_set
 
+    def _agent_token(self) -> str:
+        if self._token is None:
+            token = self.state.read().get("agent_token")
+            if not token:
+                raise ProviderError(f"the state at {self.state.path} has no agent token (made by a crossnet before "
+                                    "agents had one); tear that run down and bring it up again")
+            self._token = str(token)
+        return self._token
+
     def _manifests(self, topology: Topology, cluster: str, archive: bytes) -> list[dict[str, Any]]:
-        ns, labels = self.namespace, {**MANAGED, "crossnet.io/run": self.run_id}
+        ns, labels = self.namespace, {**MANAGED, RUN_LABEL: self.run_id}
         manifests: list[dict[str, Any]] = [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}},
+            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": TOKEN_SECRET, "namespace": ns,
+             "labels": labels}, "stringData": {"token": self._agent_token()}},
             configmap_binary("crossnet-agent", ns, AGENT_ARCHIVE, archive, labels),
         ]
         spec = topology.cluster(cluster)
@@ -245,16 +288,27 @@ class KindProvider:
         spec: dict[str, Any] = {
             "nodeName": node_name,
             "tolerations": [{"operator": "Exists"}],  # control-plane taint: an agent on every node
+            "automountServiceAccountToken": False,  # the agent never talks to the API server
             "containers": [{
                 "name": "agent", "image": self.agent_image,
                 "command": ["python3", f"/crossnet/{AGENT_ARCHIVE}", "serve", "--id",
-                            agent_id(cluster, short, vantage), "--control-port", str(CONTROL_PORT)],
+                            agent_id(cluster, short, vantage), "--control-port", str(CONTROL_PORT),
+                            "--token-file", TOKEN_FILE],
                 "ports": [{"containerPort": AGENT_PORT, "protocol": "TCP"},
                           {"containerPort": AGENT_PORT, "protocol": "UDP"}, {"containerPort": CONTROL_PORT}],
                 "readinessProbe": {"tcpSocket": {"port": CONTROL_PORT}, "periodSeconds": 1},
-                "volumeMounts": [{"name": "agent", "mountPath": "/crossnet"}],
+                # Probes need raw ICMP sockets (NET_RAW) and nothing else; Python imports from the
+                # zipapp without writing, /tmp is a scratch emptyDir.
+                "securityContext": {"privileged": False, "allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True, "seccompProfile": {"type": "RuntimeDefault"},
+                                    "capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]}},
+                "volumeMounts": [{"name": "agent", "mountPath": "/crossnet", "readOnly": True},
+                                 {"name": "token", "mountPath": str(Path(TOKEN_FILE).parent), "readOnly": True},
+                                 {"name": "tmp", "mountPath": "/tmp"}],
             }],
-            "volumes": [{"name": "agent", "configMap": {"name": "crossnet-agent"}}],
+            "volumes": [{"name": "agent", "configMap": {"name": "crossnet-agent"}},
+                        {"name": "token", "secret": {"secretName": TOKEN_SECRET, "defaultMode": 0o400}},
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}],
         }
         pod_labels = dict(labels)
         if vantage == "pod":
@@ -265,6 +319,9 @@ class KindProvider:
             pod_labels["app"] = "crossnet-host-agent"
         return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": self.namespace,
                 "labels": pod_labels}, "spec": spec}
+
+    def detach(self) -> None:
+        """Nothing to do: kind clusters and their agents already outlive the process that made them."""
 
     def _wait_agents(self, clusters: list[str]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -284,16 +341,21 @@ class KindProvider:
             time.sleep(1.0)
 
     def down(self) -> None:
-        """Delete the run's namespace everywhere and the clusters this run created (never reused ones)."""
+        """Undo what this run changed on reused clusters (Submariner, gateway labels), delete the
+        run's namespace wherever it carries this run's labels, and delete the clusters this run
+        created (never reused ones)."""
         started = time.perf_counter()
+        if not self._owned:  # a bring-up refused before it claimed its state directory: nothing is ours
+            return
         try:
             data = self.state.read()
         except ProviderError:
             data = {}
-        problems = []
+        problems = self._undo_submariner(data)
+        namespace, run_id = data.get("namespace", self.namespace), data.get("run_id", self.run_id)
         for cluster in data.get("created", []) + data.get("reused", []):
             try:
-                self.kube(cluster).delete_namespace(data.get("namespace", self.namespace))
+                self._delete_namespace(cluster, namespace, run_id)
             except ProviderError as exc:
                 problems.append(str(exc))
         mine = list(dict.fromkeys(data.get("created", []) + data.get("creating", [])))
@@ -309,10 +371,35 @@ class KindProvider:
                 self._kind_cli().delete(cluster)
             except ProviderError as exc:
                 problems.append(str(exc))
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        release_state_dir(self.state_dir, self.run_id)
         self.timings["teardown"] = time.perf_counter() - started
         if problems:
             raise ProviderError("teardown left something behind: " + "; ".join(problems))
+
+    def _undo_submariner(self, data: dict[str, Any]) -> list[str]:
+        """Submariner and gateway labels come off the reused clusters (created ones are deleted whole)."""
+        reused = set(data.get("reused", []))
+        if not data.get("submariner") or not reused:
+            return []
+        try:
+            subctl = self._subctl_cli()
+        except ProviderError as exc:
+            return [f"Submariner left on {', '.join(sorted(reused))}: {exc}"]
+        kubeconfigs = {c: self.state_dir / f"kubeconfig-{c}" for c in reused}
+        return undo_globalnet(subctl, data["submariner"], self.kube, kubeconfigs, reused, self._progress)
+
+    def _delete_namespace(self, cluster: str, namespace: str, run_id: str) -> None:
+        """Delete `namespace` only when its labels say this run made it; otherwise leave it and say so."""
+        kube = self.kube(cluster)
+        labels = kube.namespace_labels(namespace)
+        if labels is None:
+            return  # never made, or already gone
+        if not is_ours(labels, run_id):
+            wanted = ", ".join(f"{k}={v}" for k, v in {**MANAGED, RUN_LABEL: run_id}.items())
+            _warn(f"left namespace {namespace} on cluster {cluster}: it lacks the labels {wanted} (it has "
+                  f"{labels or 'none'}), so this run did not make it; delete it yourself if it is a leftover")
+            return
+        kube.delete_namespace(namespace)
 
     # ------------------------------------------------------------------ the provider seam
 
@@ -341,12 +428,40 @@ class KindProvider:
         return data["Corefile"]
 
     def write_corefile(self, cluster: str, text: str) -> None:
+        """Write the Corefile, never over somebody else's edit: once crossnet has written it, a
+        later write (the restore at teardown) goes through only while the ConfigMap still holds
+        exactly what crossnet last wrote. Otherwise the ConfigMap is left alone, `text` is kept
+        in a file under the logs directory and a warning says so and where."""
+        written = self._corefiles_written()
+        last = written.get(cluster)
+        if last is not None and self.read_corefile(cluster) not in (last, text):
+            kept = self._keep_corefile(cluster, text)
+            _warn(f"left the Corefile of {cluster} (ConfigMap kube-system/coredns) as it is: it changed after "
+                  f"crossnet patched it, and restoring would undo that change; the Corefile from before crossnet is "
+                  f"in {kept}: remove the section from `# crossnet begin {self.run_id}` to `# crossnet end "
+                  f"{self.run_id}` by hand")
+            return
+        self.state.update(corefiles_written={**written, cluster: text})  # recorded before it is made
         self.kube(cluster).write_configmap_key("kube-system", "coredns", "Corefile", text)
+
+    def _corefiles_written(self) -> dict[str, str]:
+        try:
+            written: dict[str, str] = self.state.read().get("corefiles_written") or {}
+        except ProviderError:
+            return {}
+        return written
+
+    def _keep_corefile(self, cluster: str, text: str) -> Path:
+        """Save a Corefile crossnet did not put back, outside the state directory (teardown removes that)."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        kept = self.logs_dir / f"corefile-{cluster}-before-crossnet"
+        kept.write_text(text)
+        return kept
 
     def agent_client(self, agent: str) -> KubeAgentClient:
         cluster, node, vantage = agent.split("/")
-        return KubeAgentClient(self.kube(cluster), self.namespace, _pod_name("pod" if vantage == AGENT_POD else "host",
-                                                                           node))
+        return KubeAgentClient(self.kube(cluster), self.namespace,
+                               _pod_name("pod" if vantage == AGENT_POD else "host", node), self._agent_token())
 
     # ------------------------------------------------------------------ helpers
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from crossnet.globalnet import (
     EXPORTED_SERVICES,
@@ -25,7 +25,7 @@ from crossnet.providers.base import ProviderError
 from crossnet.providers.kind.kube import KubeCluster
 
 __all__ = ["GATEWAY_LABEL", "SUBCTL_VERSION", "SubctlCli", "SubctlRunner", "deploy_globalnet", "export_services",
-           "read_allocations"]
+           "read_allocations", "undo_globalnet"]
 
 SUBCTL_VERSION = "0.19.2"  # the nightly workflow installs exactly this one
 GATEWAY_LABEL = "submariner.io/gateway"
@@ -36,6 +36,7 @@ class SubctlRunner(Protocol):
     def deploy_broker(self, kubeconfig: Path, workdir: Path) -> Path: ...
     def join(self, kubeconfig: Path, broker_info: Path, cluster_id: str, workdir: Path) -> None: ...
     def export(self, kubeconfig: Path, namespace: str, service: str) -> None: ...
+    def uninstall(self, kubeconfig: Path) -> None: ...
 
 
 @dataclass
@@ -72,20 +73,78 @@ class SubctlCli:
         self._run(["export", "service", "--kubeconfig", str(kubeconfig), "--namespace", namespace, service],
                   timeout=120.0)
 
+    def uninstall(self, kubeconfig: Path) -> None:
+        """Remove Submariner from the cluster: its join, and the broker when the cluster holds it."""
+        self._run(["uninstall", "--kubeconfig", str(kubeconfig), "--yes"])
+
+
+Record = Callable[[dict[str, Any]], None]
+
+
+def _submariner_installed(kube: KubeCluster) -> bool:
+    try:
+        return bool(kube.custom_objects("submariner.io", "v1alpha1", "submariners", None))
+    except ProviderError:  # no Submariner CRD: the API server answers 404
+        return False
+
 
 def deploy_globalnet(subctl: SubctlRunner, topology: Topology, kubes: Mapping[str, KubeCluster],
-                     kubeconfigs: Mapping[str, Path], workdir: Path, progress: Callable[[str], None]) -> None:
+                     kubeconfigs: Mapping[str, Path], workdir: Path, progress: Callable[[str], None],
+                     record: Record = lambda _done: None) -> None:
     """Label each cluster's gateway node, deploy the broker (with Globalnet) on the first cluster
-    and join every cluster in config order (so the global CIDRs are handed out in that order)."""
+    and join every cluster in config order (so the global CIDRs are handed out in that order).
+    Each change goes to `record` (the state file) before it is made, so teardown can undo exactly
+    it: a gateway label that was already there is left out, and clusters that already run
+    Submariner are refused (its uninstall would remove somebody else's deployment)."""
+    running = [c.name for c in topology.clusters if _submariner_installed(kubes[c.name])]
+    if running:
+        raise ProviderError(f"Submariner is already installed on {', '.join(running)}; crossnet deploys its own "
+                            "broker and would remove Submariner again at teardown: use clusters without it, or "
+                            f"uninstall it first (`subctl uninstall --kubeconfig {kubeconfigs[running[0]]}`)")
+    done: dict[str, Any] = {"labels": [], "broker": None, "joined": []}
     for cluster in topology.clusters:
         node = f"{cluster.name}-{gateway_node(topology, cluster.name)}"
-        kubes[cluster.name].label_node(node, {GATEWAY_LABEL: "true"})
+        previous = kubes[cluster.name].node_labels(node).get(GATEWAY_LABEL)
+        if previous != "true":
+            done["labels"].append({"cluster": cluster.name, "node": node, "label": GATEWAY_LABEL,
+                                   "previous": previous})
+            record(done)
+            kubes[cluster.name].label_node(node, {GATEWAY_LABEL: "true"})
     first = topology.clusters[0].name
     progress(f"submariner: deploying the broker with Globalnet on {first}")
+    done["broker"] = first
+    record(done)
     broker = subctl.deploy_broker(kubeconfigs[first], workdir)
     for cluster in topology.clusters:
         progress(f"submariner: joining {cluster.name}")
+        done["joined"].append(cluster.name)
+        record(done)
         subctl.join(kubeconfigs[cluster.name], broker, cluster.name, workdir)
+
+
+def undo_globalnet(subctl: SubctlRunner, done: Mapping[str, Any], kubes: Callable[[str], KubeCluster],
+                   kubeconfigs: Mapping[str, Path], clusters: set[str], progress: Callable[[str], None]) -> list[str]:
+    """Undo what `deploy_globalnet` recorded in `done`, on `clusters` only (the others are being
+    deleted): `subctl uninstall` where crossnet joined or deployed the broker, then each gateway
+    label put back as it was (removed when crossnet added it). Returns what could not be undone."""
+    problems: list[str] = []
+    installed: list[str] = list(reversed(done.get("joined") or []))
+    if done.get("broker") and done["broker"] not in installed:  # the broker's cluster goes last
+        installed.append(done["broker"])
+    for cluster in [c for c in installed if c in clusters]:
+        progress(f"submariner: uninstalling from {cluster}")
+        try:
+            subctl.uninstall(kubeconfigs[cluster])
+        except ProviderError as exc:
+            problems.append(f"{cluster}: uninstall Submariner: {exc}")
+    for label in reversed(done.get("labels") or []):
+        if label.get("cluster") not in clusters or label.get("label") != GATEWAY_LABEL:
+            continue  # a deleted cluster, or a label crossnet never sets
+        try:
+            kubes(label["cluster"]).label_node(label["node"], {label["label"]: label.get("previous")})
+        except ProviderError as exc:
+            problems.append(f"{label['cluster']}: restore label {label['label']} of {label['node']}: {exc}")
+    return problems
 
 
 def export_services(subctl: SubctlRunner, topology: Topology, kubeconfigs: Mapping[str, Path],
