@@ -1,11 +1,15 @@
 """`crossnet up|down|status|exec|doctor|report|diff|bench`: the command line.
 
-Errors are one clear message naming the problem and the fix (exit 2), never a traceback.
+Errors are one clear message naming the problem and the fix, never a traceback. Exit codes:
+0 done, 1 a check failed (doctor, diff --exit-code), 2 usage or input error (a flag, a config,
+a profile, a state directory), 3 the provider failed (bring-up, teardown, a sandbox or cluster
+that does not answer), 130 interrupted (Ctrl-C or SIGTERM, after tearing down what was made).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -16,21 +20,32 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crossnet import report
+from crossnet.argtypes import positive_count, positive_seconds
 from crossnet.config import TOPOLOGIES, ConfigError, load_topology, resolve_setup
-from crossnet.lifecycle import attach, bring_up, default_state_dir, new_run_id, tear_down
+from crossnet.lifecycle import attach, bring_up, default_state_dir, new_run_id, sigterm_as_interrupt, tear_down
 from crossnet.model import ClusterSet
 from crossnet.profile import ProfileError, load_profile
-from crossnet.providers.base import ExecTarget, ProviderError, StateFile
+from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
 from crossnet.providers.select import PROVIDER_NAMES, attach_provider, choose_provider
+from crossnet.providers.statedir import owner_of, same_process
 
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-INSTALL_HINT = "apt-get install -y iproute2 iptables conntrack procps util-linux"
+EXIT_USAGE, EXIT_PROVIDER, EXIT_INTERRUPTED = 2, 3, 130
 
 
 class CliError(Exception):
     pass
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crossnet")
+    except PackageNotFoundError:
+        return "unknown (not installed; run from a checkout)"
 
 
 def _runs_dir() -> Path:
@@ -70,19 +85,45 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    dirs = sorted(p.parent for p in _runs_dir().glob("*/state.json")) if args.all else [
-        _find_state_dir(args.state_dir)]
-    for state_dir in dirs:
+    dirs = (sorted(p for p in _runs_dir().iterdir() if owner_of(p) is not None) if _runs_dir().is_dir() else []) \
+        if args.all else [_find_state_dir(args.state_dir)]
+    if args.all and not dirs:
+        print(f"crossnet: no crossnet run under {_runs_dir()}", file=sys.stderr)
+    failed = 0
+    for state_dir in dirs:  # one broken run never keeps the others running
         try:
-            run = attach(state_dir)
+            _down_one(state_dir)
         except ProviderError as exc:
-            print(f"crossnet: {state_dir}: {exc}; removing what is left", file=sys.stderr)
-            attach_provider(state_dir, alive=False).down()
-            continue
-        run.owned = True
-        tear_down(run)
-        print(f"crossnet: {state_dir.name} is down")
-    return 0
+            failed += 1
+            print(f"crossnet: {state_dir}: {exc}", file=sys.stderr)
+    return EXIT_PROVIDER if failed else 0
+
+
+def _down_one(state_dir: Path) -> None:
+    """End one run. A run whose sandbox or clusters no longer answer is cleaned up from its state
+    file; a directory whose state file is broken is removed only when its owner mark says it is
+    crossnet's (nothing recorded in it is acted on)."""
+    try:
+        run = attach(state_dir)
+    except ProviderError as exc:
+        try:
+            provider = attach_provider(state_dir, alive=False)
+        except ProviderError:
+            owner = owner_of(state_dir)
+            if owner is None:
+                raise
+            from crossnet.providers.statedir import release_state_dir
+
+            release_state_dir(state_dir, str(owner["run_id"]))
+            print(f"crossnet: {state_dir}: {exc}\n  removed the directory (crossnet's owner mark, run "
+                  f"{owner['run_id']}); nothing recorded in it was acted on", file=sys.stderr)
+            return
+        print(f"crossnet: {state_dir}: {exc}; removing what is left", file=sys.stderr)
+        provider.down()
+        return
+    run.owned = True
+    tear_down(run)
+    print(f"crossnet: {state_dir.name} is down")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -92,9 +133,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=1, sort_keys=True))
         return 0
     print(f"run {data['run_id']}  provider {data['provider']}  phase {data.get('phase')}  state {state_dir}")
+    pid = data.get("sandbox_pid")
+    if data["provider"] == "lab" and pid and not same_process(int(pid), data.get("sandbox_identity")):
+        print(f"  its sandbox (pid {pid}) is gone: nothing of this lab runs; remove what is left with "
+              f"`crossnet down --state-dir {state_dir}`")
     if "cluster_set" not in data:
         return 0
-    cluster_set = ClusterSet.from_json(data["cluster_set"])
+    try:
+        cluster_set = ClusterSet.from_json(data["cluster_set"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProviderError(f"{state_dir / 'state.json'}: its cluster_set cannot be read "
+                            f"({exc.__class__.__name__})") from None
     for cluster in cluster_set.clusters:
         print(f"{cluster.name}: domain {cluster.domain}, pods {cluster.pod_subnet}, services "
               f"{cluster.service_subnet}, DNS {cluster.dns_service_ip} -> {', '.join(cluster.dns_server_ips)}")
@@ -189,13 +238,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crossnet", description="Networking conformance across Kubernetes clusters. `pytest suites/` runs "
         "the matrix; these commands manage a long-lived run and its reports.")
+    parser.add_argument("--version", action="version", version=f"crossnet {_version()}")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="bring the two-cluster lab up and leave it running (for --attach / exec)")
     up.add_argument("--kind-config", action="append", metavar="FILE", help="kind config (repeat; default the two "
                     "in kind-configs/)")
     up.add_argument("--profile", help="profile name or path (default: the topology's, flat-routed)")
     up.add_argument("--topology", choices=sorted(TOPOLOGIES), help="named setup: routed (default) or globalnet")
-    up.add_argument("--state-dir", help="state directory (default .crossnet/<run-id>)")
+    up.add_argument("--state-dir", help="state directory, which must not exist yet (default .crossnet/<run-id>)")
     up.add_argument("--provider", choices=PROVIDER_NAMES, default="auto",
                     help="kind (real clusters), lab (network namespaces, needs root) or auto (kind when kind and "
                          "docker are usable, else lab)")
@@ -209,7 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the state file")
     ex = sub.add_parser("exec", help="run a command in a node or pod namespace: exec cluster-1/worker[/agent] -- ip r")
     ex.add_argument("--state-dir")
-    ex.add_argument("--timeout", type=float, default=30.0)
+    ex.add_argument("--timeout", type=positive_seconds, default=30.0, help="seconds before the command is "
+                    "ended (default 30)")
     ex.add_argument("target", help="<cluster>/<node>[/<pod>], e.g. cluster-1/worker or cluster-2/worker2/agent")
     ex.add_argument("command", nargs=argparse.REMAINDER, help="-- the command and its arguments")
     sub.add_parser("doctor", help="check kernel and tool prerequisites; print the install command for what is missing")
@@ -221,7 +272,8 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("new")
     diff.add_argument("--exit-code", action="store_true", help="exit 1 when any verdict changed")
     bench = sub.add_parser("bench", help="measure up, plumbing, agents, probing and teardown; print figures")
-    bench.add_argument("--rounds", type=int, default=3)
+    bench.add_argument("--rounds", type=positive_count, default=3, help="how many bring-up/probe/teardown rounds "
+                       "(default 3)")
     bench.add_argument("--profile", help="profile name or path (default: the topology's)")
     bench.add_argument("--topology", choices=sorted(TOPOLOGIES), help="named setup: routed (default) or globalnet")
     return parser
@@ -234,14 +286,26 @@ COMMANDS = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "exec": _cm
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     started = time.perf_counter()
+    sigterm_as_interrupt()  # SIGTERM tears down like Ctrl-C
     try:
         return COMMANDS[args.cmd](args)
-    except (CliError, ConfigError, ProfileError, ProviderError, report.ReportError) as exc:
+    except (CliError, ConfigError, ProfileError, InputError, report.ReportError) as exc:
         print(f"crossnet {args.cmd}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except ProviderError as exc:
+        print(f"crossnet {args.cmd}: {exc}", file=sys.stderr)
+        return EXIT_PROVIDER
     except KeyboardInterrupt:
         print(f"crossnet {args.cmd}: interrupted after {time.perf_counter() - started:.1f}s", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `crossnet status | head`: the reader left; not an error of ours
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:  # a path we were pointed at: permissions, a file where a directory belongs
+        print(f"crossnet {args.cmd}: {exc.filename or ''}: {exc.strerror or exc}\n    fix: check the path and its "
+              "permissions (the lab needs root)", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

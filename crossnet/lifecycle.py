@@ -6,10 +6,13 @@ prints one progress line with its time, so a long step is never silent.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from crossnet.providers.select import attach_provider, make_provider
 from crossnet.workloads import ECHO_SERVICE, agent_id
 
 __all__ = ["Progress", "Run", "apply_plumbing", "attach", "bring_up", "bring_up_with", "default_state_dir",
-           "new_run_id", "tear_down", "wait_converged"]
+           "new_run_id", "signals_deferred", "sigterm_as_interrupt", "tear_down", "wait_converged"]
 
 Progress = Callable[[str], None]
 CONVERGE_TIMEOUT = 30.0
@@ -93,6 +96,7 @@ def bring_up_with(provider: Provider, topology: Topology, run_id: str, plumbing:
         _timed(timings, "converged", progress, "peer names resolve in every cluster",
                lambda: wait_converged(provider, cluster_set, provider.converge_timeout))
         provider.state.update(phase="ready")
+        provider.detach()  # crossnet up: the run now outlives this process (a no-op when attached to it)
     except BaseException as exc:  # Ctrl-C included: never leave a half-built topology behind
         progress(f"bring-up stopped ({exc.__class__.__name__}); tearing down what was made")
         tear_down(run, progress=progress)
@@ -105,7 +109,12 @@ def attach(state_dir: Path) -> Run:
     data = provider.state.read()
     if "cluster_set" not in data or data.get("phase") != "ready":
         raise ProviderError(f"the run at {state_dir} is not ready (phase {data.get('phase')!r})")
-    return Run(provider, ClusterSet.from_json(data["cluster_set"]), owned=False)
+    try:
+        cluster_set = ClusterSet.from_json(data["cluster_set"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProviderError(f"{provider.state.path}: its cluster_set cannot be read ({exc.__class__.__name__}: "
+                            f"{str(exc)[:80]})") from None
+    return Run(provider, cluster_set, owned=False)
 
 
 def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plumbing: Plumbing | None = None) -> None:
@@ -192,11 +201,53 @@ def wait_converged(provider: Provider, cluster_set: ClusterSet, timeout: float =
             time.sleep(0.05)
 
 
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def sigterm_as_interrupt() -> None:
+    """Handle SIGTERM like Ctrl-C (teardown, reports marked interrupted) instead of a silent
+    death. Only the main thread may install handlers; elsewhere this does nothing."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@contextlib.contextmanager
+def signals_deferred(progress: Progress = stderr_progress) -> Iterator[None]:
+    """While tearing down, Ctrl-C and SIGTERM are noted, not obeyed: an interrupted teardown is
+    what leaves things behind. A third signal gives up waiting and interrupts after all. Nested
+    uses are fine (the inner one finds the noting handler installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if len(received) >= 3:
+            raise KeyboardInterrupt
+        progress("teardown in progress: it finishes first so nothing is left behind (signal 3 times to abandon it)")
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, note)  # swap: no moment without a handler
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def tear_down(run: Run, progress: Progress = stderr_progress) -> None:
     """Undo the plumbing in reverse (Corefiles restored byte for byte, routes removed), then end
-    the topology. Every step runs even when an earlier one failed."""
+    the topology. Every step runs even when an earlier one failed; Ctrl-C and SIGTERM wait for it."""
     if not run.owned:
         return
+    with signals_deferred(progress):
+        _tear_down(run, progress)
+
+
+def _tear_down(run: Run, progress: Progress) -> None:
     started = time.perf_counter()
     provider = run.provider
     try:
@@ -207,7 +258,7 @@ def tear_down(run: Run, progress: Progress = stderr_progress) -> None:
     for cluster, original in reversed(list((plumbing.get("corefiles") or {}).items())):
         try:
             provider.write_corefile(cluster, original)
-        except OSError as exc:
+        except (ProviderError, OSError) as exc:
             problems.append(f"restore Corefile of {cluster}: {exc}")
     for command in reversed(plumbing.get("node_commands") or []):
         try:

@@ -16,8 +16,18 @@ from typing import Any
 import pytest
 
 from crossnet import report
+from crossnet.argtypes import positive_seconds
 from crossnet.config import TOPOLOGIES, ConfigError, load_topology, resolve_setup
-from crossnet.lifecycle import Run, attach, bring_up, default_state_dir, new_run_id, tear_down
+from crossnet.lifecycle import (
+    Run,
+    attach,
+    bring_up,
+    default_state_dir,
+    new_run_id,
+    signals_deferred,
+    sigterm_as_interrupt,
+    tear_down,
+)
 from crossnet.matrix import SUITES, LiveCell, build_cells, cell_facts, counts_by_expectation, judge, live_cell, outcome
 from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Observation, Topology
 from crossnet.nodefacts import collect_evidence, path_ends
@@ -68,8 +78,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="probe a run started by `crossnet up` instead of creating one (never torn down)")
     group.addoption("--state-dir", default=None, metavar="DIR",
                     help="where this run keeps its state file and sockets (default .crossnet/<run-id>)")
-    group.addoption("--probe-timeout", type=float, default=2.0, metavar="SECONDS",
-                    help="timeout of one probe (default 2.0)")
+    group.addoption("--probe-timeout", type=positive_seconds, default=2.0, metavar="SECONDS",
+                    help="timeout of one probe: a positive number of seconds (default 2.0)")
     group.addoption("--reports", default=str(ROOT / "reports"), metavar="DIR",
                     help="where junit.xml, report.html, matrix.html/json and summary.md go (default reports/)")
     group.addoption("--strict-flakes", action="store_true",
@@ -93,7 +103,8 @@ def _is_controller(config: pytest.Config) -> bool:
 
 
 def _exit(message: str) -> None:
-    pytest.exit(f"crossnet: {message}", returncode=pytest.ExitCode.USAGE_ERROR)
+    """The provider failed (bring-up, attach): exit 3, apart from usage errors (4) and failing cells (1)."""
+    pytest.exit(f"crossnet: {message}", returncode=pytest.ExitCode.INTERNAL_ERROR)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -138,10 +149,18 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
     reports_dir = Path(config.getoption("reports"))
     if _is_controller(config):
+        try:
+            reports_dir.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise pytest.UsageError(f"--reports {reports_dir}: is a file, not a directory; pass a directory "
+                                    "for junit.xml, matrix.html and the other reports") from None
+        except OSError as exc:
+            raise pytest.UsageError(f"--reports {reports_dir}: cannot be created ({exc.strerror}); pass a "
+                                    "directory you can write") from None
+        sigterm_as_interrupt()  # SIGTERM tears down and marks the reports interrupted, like Ctrl-C
         config.stash[CELLS_KEY] = []
         config.pluginmanager.register(_CellCollector(config.stash[CELLS_KEY]), "crossnet-cell-collector")
         config.stash[STARTED_KEY] = time.time()
-        reports_dir.mkdir(parents=True, exist_ok=True)
         if not getattr(config.option, "xmlpath", None):
             config.option.xmlpath = str(reports_dir / "junit.xml")
         if hasattr(config.option, "htmlpath") and not config.option.htmlpath:
@@ -350,6 +369,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if not _is_controller(config) or SETUP_KEY not in config.stash:
         return
+    with signals_deferred():  # the reports and the teardown finish even when Ctrl-C/SIGTERM come now
+        _finish(config, exitstatus)
+
+
+def _finish(config: pytest.Config, exitstatus: int) -> None:
     judged = config.stash.get(CELLS_KEY, [])
     if judged:
         _, profile, _ = config.stash[SETUP_KEY]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
-import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +15,17 @@ from crossnet.plumbing.routes import RouteChange
 
 __all__ = [
     "PROVIDERS",
+    "RUN_ID",
+    "SAFE_NAME",
     "STATE_SCHEMA",
     "AgentClient",
     "ExecTarget",
+    "InputError",
     "Provider",
     "ProviderError",
     "StateFile",
     "register",
+    "state_problems",
 ]
 
 STATE_SCHEMA = "crossnet.state/v1"
@@ -28,6 +33,11 @@ STATE_SCHEMA = "crossnet.state/v1"
 
 class ProviderError(RuntimeError):
     """A provider could not do what was asked; the message names the cause and the fix."""
+
+
+class InputError(ProviderError):
+    """What the provider was pointed at is wrong (no or a broken state file, a bad exec target,
+    an existing state directory): a usage error (CLI exit 2), not a failure of the clusters."""
 
 
 class AgentClient(Protocol):
@@ -46,7 +56,7 @@ class ExecTarget:
     def parse(cls, text: str) -> ExecTarget:
         parts = text.strip("/").split("/")
         if len(parts) not in (2, 3) or not all(parts):
-            raise ProviderError(f"{text!r} is not <cluster>/<node>[/<pod>] (e.g. cluster-1/worker or "
+            raise InputError(f"{text[:80]!r} is not <cluster>/<node>[/<pod>] (e.g. cluster-1/worker or "
                                 "cluster-1/worker/agent)")
         return cls(*parts)
 
@@ -73,6 +83,7 @@ class Provider(Protocol):
     def write_corefile(self, cluster: str, text: str) -> None: ...
     def deploy_agents(self) -> ClusterSet: ...
     def agent_client(self, agent_id: str) -> AgentClient: ...
+    def detach(self) -> None: ...  # bring-up done: a run started by `crossnet up` may outlive the CLI now
 
 
 PROVIDERS: dict[str, Callable[..., Provider]] = {}
@@ -85,8 +96,92 @@ def register(name: str) -> Callable[[Callable[..., Provider]], Callable[..., Pro
     return decorate
 
 
+SAFE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # cluster, node, namespace names
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+UNDO_PROGRAMS = ("iptables", "sysctl", "sh")  # what plumbing's recorded undo commands run (plumbing.nodes)
+
+
+def state_problems(data: Any) -> list[str]:
+    """What is wrong with a parsed state.json, checked before `down`, `--attach` or `exec` act on
+    it: its values become commands, signals and paths run as root. Unknown keys are allowed."""
+    if not isinstance(data, dict):
+        return [f"is a JSON {type(data).__name__}, not an object"]
+    problems: list[str] = []
+
+    def check(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(what)
+
+    check(data.get("schema") == STATE_SCHEMA, f"schema is {str(data.get('schema'))[:40]!r}, not {STATE_SCHEMA!r}")
+    check(data.get("provider") in ("lab", "kind", "fake"), "provider is not 'lab' or 'kind'")
+    check(isinstance(data.get("run_id"), str) and bool(RUN_ID.match(data["run_id"])), "run_id is missing or unsafe")
+    for key in ("sandbox_pid", "owner_pid"):
+        value = data.get(key)
+        check(value is None or (type(value) is int and value > 1), f"{key} is not a process id")
+    check(isinstance(data.get("sandbox_identity"), str | None), "sandbox_identity is not a string")
+    check(isinstance(data.get("phase"), str | None), "phase is not a string")
+    for key in ("cluster_set", "plan", "agents", "plumbing"):
+        check(isinstance(data.get(key), dict | None), f"{key} is not an object")
+    for key in ("created", "reused", "creating"):  # kind: cluster names `kind delete` is run on
+        value = data.get(key)
+        check(value is None or (isinstance(value, list) and all(isinstance(v, str) and SAFE_NAME.match(v)
+                                                                 for v in value)), f"{key} is not a list of names")
+    namespace = data.get("namespace")
+    check(namespace is None or (isinstance(namespace, str) and bool(SAFE_NAME.match(namespace))),
+          "namespace is not a DNS-1123 name")
+    check(isinstance(data.get("agent_token"), str | None), "agent_token is not a string")
+    plan = _object(data.get("plan"))
+    for node in plan.get("nodes") or []:
+        check(isinstance(node, dict) and all(isinstance(node.get(k), str) and SAFE_NAME.match(node[k])
+                                             for k in ("cluster", "short", "netns")),
+              "plan.nodes holds a node whose cluster, name or namespace is not a DNS-1123 name")
+    agents = _object(data.get("agents"))
+    for agent in agents.values():
+        check(isinstance(agent, dict) and isinstance(agent.get("control"), str), "agents holds an agent without "
+              "a control address")
+    plumbing = _object(data.get("plumbing"))
+    for route in plumbing.get("routes") or []:
+        check(isinstance(route, dict) and _names_ok(route) and _network_ok(route.get("destination"))
+              and _address_ok(route.get("via")), f"plumbing.routes holds an invalid route {str(route)[:120]}")
+    for command in plumbing.get("node_commands") or []:
+        undo = command.get("undo") if isinstance(command, dict) else None
+        check(isinstance(command, dict) and _names_ok(command) and isinstance(undo, list) and bool(undo)
+              and all(isinstance(a, str) and "\n" not in a for a in undo) and undo[0] in UNDO_PROGRAMS,
+              f"plumbing.node_commands holds an undo crossnet does not write: {str(command)[:120]}")
+    corefiles = plumbing.get("corefiles") or {}
+    check(isinstance(corefiles, dict) and all(isinstance(k, str) and SAFE_NAME.match(k) and isinstance(v, str)
+                                              for k, v in corefiles.items()),
+          "plumbing.corefiles is not cluster name -> Corefile text")
+    return problems
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _names_ok(record: dict[str, Any]) -> bool:
+    return all(isinstance(record.get(k), str) and SAFE_NAME.match(record[k]) for k in ("cluster", "node"))
+
+
+def _network_ok(value: Any) -> bool:
+    try:
+        ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
+def _address_ok(value: Any) -> bool:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
 class StateFile:
-    """`<state-dir>/state.json`: everything a run created or changed (schema in the README)."""
+    """`<state-dir>/state.json`: everything a run created or changed (schema in the README).
+    Written 0600 (it drives root actions); validated with `state_problems` on every read."""
 
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir
@@ -94,20 +189,32 @@ class StateFile:
 
     def read(self) -> dict[str, Any]:
         try:
-            data: dict[str, Any] = json.loads(self.path.read_text())
+            raw = self.path.read_bytes()
         except FileNotFoundError:
-            raise ProviderError(f"no crossnet state at {self.path}; start one with `crossnet up` "
+            raise InputError(f"no crossnet state at {self.path}; start one with `crossnet up` "
                                 "or pass --state-dir of a running one") from None
-        if data.get("schema") != STATE_SCHEMA:
-            raise ProviderError(f"{self.path} has schema {data.get('schema')!r}, this crossnet reads "
+        except OSError as exc:
+            raise InputError(f"cannot read {self.path}: {exc.strerror}") from None
+        try:
+            data = json.loads(raw.decode())
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise InputError(f"{self.path} is not a crossnet state file ({'empty' if not raw.strip() else exc}); "
+                                f"if its run is gone, remove it with `crossnet down --state-dir {self.dir}`") from None
+        if isinstance(data, dict) and data.get("schema") not in (None, STATE_SCHEMA):
+            raise InputError(f"{self.path} has schema {str(data.get('schema'))[:40]!r}, this crossnet reads "
                                 f"{STATE_SCHEMA}; tear it down with the crossnet that made it")
-        return data
+        problems = state_problems(data)
+        if problems:
+            raise InputError(f"{self.path} is not a valid crossnet state file: {'; '.join(problems[:5])}; "
+                                f"crossnet will not act on it (remove it with `crossnet down --state-dir {self.dir}` "
+                                "if its run is gone)")
+        result: dict[str, Any] = data
+        return result
 
     def write(self, data: dict[str, Any]) -> None:
-        data = {"schema": STATE_SCHEMA, **data}
-        temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(temporary, self.path)
+        from crossnet.providers.statedir import write_private
+
+        write_private(self.path, json.dumps({**data, "schema": STATE_SCHEMA}, indent=1, sort_keys=True))
 
     def update(self, **fields: Any) -> dict[str, Any]:
         data = self.read()

@@ -55,6 +55,9 @@ class FakeProvider:
             raise ProviderError("fake: not up")
         return self.cluster_set
 
+    def detach(self) -> None:
+        self.log.append("detach")
+
     def down(self) -> None:
         self.down_called = True
         self.log.append("down")

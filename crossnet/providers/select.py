@@ -50,7 +50,7 @@ def attach_provider(state_dir: Path, alive: bool = True) -> Provider:
     if name == "lab":
         from crossnet.providers.lab.provider import LabProvider
 
-        return LabProvider.attach(state_dir) if alive else LabProvider(state_dir, str(data.get("run_id")))
+        return LabProvider.attach(state_dir, alive=alive)
     if name == "kind":
         from crossnet.providers.kind.provider import KindProvider
 

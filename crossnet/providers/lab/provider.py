@@ -6,7 +6,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,9 +17,10 @@ from typing import Any
 from crossnet.globalnet import CLUSTERSET_DOMAIN
 from crossnet.model import CROSSNET_NAMESPACE, ClusterSet, LiveCluster, LiveNode, LivePod, LiveService, Topology
 from crossnet.plumbing.routes import RouteChange
-from crossnet.providers.base import ExecTarget, ProviderError, StateFile
+from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
 from crossnet.providers.lab import topology as lab
-from crossnet.providers.lab.sandbox import UNIX_PATH_MAX, SandboxClient, SandboxError, start_sandbox
+from crossnet.providers.lab.sandbox import UNIX_PATH_MAX, Sandbox, SandboxClient, SandboxError, start_sandbox
+from crossnet.providers.statedir import process_identity, refuse_existing_state_dir, release_state_dir, same_process
 from crossnet.workloads import HEADLESS_SERVICE
 
 __all__ = ["LabProvider", "UnixAgentClient"]
@@ -78,7 +78,8 @@ class LabProvider:
         self.detached = detached
         self.state = StateFile(state_dir)
         self.sandbox = SandboxClient(state_dir)
-        self._process: subprocess.Popen[bytes] | None = None
+        self._sandbox: Sandbox | None = None
+        self._attached = False
         self._plan: lab.LabPlan | None = None
         self.timings: dict[str, float] = {}
         self._agents: dict[str, dict[str, str]] = {}
@@ -87,27 +88,37 @@ class LabProvider:
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def attach(cls, state_dir: Path) -> LabProvider:
+    def attach(cls, state_dir: Path, alive: bool = True) -> LabProvider:
+        """The lab of a run's state directory; alive=False skips the liveness check (to clean up)."""
         data = StateFile(state_dir).read()
         if data.get("provider") != "lab":
             raise ProviderError(f"{state_dir} belongs to provider {data.get('provider')!r}, not lab")
         provider = cls(state_dir, data["run_id"], detached=True)
-        provider.sandbox.ping()
+        provider._attached = True
+        if alive:
+            provider.sandbox.ping()
         return provider
 
     def up(self, topology: Topology) -> ClusterSet:
         started = time.perf_counter()
-        self.state_dir.mkdir(parents=True, exist_ok=False)
-        (self.state_dir / "logs").mkdir()
-        self.state.write({"provider": "lab", "run_id": self.run_id, "owner_pid": os.getpid(),
-                          "sandbox_pid": None, "detached": self.detached, "phase": "starting"})
+        longest = self.state_dir / "agents" / f"a{2 * sum(len(c.nodes) for c in topology.clusters)}.sock.tmp"
+        if len(str(longest)) > UNIX_PATH_MAX:
+            raise InputError(f"the state directory path is too long for the lab's unix sockets ({len(str(longest))} > "
+                             f"{UNIX_PATH_MAX} bytes: {longest})\n    fix: pass a shorter --state-dir")
+        refuse_existing_state_dir(self.state_dir)  # the sandbox itself creates it (0700, owner mark)
         try:
-            self._process = start_sandbox(self.state_dir, self.detached)
+            self._sandbox = start_sandbox(self.state_dir, self.detached, self.run_id)
         except SandboxError as exc:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+            release_state_dir(self.state_dir, self.run_id)
+            if "already exists" in str(exc) or "belongs to crossnet run" in str(exc):
+                raise InputError(str(exc)) from None
             raise ProviderError(str(exc)) from None
-        self.state.update(sandbox_pid=self._process.pid)
-        try:
+        pid = self._sandbox.process.pid
+        try:  # from here a kill of this process ends the sandbox, which removes the state directory
+            self.state.write({"provider": "lab", "run_id": self.run_id, "owner_pid": os.getpid(),
+                              "owner_identity": process_identity(os.getpid()), "sandbox_pid": pid,
+                              "sandbox_identity": process_identity(pid), "detached": self.detached,
+                              "phase": "starting"})
             plan = self._plan = lab.plan_lab(topology, self.global_cidr)
             self._check(self.sandbox.exec(None, ["ip", "-batch", "-"], input=lab.link_batch(plan)), "create namespaces")
             jobs: list[tuple[str, str, str]] = [(lab.UNDERLAY_NETNS, lab.underlay_script(plan), "underlay")]
@@ -195,24 +206,43 @@ class LabProvider:
         for result, netns in results:
             self._check(result, f"links of {netns} up")
 
+    def detach(self) -> None:
+        """The lab is ready: let its sandbox outlive this process (`crossnet up`); no-op otherwise."""
+        if self._sandbox is not None and self.detached:
+            self._sandbox.detach()
+
     def down(self) -> None:
-        """End the sandbox (every process and namespace with it) and remove the state directory."""
+        """End the sandbox (every process and namespace with it; the sandbox removes the state
+        directory on its way out) and remove what is left of the state directory if it is ours.
+        Acts only on a sandbox this object started or attached to: never on a directory it was
+        merely handed (a bring-up refused for an existing --state-dir ends nothing)."""
         started = time.perf_counter()
-        pid = self._process.pid if self._process is not None else self._sandbox_pid()
+        if self._sandbox is None and not self._attached:
+            return
         self.sandbox.shutdown()
-        if self._process is not None:
+        if self._sandbox is not None:
+            self._sandbox.close_lifeline()
             try:
-                self._process.wait(timeout=5.0)
+                self._sandbox.process.wait(timeout=5.0)
             except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        elif pid:
-            _wait_gone(pid)
-        shutil.rmtree(self.state_dir, ignore_errors=True)
-        parent = self.state_dir.parent
-        if parent.name == ".crossnet" and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+                self._sandbox.process.kill()
+                self._sandbox.process.wait()
+        else:
+            self._end_recorded_sandbox()
+        release_state_dir(self.state_dir, self.run_id)
         self.timings["teardown"] = time.perf_counter() - started
+
+    def _end_recorded_sandbox(self) -> None:
+        """Wait for the sandbox recorded in the state file to end; signal it only if the process
+        with that pid is provably the same one (its start time was recorded), never a reused pid."""
+        try:
+            data = self.state.read()
+        except ProviderError:
+            return
+        pid, identity = data.get("sandbox_pid"), data.get("sandbox_identity")
+        if not pid or not same_process(int(pid), identity):
+            return
+        _wait_gone(int(pid), identity)
 
     # ------------------------------------------------------------------ the provider seam
 
@@ -266,13 +296,6 @@ class LabProvider:
             raise ProviderError("lab: the topology is not up")
         return self._plan
 
-    def _sandbox_pid(self) -> int | None:
-        try:
-            pid = self.state.read().get("sandbox_pid")
-        except ProviderError:
-            return None
-        return int(pid) if pid else None
-
     def _netns_of(self, target: ExecTarget) -> str:
         if not self._nodes:  # read once: every exec (and every testinfra command) maps a target
             plan = self.state.read().get("plan", {})
@@ -280,12 +303,12 @@ class LabProvider:
         nodes = self._nodes
         node = nodes.get(f"{target.cluster}/{target.node}")
         if node is None:
-            raise ProviderError(f"no node {target.cluster}/{target.node} in this lab; "
+            raise InputError(f"no node {target.cluster}/{target.node} in this lab; "
                                 f"known: {', '.join(sorted(nodes))}")
         if not target.pod:
             return str(node["netns"])
         if target.pod not in node["pods"]:
-            raise ProviderError(f"no pod {target.pod!r} on {target.cluster}/{target.node}; known: "
+            raise InputError(f"no pod {target.pod!r} on {target.cluster}/{target.node}; known: "
                                 f"{', '.join(node['pods'])}")
         return f"{node['netns']}.{target.pod}"
 
@@ -364,14 +387,17 @@ def _plan_json(plan: lab.LabPlan) -> dict[str, Any]:
                        "pods": [p.name for p in n.pods]} for n in plan.nodes]}
 
 
-def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+def _wait_gone(pid: int, identity: str | None, timeout: float = 5.0) -> None:
+    """Wait for the sandbox `pid` to end; kill it if it does not, after checking once more that
+    the pid still names the recorded process."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _alive(pid):
             return
         time.sleep(0.01)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    if same_process(pid, identity):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

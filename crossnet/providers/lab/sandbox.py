@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any
 from crossnet.providers.base import ProviderError
 from crossnet.providers.lab.supervisor import SOCKET_NAME
 
-__all__ = ["PR_SET_PDEATHSIG", "UNIX_PATH_MAX", "CommandResult", "SandboxClient", "SandboxError", "start_sandbox"]
+__all__ = ["PR_SET_PDEATHSIG", "UNIX_PATH_MAX", "CommandResult", "Sandbox", "SandboxClient", "SandboxError",
+           "start_sandbox"]
 
 PR_SET_PDEATHSIG = 1
 UNIX_PATH_MAX = 107
@@ -45,11 +47,32 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def start_sandbox(state_dir: Path, detached: bool, timeout: float = 15.0) -> subprocess.Popen[bytes]:
+@dataclass
+class Sandbox:
+    """A started sandbox: the `unshare` process and the write end of its lifeline (supervisor.py)."""
+
+    process: subprocess.Popen[bytes]
+    lifeline: int | None
+
+    def detach(self) -> None:
+        """Let the sandbox outlive this process (crossnet up, once the lab is ready)."""
+        if self.lifeline is not None:
+            os.write(self.lifeline, b"D")
+            os.close(self.lifeline)
+            self.lifeline = None
+
+    def close_lifeline(self) -> None:
+        if self.lifeline is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.lifeline)
+            self.lifeline = None
+
+
+def start_sandbox(state_dir: Path, detached: bool, run_id: str, timeout: float = 15.0) -> Sandbox:
     """Start `unshare … supervisor` and wait until its control socket appears.
 
-    detached=False ties the sandbox to this process (crash-safe); detached=True (crossnet up)
-    lets it outlive the CLI until `crossnet down`.
+    The sandbox ends when this process dies until `Sandbox.detach()` is called (crossnet up calls
+    it once the lab is ready); detached=False also ties `unshare` to this thread by PDEATHSIG.
     """
     sock = state_dir / SOCKET_NAME
     if len(str(sock)) > UNIX_PATH_MAX:
@@ -58,28 +81,49 @@ def start_sandbox(state_dir: Path, detached: bool, timeout: float = 15.0) -> sub
     package_root = str(Path(__file__).resolve().parents[3])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH", "")]))
+    read_end, write_end = os.pipe()  # the lifeline: both ends close-on-exec unless passed on
     argv = ["unshare", "--mount", "--pid", "--net", "--fork", "--kill-child=SIGTERM", "--propagation", "private",
-            sys.executable, "-m", "crossnet.providers.lab.supervisor", str(state_dir)]
-    log = open(state_dir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+            sys.executable, "-m", "crossnet.providers.lab.supervisor", str(state_dir), run_id, str(read_end)]
+    # Output until the supervisor has made the state directory and moved to its log there: an
+    # unlinked file, so nothing is left behind whenever this process dies.
+    early = tempfile.TemporaryFile()  # noqa: SIM115 - read below if the start fails
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=None if detached else _die_with_parent)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=early, stderr=early, env=env,
+                                start_new_session=True, pass_fds=(read_end,),
+                                preexec_fn=None if detached else _die_with_parent)
     except FileNotFoundError as exc:
+        os.close(write_end)
+        early.close()
         raise SandboxError(f"{exc.filename} not found; run `crossnet doctor` for the install command") from None
     finally:
-        log.close()
-    deadline = time.monotonic() + timeout
-    while not sock.exists():
-        if proc.poll() is not None:
-            text = (state_dir / "supervisor.log").read_text(errors="replace").strip()
-            raise SandboxError(f"the lab sandbox exited at start (status {proc.returncode}):\n{text}\n"
-                               "    fix: run as root (network namespaces need CAP_SYS_ADMIN); `crossnet doctor`")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SandboxError(f"the lab sandbox did not become ready within {timeout:.0f}s; see "
-                               f"{state_dir / 'supervisor.log'}")
-        time.sleep(0.002)
-    return proc
+        os.close(read_end)
+    sandbox = Sandbox(proc, write_end)
+    try:
+        deadline = time.monotonic() + timeout
+        while not sock.exists():
+            if proc.poll() is not None:
+                sandbox.close_lifeline()
+                raise SandboxError(_start_failure(proc.returncode, early, state_dir))
+            if time.monotonic() > deadline:
+                sandbox.close_lifeline()
+                proc.kill()
+                raise SandboxError(f"the lab sandbox did not become ready within {timeout:.0f}s; see "
+                                   f"{state_dir / 'supervisor.log'}")
+            time.sleep(0.002)
+    finally:
+        early.close()
+    return sandbox
+
+
+def _start_failure(status: int | None, early: Any, state_dir: Path) -> str:
+    early.seek(0)
+    text = str(early.read(8000).decode(errors="replace")).strip()
+    with contextlib.suppress(OSError):
+        text += "\n" + (state_dir / "supervisor.log").read_text(errors="replace").strip()[-4000:]
+    if "already exists" in text or "belongs to crossnet run" in text:
+        return str(text).replace("crossnet supervisor: ", "")
+    return (f"the lab sandbox exited at start (status {status}):\n{text.strip()}\n"
+            "    fix: run as root (network namespaces need CAP_SYS_ADMIN); `crossnet doctor`")
 
 
 def _connect(conn: socket.socket, path: str, timeout: float) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from crossnet.globalnet import NOT_EXPORTED_SERVICE, GlobalAllocation, allocate, gateway_node
 from crossnet.model import AGENT_PORT, CROSSNET_NAMESPACE, Cluster, Topology
+from crossnet.providers.base import SAFE_NAME, ProviderError
 from crossnet.workloads import (
     AGENT_POD,
     ECHO_NODE_PORT,
@@ -131,7 +132,19 @@ def _pod(node_netns: str, cidr: ipaddress.IPv4Network, name: str, offset: int) -
     return LabPod(name=name, ip=str(cidr[offset]), netns=f"{node_netns}.{name}", host_if=f"vp-{name}"[:15])
 
 
+def _require_safe_names(topology: Topology) -> None:
+    """Names become namespace names in `ip -batch` lines and shell scripts run as root: only
+    DNS-1123 names pass (config validation refuses the rest earlier, with the file and the fix;
+    this guards every other way a Topology can be built)."""
+    for cluster in topology.clusters:
+        for name in (cluster.name, *(n.short for n in cluster.nodes)):
+            if not SAFE_NAME.match(name) or len(name) > 63:
+                raise ProviderError(f"lab: {name[:80]!r} is not a DNS-1123 name (lowercase letters, digits, '-'); "
+                                    "it would reach the lab's commands as root. Fix: rename it in the kind config")
+
+
 def plan_lab(topology: Topology, global_cidr: str | None = None) -> LabPlan:
+    _require_safe_names(topology)
     node_ips = UNDERLAY_CIDR.hosts()
     allocations = {a.cluster: a for a in allocate(topology, global_cidr)} if global_cidr else {}
     next(node_ips)  # .1 is the underlay gateway
