@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crossnet import report
-from crossnet.argtypes import positive_count, positive_seconds
-from crossnet.config import TOPOLOGIES, ConfigError, load_topology, resolve_setup
+from crossnet.config import ConfigError
 from crossnet.lifecycle import attach, bring_up, default_state_dir, new_run_id, sigterm_as_interrupt, tear_down
 from crossnet.model import ClusterSet
-from crossnet.profile import ProfileError, load_profile
+from crossnet.options import add_options, load_setup, positive_count, positive_seconds
+from crossnet.profile import ProfileError
 from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
-from crossnet.providers.select import PROVIDER_NAMES, attach_provider, choose_provider
+from crossnet.providers.select import attach_provider, choose_provider
 from crossnet.providers.statedir import owner_of, same_process
 
 __all__ = ["main"]
@@ -65,9 +65,8 @@ def _find_state_dir(explicit: str | None) -> Path:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    paths, profile_name = resolve_setup(ROOT, args.topology, args.kind_config, args.profile)
-    profile = load_profile(profile_name)
-    topology = load_topology(paths, allow_overlap=profile.globalnet, global_cidr=profile.plumbing.global_cidr)
+    setup = load_setup(args.topology, args.kind_config, args.profile)
+    topology, profile = setup.topology, setup.profile
     run_id = new_run_id()
     state_dir = Path(args.state_dir or default_state_dir(run_id)).resolve()
     provider, why = choose_provider(args.provider)
@@ -231,7 +230,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from crossnet.bench import run_bench
 
-    return run_bench(rounds=args.rounds, profile=args.profile, topology=args.topology)
+    return run_bench(rounds=args.rounds, profile=args.profile, topology=args.topology, timeout=args.probe_timeout)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -241,16 +240,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crossnet {_version()}")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="bring the two-cluster lab up and leave it running (for --attach / exec)")
-    up.add_argument("--kind-config", action="append", metavar="FILE", help="kind config (repeat; default the two "
-                    "in kind-configs/)")
-    up.add_argument("--profile", help="profile name or path (default: the topology's, flat-routed)")
-    up.add_argument("--topology", choices=sorted(TOPOLOGIES), help="named setup: routed (default) or globalnet")
-    up.add_argument("--state-dir", help="state directory, which must not exist yet (default .crossnet/<run-id>)")
-    up.add_argument("--provider", choices=PROVIDER_NAMES, default="auto",
-                    help="kind (real clusters), lab (network namespaces, needs root) or auto (kind when kind and "
-                         "docker are usable, else lab)")
-    up.add_argument("--reuse", action="store_true", help="kind: use existing clusters of the same names")
-    up.add_argument("--agent-image", help="kind: the agents' image (default python:3-slim)")
+    add_options(up.add_argument, "--kind-config", "--profile", "--topology", "--state-dir", "--provider", "--reuse",
+                "--agent-image")
     down = sub.add_parser("down", help="tear a run down: restore Corefiles, remove routes, end the topology")
     down.add_argument("--state-dir", help="the run to end (default: the only one under .crossnet/)")
     down.add_argument("--all", action="store_true", help="end every run under .crossnet/")
@@ -274,8 +265,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure up, plumbing, agents, probing and teardown; print figures")
     bench.add_argument("--rounds", type=positive_count, default=3, help="how many bring-up/probe/teardown rounds "
                        "(default 3)")
-    bench.add_argument("--profile", help="profile name or path (default: the topology's)")
-    bench.add_argument("--topology", choices=sorted(TOPOLOGIES), help="named setup: routed (default) or globalnet")
+    add_options(bench.add_argument, "--profile", "--topology", "--probe-timeout")
     return parser
 
 

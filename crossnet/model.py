@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 __all__ = [
     "AGENT_PORT",
     "CROSSNET_NAMESPACE",
+    "FAILING_VERDICTS",
+    "MATCH_VOCABULARY",
     "NS_PLACEHOLDER",
+    "SUITE_NAMES",
+    "VERDICTS",
     "Cell",
     "Cluster",
     "ClusterSet",
@@ -40,15 +44,35 @@ NS_PLACEHOLDER = "{ns}"
 AGENT_PORT = 8080
 """TCP and UDP port every agent serves its echo on."""
 
+# The vocabularies. Each is declared once, here, in the order reports list it; profiles (match
+# keys), the suite registry, the report and the pytest marks derive theirs with typing.get_args.
+SuiteName = Literal["pod-to-pod", "service", "dns", "snat", "globalnet"]
 Protocol = Literal["tcp", "udp", "icmp", "dns-udp", "dns-tcp"]
 VantageKind = Literal["pod", "host"]
 TargetKind = Literal["pod-ip", "cluster-ip", "node-port", "headless", "dns-name", "global-ip"]
+TargetForm = Literal["short", "svc.ns", "full", "fqdn", "nxdomain", "external-name", "headless", "clusterset",
+                     "cluster.clusterset", "pod.cluster.clusterset"]
+PayloadSize = Literal["small", "large"]
 Reachable = Literal["yes", "no", "optional"]
 SourceExpectation = Literal["preserved", "node-ip", "global-egress", "any"]
 Scope = Literal["same-node", "same-cluster", "peer-cluster"]
 Verdict = Literal["pass", "isolated", "regression", "leak", "source-mismatch", "flaky", "optional"]
 
+SUITE_NAMES: tuple[str, ...] = get_args(SuiteName)
+VERDICTS: tuple[str, ...] = get_args(Verdict)
 FAILING_VERDICTS: frozenset[str] = frozenset({"regression", "leak", "source-mismatch"})
+MATCH_VOCABULARY: dict[str, tuple[str, ...] | None] = {
+    "suite": SUITE_NAMES,
+    "vantage": get_args(VantageKind),
+    "target": get_args(TargetKind),
+    "protocol": get_args(Protocol),
+    "scope": get_args(Scope),
+    "form": get_args(TargetForm),
+    "size": get_args(PayloadSize),
+    "src_cluster": None,  # any cluster name
+    "dst_cluster": None,
+}
+"""What a profile rule may match on (`match:` keys) and the values each key can take."""
 
 
 # --------------------------------------------------------------------------- declared topology

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from crossnet import report
-from crossnet.argtypes import positive_seconds
-from crossnet.config import TOPOLOGIES, ConfigError, load_topology, resolve_setup
+from crossnet.config import ConfigError
+from crossnet.judge import counts_by_expectation, outcome
 from crossnet.lifecycle import (
     Run,
     attach,
@@ -28,15 +28,17 @@ from crossnet.lifecycle import (
     sigterm_as_interrupt,
     tear_down,
 )
-from crossnet.matrix import SUITES, LiveCell, build_cells, cell_facts, counts_by_expectation, judge, live_cell, outcome
-from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Observation, Topology
+from crossnet.live import LiveCell
+from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Protocol, Scope, Topology, VantageKind
 from crossnet.nodefacts import collect_evidence, path_ends
-from crossnet.probes import probe_cells
-from crossnet.profile import Profile, ProfileError, load_profile
+from crossnet.options import ROOT, add_options, load_setup
+from crossnet.profile import Profile, ProfileError
 from crossnet.providers.base import ProviderError, StateFile
-from crossnet.providers.select import PROVIDER_NAMES, choose_provider
+from crossnet.providers.select import choose_provider
+from crossnet.runner import SuiteRunner
+from crossnet.suites import SUITES
+from crossnet.suites import suite as suite_named
 
-ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = ROOT / "suites"
 RUN_KEY = pytest.StashKey[Run]()
 SETUP_KEY = pytest.StashKey[tuple[Topology, Profile, list[Cell]]]()
@@ -45,8 +47,7 @@ PROVIDER_KEY = pytest.StashKey[tuple[str, str]]()
 CELLS_KEY = pytest.StashKey[list[dict[str, Any]]]()
 STARTED_KEY = pytest.StashKey[float]()
 BATCH_KEY = pytest.StashKey[dict[str, dict[str, Judgement]]]()
-LIVES_KEY = pytest.StashKey[dict[str, LiveCell]]()
-OBSERVED_KEY = pytest.StashKey[dict[str, Observation]]()
+RUNNER_KEY = pytest.StashKey[SuiteRunner]()
 EVIDENCE_KEY = pytest.StashKey[dict[str, str]]()
 
 
@@ -56,30 +57,10 @@ class ProbeInfrastructureError(Exception):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("crossnet", "crossnet: networking across Kubernetes clusters")
-    group.addoption("--provider", choices=PROVIDER_NAMES, default="auto",
-                    help="where the clusters come from: 'kind' creates real kind clusters (needs kind and "
-                         "docker); 'lab' emulates kind's topology in network namespaces (needs root); 'auto' "
-                         "(default) picks kind when kind and docker are usable, else the lab, and says why")
-    group.addoption("--reuse", action="store_true",
-                    help="kind: use existing clusters of the configs' names (never deleted by crossnet)")
-    group.addoption("--agent-image", default=None, metavar="IMAGE",
-                    help="kind: the image the agents run on (default python:3-slim); mirror it for air-gapped "
-                         "clusters")
-    group.addoption("--kind-config", action="append", default=None, metavar="FILE",
-                    help="a kind cluster config (repeat per cluster; default: kind-configs/cluster-1.yaml "
-                         "and cluster-2.yaml)")
-    group.addoption("--profile", default=None, metavar="NAME|PATH",
-                    help="expectation profile: a name under profiles/ or a YAML path (default: the topology's, "
-                         "flat-routed)")
-    group.addoption("--topology", default=None, choices=sorted(TOPOLOGIES), metavar="NAME",
-                    help="a named setup: 'routed' (default: kind-configs/cluster-1,2 + flat-routed) or 'globalnet' "
-                         "(three clusters with identical CIDRs joined by Submariner Globalnet + the globalnet profile)")
+    add_options(group.addoption, "--provider", "--reuse", "--agent-image", "--kind-config", "--profile", "--topology",
+                "--state-dir", "--probe-timeout")
     group.addoption("--attach", default=None, metavar="STATE_DIR",
                     help="probe a run started by `crossnet up` instead of creating one (never torn down)")
-    group.addoption("--state-dir", default=None, metavar="DIR",
-                    help="where this run keeps its state file and sockets (default .crossnet/<run-id>)")
-    group.addoption("--probe-timeout", type=positive_seconds, default=2.0, metavar="SECONDS",
-                    help="timeout of one probe: a positive number of seconds (default 2.0)")
     group.addoption("--reports", default=str(ROOT / "reports"), metavar="DIR",
                     help="where junit.xml, report.html, matrix.html/json and summary.md go (default reports/)")
     group.addoption("--strict-flakes", action="store_true",
@@ -119,24 +100,15 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for suite in SUITES:
         config.addinivalue_line("markers", f"{suite.replace('-', '_')}: cells of the {suite} suite")
-    for mark in ("tcp", "udp", "icmp", "dns_udp", "dns_tcp", "same_node", "same_cluster", "peer_cluster",
-                 "pod", "host"):
-        config.addinivalue_line("markers", f"{mark}: a crossnet cell dimension")
+    for mark in (*get_args(Protocol), *get_args(Scope), *get_args(VantageKind)):
+        config.addinivalue_line("markers", f"{mark.replace('-', '_')}: a crossnet cell dimension")
     if not _runs_suites(config):
         return
     try:
-        paths, profile_name = resolve_setup(ROOT, config.getoption("topology"), config.getoption("kind_config"),
-                                            config.getoption("profile"))
-        profile = load_profile(profile_name)
-        topology = load_topology(paths, allow_overlap=profile.globalnet, global_cidr=profile.plumbing.global_cidr)
+        setup = load_setup(config.getoption("topology"), config.getoption("kind_config"), config.getoption("profile"))
     except (ConfigError, ProfileError) as exc:
         raise pytest.UsageError(str(exc)) from None
-    cells = build_cells(topology, profile)
-    unused = profile.unused_rules(cell_facts(c) for c in cells)
-    if unused:
-        raise pytest.UsageError(
-            f"{profile.source_file}: " + "; ".join(f"rule {r.ident.split('#')[1]} matches no cell of this "
-                                                   "topology (check its match keys)" for r in unused))
+    topology, profile, cells = setup.topology, setup.profile, setup.cells
     config.stash[SETUP_KEY] = (topology, profile, cells)
     if _is_controller(config):
         try:
@@ -224,10 +196,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     cells = [c for c in setup[2] if c.suite == suite]
     if not cells:  # this suite asks nothing of the selected setup: say so instead of "empty parameter set"
-        reason = (f"the {suite} suite needs clusters joined by Globalnet: run `pytest suites/ --topology globalnet`"
-                  if suite == "globalnet" else
-                  f"the {suite} suite asks about routed clusters; under {setup[1].name} the globalnet suite asks "
-                  "the questions (run `--topology routed` for this one)")
+        reason = suite_named(suite).skip_reason(setup[1])
         metafunc.parametrize("cell", [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ids=["none"])
         return
     metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
@@ -261,39 +230,27 @@ def current_setup(config: pytest.Config) -> tuple[Topology, Profile, list[Cell]]
 
 
 def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, Judgement]:
-    """Probe every cell of `suite` this process runs, in one batch, then re-probe the
-    expected-reachable failures once (flaky detection). Cached per suite."""
+    """Every cell of `suite` this process runs, probed in one batch and judged (crossnet.runner),
+    once per suite and process."""
     config = request.config
     cache = config.stash.setdefault(BATCH_KEY, {})
-    if suite in cache:
-        return cache[suite]
-    run = current_run(config)
-    timeout = float(config.getoption("probe_timeout"))
-    cells = [cell for cell in (_cell_of(item) for item in request.session.items)
-             if cell is not None and cell.suite == suite]
-    lives = {c.id: live_cell(c, run.cluster_set, timeout) for c in cells}
-    # A probe another suite already ran in this process (same agent, same probe) is reused:
-    # the SNAT suite asks about the source IP of paths the other suites have measured.
-    seen = config.stash.setdefault(OBSERVED_KEY, {})
-    fresh = probe_cells([live for live in lives.values() if live.probe_key not in seen],
-                        run.provider.agent_client, timeout)
-    seen.update({lives[i].probe_key: obs for i, obs in fresh.items()})
-    first = {i: seen[live.probe_key] for i, live in lives.items()}
-    judgements = {i: judge(lives[i], first[i]) for i in lives}
-    again = [lives[i] for i, judged in judgements.items() if judged.verdict == "regression"]
-    if again:  # expected reachable and failed: re-probed once; a pass now is `flaky`
-        retried = probe_cells(again, run.provider.agent_client, timeout)
-        judgements.update({i: judge(lives[i], first[i], retried[i]) for i in retried})
-    config.stash.setdefault(LIVES_KEY, {}).update(lives)
-    cache[suite] = judgements
-    return judgements
+    if suite not in cache:
+        runner = config.stash.get(RUNNER_KEY, None)
+        if runner is None:
+            run = current_run(config)
+            runner = config.stash[RUNNER_KEY] = SuiteRunner(run.cluster_set, run.provider.agent_client,
+                                                            float(config.getoption("probe_timeout")))
+        cells = [cell for cell in (_cell_of(item) for item in request.session.items)
+                 if cell is not None and cell.suite == suite]
+        cache[suite] = runner.judge_cells(cells)
+    return cache[suite]
 
 
 def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
     """Judge one cell and fail with one actionable line plus the repro command."""
     __tracebackhide__ = True
     judgement = _suite_judgements(request, cell.suite)[cell.id]
-    live = request.config.stash[LIVES_KEY][cell.id]
+    live = request.config.stash[RUNNER_KEY].lives[cell.id]
     obs = judgement.observation
     item = request.node
     reached, error = outcome(live, obs)

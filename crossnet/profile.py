@@ -17,7 +17,7 @@ import yaml
 
 from crossnet import yamlsafe
 from crossnet.globalnet import DEFAULT_GLOBAL_CIDR
-from crossnet.model import Expectation
+from crossnet.model import MATCH_VOCABULARY, Expectation
 from crossnet.yamlsafe import clip, cut
 
 __all__ = ["MATCH_KEYS", "PROFILE_DIR", "Plumbing", "Profile", "ProfileError", "Rule", "load_profile"]
@@ -25,17 +25,7 @@ __all__ = ["MATCH_KEYS", "PROFILE_DIR", "Plumbing", "Profile", "ProfileError", "
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 MATCH_KEYS: dict[str, frozenset[str] | None] = {
-    "suite": frozenset({"pod-to-pod", "dns", "service", "snat", "globalnet"}),
-    "vantage": frozenset({"pod", "host"}),
-    "target": frozenset({"pod-ip", "cluster-ip", "node-port", "headless", "dns-name", "global-ip"}),
-    "protocol": frozenset({"tcp", "udp", "icmp", "dns-udp", "dns-tcp"}),
-    "scope": frozenset({"same-node", "same-cluster", "peer-cluster"}),
-    "form": frozenset({"short", "svc.ns", "full", "fqdn", "nxdomain", "external-name", "headless", "clusterset",
-                       "cluster.clusterset", "pod.cluster.clusterset"}),
-    "size": frozenset({"small", "large"}),
-    "src_cluster": None,  # any cluster name
-    "dst_cluster": None,
-}
+    key: None if values is None else frozenset(values) for key, values in MATCH_VOCABULARY.items()}
 REACHABLE = {"yes": "yes", "no": "no", "optional": "optional", True: "yes", False: "no"}
 SOURCES = frozenset({"preserved", "node-ip", "global-egress", "any"})
 PROFILE_KEYS = frozenset({"name", "description", "globalnet", "plumbing", "defaults", "rules"})

@@ -2,7 +2,7 @@
 node of every cluster (same node, same cluster, peer cluster), over TCP, UDP and ICMP.
 
 The cells and their expectations come from the kind configs and the profile; see
-`crossnet.matrix` and `profiles/`.
+`crossnet/builders/` and `profiles/`.
 """
 
 SUITE = "pod-to-pod"

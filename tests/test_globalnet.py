@@ -14,8 +14,8 @@ import pytest
 
 from crossnet.config import ConfigError, load_topology
 from crossnet.globalnet import allocate, gateway_node
-from crossnet.matrix import build_cells
 from crossnet.profile import load_profile
+from crossnet.suites import build_cells
 from tests.lab_helpers import ROOT, assert_nothing_left, crossnet, host_snapshot, load_matrix, needs_lab, run_suites
 
 CONFIGS = [ROOT / "kind-configs" / f"globalnet-{i}.yaml" for i in (1, 2, 3)]

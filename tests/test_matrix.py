@@ -7,17 +7,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from crossnet.config import load_topology
-from crossnet.matrix import build_cells, judge, live_cell
+from crossnet.judge import judge
+from crossnet.live import live_cell
 from crossnet.model import Expectation, Observation
 from crossnet.profile import load_profile
-from crossnet.providers.lab.provider import LabProvider
-from crossnet.providers.lab.topology import plan_lab
+from crossnet.providers.lab.topology import live_cluster_set, plan_lab
+from crossnet.suites import build_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = load_topology([ROOT / "kind-configs" / "cluster-1.yaml", ROOT / "kind-configs" / "cluster-2.yaml"])
 PROFILE = load_profile("flat-routed")
 CELLS = {c.id: c for c in build_cells(TOPOLOGY, PROFILE)}
-CLUSTER_SET = LabProvider._cluster_set(plan_lab(TOPOLOGY))
+CLUSTER_SET = live_cluster_set(plan_lab(TOPOLOGY))
 
 
 def live(cell_id: str, **expect: str):  # type: ignore[no-untyped-def]

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from crossnet.cells import cell_facts
 from crossnet.config import load_topology
-from crossnet.matrix import build_cells, cell_facts
 from crossnet.profile import ProfileError, load_profile
+from crossnet.suites import build_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = load_topology([ROOT / "kind-configs" / "cluster-1.yaml", ROOT / "kind-configs" / "cluster-2.yaml"])

@@ -12,8 +12,7 @@ from typing import Any
 from crossnet.model import ClusterSet, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
-from crossnet.providers.lab.provider import LabProvider
-from crossnet.providers.lab.topology import plan_lab, stock_corefile
+from crossnet.providers.lab.topology import live_cluster_set, plan_lab, stock_corefile
 
 __all__ = ["FakeProvider"]
 
@@ -43,7 +42,7 @@ class FakeProvider:
     def up(self, topology: Topology) -> ClusterSet:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state.write({"provider": "fake", "run_id": "fake", "phase": "up"})
-        self.cluster_set = LabProvider._cluster_set(plan_lab(topology))
+        self.cluster_set = live_cluster_set(plan_lab(topology))
         for cluster in topology.clusters:
             self.corefiles.setdefault(cluster.name, stock_corefile(cluster.dns_domain))
         self.log.append("up")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from crossnet.globalnet import CLUSTERSET_DOMAIN
-from crossnet.model import CROSSNET_NAMESPACE, ClusterSet, LiveCluster, LiveNode, LivePod, LiveService, Topology
+from crossnet.model import CROSSNET_NAMESPACE, ClusterSet, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
 from crossnet.providers.lab import topology as lab
@@ -130,7 +130,7 @@ class LabProvider:
                 results = list(pool.map(lambda job: (self.sandbox.exec(job[0], ["sh", "-c", job[1]]), job[2]), jobs))
             for result, what in results:
                 self._check(result, f"configure {what}")
-            cluster_set = self._cluster_set(plan)
+            cluster_set = lab.live_cluster_set(plan)
             self.state.update(phase="up", cluster_set=cluster_set.to_json(), plan=_plan_json(plan),
                               namespaces=[j[0] for j in jobs])
         except BaseException:
@@ -192,7 +192,7 @@ class LabProvider:
         self._agents = agents
         self.state.update(agents=agents, phase="agents-ready")
         self.timings["agents_ready"] = time.perf_counter() - started
-        return self._cluster_set(plan)
+        return lab.live_cluster_set(plan)
 
     def _wait_links_up(self, plan: lab.LabPlan) -> None:
         """Wait until every interface is operationally UP. The kernel's linkwatch applies carrier
@@ -317,38 +317,6 @@ class LabProvider:
         if result.rc != 0:
             raise ProviderError(f"lab: {what} failed (exit {result.rc}): {result.stderr.strip()[-800:]}")
 
-    @staticmethod
-    def _cluster_set(plan: lab.LabPlan) -> ClusterSet:
-        clusters = []
-        for cluster in plan.clusters:
-            services = tuple(
-                LiveService(name=s.name, namespace=s.namespace, type=s.type,  # type: ignore[arg-type]
-                            cluster_ip=s.cluster_ip, external_name=s.external_name, node_port=s.node_port,
-                            ports=tuple((p, port) for p, port, _ in s.ports),
-                            endpoints=tuple(ip for ip, _ in s.endpoints),
-                            hostnames=tuple(host for _, host in s.endpoints))
-                for s in cluster.services)
-            clusters.append(LiveCluster(
-                name=cluster.spec.name, domain=cluster.spec.dns_domain, pod_subnet=cluster.spec.pod_subnet,
-                service_subnet=cluster.spec.service_subnet,
-                nodes=tuple(LiveNode(short=n.short, role=n.role, ip=n.ip, pod_cidr=n.pod_cidr,
-                                     host_agent=f"{n.cluster}/{n.short}/host", handle=n.netns)
-                            for n in cluster.nodes),
-                pods=tuple(LivePod(name=p.name, node=n.short, ip=p.ip, agent=f"{n.cluster}/{n.short}/agent")
-                           for n in cluster.nodes for p in n.pods if p.name == "agent"),
-                services=services, dns_service_ip=cluster.dns_service_ip, dns_server_ips=(cluster.dns_pod.ip,),
-                **_global_fields(cluster)))
-        return ClusterSet(provider="lab", clusters=tuple(clusters))
-
-
-def _global_fields(cluster: lab.LabCluster) -> dict[str, Any]:
-    gn = cluster.globalnet
-    if gn is None:
-        return {}
-    ingress = [(f"svc/{name}", ip) for name, ip in gn.allocation.service_ips.items()]
-    ingress += [(f"pod/{host}", ip) for host, ip in gn.allocation.pod_ips.items()]
-    return {"global_cidr": gn.allocation.cidr, "global_egress": gn.allocation.egress_ips,
-            "global_ingress": tuple(ingress), "clusterset_dns_ips": (gn.lighthouse_pod.ip,)}
 
 
 def _clusterset_names(plan: lab.LabPlan) -> dict[str, list[str]]:

@@ -1,0 +1,1 @@
+"""One module per suite: `build(topology, profile) -> list[Cell]`, registered in crossnet.suites."""

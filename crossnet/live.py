@@ -1,0 +1,132 @@
+"""A cell on a running cluster set: the agent that probes, the addresses it aims at, what counts
+as the answer, and the command that reproduces the probe by hand. No judging."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from crossnet.model import AGENT_PORT, Cell, ClusterSet
+from crossnet.workloads import agent_id, pod_hostname
+
+__all__ = ["LiveCell", "live_cell", "search_list"]
+
+
+def search_list(namespace: str, domain: str) -> list[str]:
+    """A pod's resolv.conf search list (kubelet): <ns>.svc.<domain> svc.<domain> <domain>."""
+    return [f"{namespace}.svc.{domain}", f"svc.{domain}", domain]
+
+
+@dataclass(frozen=True)
+class LiveCell:
+    """A cell with the addresses of this run: who probes, what, and what counts as the answer."""
+
+    cell: Cell
+    agent: str
+    src_ip: str
+    node_ip: str
+    dst_addr: str
+    probe: dict[str, object]
+    expected_answers: tuple[str, ...] = ()
+    repro: str = ""
+    global_egress: tuple[str, ...] = ()  # the sender cluster's Globalnet egress IPs
+    global_ip: str = ""  # under Globalnet: the target's global ingress IP
+
+
+    @property
+    def probe_key(self) -> str:
+        """Two cells with the same key run the same probe (the SNAT suite reuses observations)."""
+        return json.dumps({k: v for k, v in self.probe.items() if k != "id"} | {"agent": self.agent}, sort_keys=True)
+
+
+def _agents_of(cluster_set: ClusterSet, cluster: str) -> list[str]:
+    return [pod.agent for pod in cluster_set.cluster(cluster).pods]
+
+
+def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
+    src_cluster = cluster_set.cluster(cell.vantage.cluster)
+    src_node = src_cluster.node(cell.vantage.node)
+    src_ip = src_cluster.pod_on(src_node.short).ip if cell.vantage.kind == "pod" else src_node.ip
+    agent = agent_id(cell.vantage.cluster, cell.vantage.node, cell.vantage.kind)
+    exec_target = "/".join(agent.split("/")[:2] + (["agent"] if cell.vantage.kind == "pod" else []))
+    protocol = cell.probe.protocol
+    target = cell.target
+    probe: dict[str, object] = {"id": cell.id, "protocol": protocol, "timeout": timeout,
+                                "payload": cell.probe.payload}
+    expected: tuple[str, ...] = ()
+    port = AGENT_PORT
+    search = search_list(cluster_set.namespace, src_cluster.domain)
+    by_name = target.kind in ("dns-name", "headless")
+    name = cluster_set.name(target.name)
+    if target.kind == "pod-ip":
+        dst_pod = cluster_set.cluster(target.cluster).pod_on(target.node)
+        dst, agents = dst_pod.ip, [dst_pod.agent]
+    elif target.kind == "cluster-ip":
+        service = cluster_set.cluster(target.cluster).service(target.service, cluster_set.namespace)
+        dst, agents = str(service.cluster_ip), _agents_of(cluster_set, target.cluster)
+    elif target.kind == "global-ip":
+        dst, agents = cluster_set.cluster(target.cluster).global_ip(f"svc/{target.service}"), \
+            _agents_of(cluster_set, target.cluster)
+    elif target.kind == "node-port":
+        owner = cluster_set.cluster(target.cluster)
+        dst, agents = owner.node(target.node).ip, _agents_of(cluster_set, target.cluster)
+        port = int(owner.service(target.service, cluster_set.namespace).node_port or 0)
+    elif target.kind == "headless":
+        dst, agents = name, [cluster_set.cluster(target.cluster).pod_on(target.node).agent]
+    else:  # dns-name: resolve it (dns-*), or resolve and connect (tcp/udp through an ExternalName)
+        dst, agents = name, _agents_of(cluster_set, target.cluster)
+        if not target.expect_nxdomain and protocol.startswith("dns"):
+            expected = _expected_answers(cell, cluster_set)
+    if by_name:
+        probe.update(qname=dst, server=src_cluster.dns_service_ip, search=search)
+        flags = f" --server {src_cluster.dns_service_ip} " + " ".join(f"--search {s}" for s in search)
+    else:
+        probe.update(dst=dst)
+        flags = ""
+    if not protocol.startswith("dns"):
+        probe.update(port=port, expect_agents=agents)
+    payload = f" --payload {cell.probe.payload}" if cell.probe.payload else ""
+    if protocol.startswith("dns"):
+        dst_addr = f"{dst} @{src_cluster.dns_service_ip}"
+        repro_args = f"{protocol} {dst}{flags}{payload}"
+    elif protocol == "icmp":
+        dst_addr, repro_args = dst, f"icmp {dst}"
+    else:
+        dst_addr = f"{dst}:{port}"
+        repro_args = f"{protocol} {dst} {port}{flags}{payload}"
+    repro = f"crossnet exec {exec_target} -- crossnet-agent probe {repro_args}"
+    return LiveCell(cell, agent, src_ip, src_node.ip, dst_addr, probe, expected, repro, src_cluster.global_egress,
+                    _global_ip(cell, cluster_set))
+
+
+def _global_ip(cell: Cell, cluster_set: ClusterSet) -> str:
+    """The global ingress IP a Globalnet cell aims at (empty for every other cell)."""
+    owner = cluster_set.cluster(cell.target.cluster)
+    if not owner.global_cidr or cell.target.form == "clusterset":
+        return ""
+    if cell.target.kind == "global-ip" or cell.target.form == "cluster.clusterset":
+        return owner.global_ip(f"svc/{cell.target.service}")
+    if cell.target.form == "pod.cluster.clusterset":
+        return owner.global_ip(f"pod/{pod_hostname(cell.target.node)}")
+    return ""
+
+
+def _expected_answers(cell: Cell, cluster_set: ClusterSet) -> tuple[str, ...]:
+    form = cell.target.form
+    if form == "clusterset":  # every exporting cluster's global ingress IP (the lab answers with all)
+        return tuple(c.global_ip(f"svc/{cell.target.service}") for c in cluster_set.clusters)
+    if form == "cluster.clusterset":
+        return (cluster_set.cluster(cell.target.cluster).global_ip(f"svc/{cell.target.service}"),)
+    if form == "pod.cluster.clusterset":
+        return (cluster_set.cluster(cell.target.cluster).global_ip(f"pod/{pod_hostname(cell.target.node)}"),)
+    owner = cluster_set.cluster(cell.target.cluster)
+    service = owner.service(cell.target.service, cluster_set.namespace)
+    if service.type == "ExternalName":
+        assert service.external_name is not None
+        for cluster in cluster_set.clusters:
+            if service.external_name.endswith(f".svc.{cluster.domain}"):
+                name = service.external_name.split(".")[0]
+                target = cluster.service(name, cluster_set.namespace)
+                return (target.cluster_ip,) if target.cluster_ip else target.endpoints
+        return ()
+    return (service.cluster_ip,) if service.cluster_ip else service.endpoints

@@ -1,0 +1,113 @@
+"""Every option shared by the command line and the pytest plugin, declared once, and the one way
+the setup (kind configs -> topology, profile, cells) is loaded from them.
+
+Values are checked where they enter (argparse types), so a timeout of 0, -1 or nan never reaches
+a probe, and an unknown provider or topology is a usage error naming the choices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from crossnet.cells import cell_facts
+from crossnet.config import TOPOLOGIES, load_topology, resolve_setup
+from crossnet.model import Cell, Topology
+from crossnet.profile import Profile, ProfileError, load_profile
+from crossnet.providers.select import PROVIDER_NAMES
+from crossnet.suites import build_cells
+
+__all__ = ["OPTIONS", "ROOT", "Setup", "add_options", "load_setup", "positive_count", "positive_seconds"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a positive, finite number of seconds (0, negatives, nan and inf are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a positive, finite number of seconds (e.g. 2)")
+    return value
+
+
+def positive_count(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give at least 1")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    attrs: dict[str, Any]
+
+
+OPTIONS: dict[str, Option] = {o.flag: o for o in (
+    Option("--provider", {"choices": PROVIDER_NAMES, "default": "auto", "help":
+           "where the clusters come from: 'kind' creates real kind clusters (needs kind and docker); 'lab' emulates "
+           "kind's topology in network namespaces (needs root); 'auto' (default) picks kind when kind and docker are "
+           "usable, else the lab, and says why"}),
+    Option("--reuse", {"action": "store_true", "help":
+           "kind: use existing clusters of the configs' names (never deleted by crossnet)"}),
+    Option("--agent-image", {"default": None, "metavar": "IMAGE", "help":
+           "kind: the image the agents run on (default python:3-slim); mirror it for air-gapped clusters"}),
+    Option("--kind-config", {"action": "append", "default": None, "metavar": "FILE", "help":
+           "a kind cluster config (repeat per cluster; default: kind-configs/cluster-1.yaml and cluster-2.yaml)"}),
+    Option("--profile", {"default": None, "metavar": "NAME|PATH", "help":
+           "expectation profile: a name under profiles/ or a YAML path (default: the topology's, flat-routed)"}),
+    Option("--topology", {"default": None, "choices": sorted(TOPOLOGIES), "metavar": "NAME", "help":
+           "a named setup: 'routed' (default: kind-configs/cluster-1,2 + flat-routed) or 'globalnet' (three clusters "
+           "with identical CIDRs joined by Submariner Globalnet + the globalnet profile)"}),
+    Option("--state-dir", {"default": None, "metavar": "DIR", "help":
+           "where this run keeps its state file and sockets; must not exist yet (default .crossnet/<run-id>)"}),
+    Option("--probe-timeout", {"type": positive_seconds, "default": 2.0, "metavar": "SECONDS", "help":
+           "timeout of one probe: a positive number of seconds (default 2.0)"}),
+)}
+
+
+class _Adds(Protocol):
+    def __call__(self, *flags: str, **attrs: Any) -> Any: ...
+
+
+def add_options(add: _Adds, *flags: str, **overrides: dict[str, Any]) -> None:
+    """Declare the named options with `add` (argparse's `add_argument` or pytest's `addoption`);
+    `overrides` maps a flag's dest (e.g. state_dir) to attributes that differ there."""
+    for flag in flags:
+        option = OPTIONS[flag]
+        add(flag, **{**option.attrs, **overrides.get(flag[2:].replace("-", "_"), {})})
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run is about, from the configs and the profile only (no cluster is asked)."""
+
+    topology: Topology
+    profile: Profile
+    cells: list[Cell]
+
+
+def load_setup(topology: str | None, kind_configs: Sequence[str] | None, profile: str | None) -> Setup:
+    """resolve (named topology or explicit configs) -> profile -> validated topology -> cells.
+    Raises ConfigError/ProfileError naming every problem; a profile rule that matches no cell of
+    this topology is a ProfileError too (it would silently decide nothing)."""
+    paths, profile_name = resolve_setup(ROOT, topology, kind_configs, profile)
+    loaded = load_profile(profile_name)
+    topo = load_topology(paths, allow_overlap=loaded.globalnet, global_cidr=loaded.plumbing.global_cidr)
+    cells = build_cells(topo, loaded)
+    unused = loaded.unused_rules(cell_facts(c) for c in cells)
+    if unused:
+        raise ProfileError(f"{loaded.source_file}: " + "; ".join(
+            f"rule {r.ident.split('#')[1]} matches no cell of this topology (check its match keys)" for r in unused))
+    return Setup(topo, loaded, cells)
