@@ -25,6 +25,7 @@ from crossnet.plumbing.routes import RouteChange, plan_peer_routes, plan_service
 from crossnet.profile import Plumbing
 from crossnet.providers.base import ExecTarget, Provider, ProviderError, StateFile
 from crossnet.providers.select import attach_provider, make_provider
+from crossnet.wire import ProbeResult, ProbeSpec
 from crossnet.workloads import ECHO_SERVICE, agent_id
 
 __all__ = ["Progress", "Run", "apply_plumbing", "attach", "bring_up", "bring_up_with", "default_state_dir",
@@ -183,12 +184,12 @@ def wait_converged(provider: Provider, cluster_set: ClusterSet, timeout: float =
             cluster, peer = cluster_set.cluster(src), cluster_set.cluster(dst)
             name = (f"{peer.name}.{ECHO_SERVICE}.{cluster_set.namespace}.svc.{CLUSTERSET_DOMAIN}." if peer.global_cidr
                     else f"{ECHO_SERVICE}.{cluster_set.namespace}.svc.{peer.domain}.")
-            probe = {"id": "converge", "protocol": "dns-udp", "timeout": 0.3, "server": cluster.dns_service_ip,
-                     "qname": name}
+            probe: ProbeSpec = {"id": "converge", "protocol": "dns-udp", "timeout": 0.3,
+                                "server": cluster.dns_service_ip, "qname": name}
             try:
                 result = provider.agent_client(agent_id(src, cluster.nodes[0].short, "pod")).probe([probe], 6.0)[0]
             except (OSError, ProviderError) as exc:
-                result = {"reached": False, "error": str(exc)}
+                result = ProbeResult(reached=False, error=str(exc))
             if result.get("reached"):
                 pending.discard((src, dst))
             else:

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 
 from crossnet.model import AGENT_PORT, Cell, ClusterSet
+from crossnet.wire import ProbeSpec
 from crossnet.workloads import agent_id, pod_hostname
 
 __all__ = ["LiveCell", "live_cell", "search_list"]
@@ -26,7 +27,7 @@ class LiveCell:
     src_ip: str
     node_ip: str
     dst_addr: str
-    probe: dict[str, object]
+    probe: ProbeSpec
     expected_answers: tuple[str, ...] = ()
     repro: str = ""
     global_egress: tuple[str, ...] = ()  # the sender cluster's Globalnet egress IPs
@@ -51,7 +52,7 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
     exec_target = "/".join(agent.split("/")[:2] + (["agent"] if cell.vantage.kind == "pod" else []))
     protocol = cell.probe.protocol
     target = cell.target
-    probe: dict[str, object] = {"id": cell.id, "protocol": protocol, "timeout": timeout,
+    probe: ProbeSpec = {"id": cell.id, "protocol": protocol, "timeout": timeout,
                                 "payload": cell.probe.payload}
     expected: tuple[str, ...] = ()
     port = AGENT_PORT
@@ -78,13 +79,13 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         if not target.expect_nxdomain and protocol.startswith("dns"):
             expected = _expected_answers(cell, cluster_set)
     if by_name:
-        probe.update(qname=dst, server=src_cluster.dns_service_ip, search=search)
+        probe.update({"qname": dst, "server": src_cluster.dns_service_ip, "search": search})
         flags = f" --server {src_cluster.dns_service_ip} " + " ".join(f"--search {s}" for s in search)
     else:
-        probe.update(dst=dst)
+        probe["dst"] = dst
         flags = ""
     if not protocol.startswith("dns"):
-        probe.update(port=port, expect_agents=agents)
+        probe.update({"port": port, "expect_agents": agents})
     payload = f" --payload {cell.probe.payload}" if cell.probe.payload else ""
     if protocol.startswith("dns"):
         dst_addr = f"{dst} @{src_cluster.dns_service_ip}"

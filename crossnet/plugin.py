@@ -37,6 +37,7 @@ from crossnet.providers.base import ProviderError, StateFile
 from crossnet.providers.select import choose_provider
 from crossnet.runner import SuiteRunner
 from crossnet.suites import SUITES
+from crossnet.wire import CellRecord
 from crossnet.suites import suite as suite_named
 
 SUITES_DIR = ROOT / "suites"
@@ -262,7 +263,7 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
         ("latency", f"{obs.latency_ms:.3f}ms" if obs.latency_ms is not None else ""),
         ("rule", cell.expectation.rule), ("verdict", judgement.verdict),
     ] + ([("global-ip", live.global_ip)] if live.global_ip else [])
-    item.crossnet_cell = {
+    record: CellRecord = {
         "id": cell.id, "nodeid": item.nodeid, "suite": cell.suite, "src": f"{cell.vantage.cluster}/{cell.vantage.node}",
         "src_kind": cell.vantage.kind, "src_ip": live.src_ip,
         "dst": current_run(request.config).cluster_set.name(cell.target.label),
@@ -275,6 +276,7 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
         "answers": list(obs.answers), "expected_answers": list(live.expected_answers), "retried": judgement.retried,
         "evidence": "", "global_ip": live.global_ip or None,
     }
+    item.crossnet_cell = record
     if obs.error == "agent-error":
         raise ProbeInfrastructureError(f"{judgement.message}\n  {obs.detail}")
     if cell.suite == "snat" and judgement.verdict == "regression":

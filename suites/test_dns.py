@@ -5,8 +5,11 @@ does not exist in a peer's domain must come back NXDOMAIN, and the ExternalName 
 resolve through to the address it points at.
 """
 
+from crossnet.model import Cell
+from fixtures.cells import JudgeCell
+
 SUITE = "dns"
 
 
-def test_dns(cell, judge_cell):
+def test_dns(cell: Cell, judge_cell: JudgeCell) -> None:
     judge_cell(cell)

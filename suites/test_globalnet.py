@@ -8,8 +8,11 @@ own CIDR) must not reach the peer. Source IPs are the snat suite's question (glo
 Run with `pytest suites/ --topology globalnet`.
 """
 
+from crossnet.model import Cell
+from fixtures.cells import JudgeCell
+
 SUITE = "globalnet"
 
 
-def test_globalnet(cell, judge_cell):
+def test_globalnet(cell: Cell, judge_cell: JudgeCell) -> None:
     judge_cell(cell)

@@ -2,23 +2,25 @@
 at its cause (a missing route, ip_forward off, a masquerade rule, a Corefile forward block) next
 to the cells it breaks. Facts come from the configs and the profile; see crossnet.nodefacts."""
 
+from typing import Any
+
 import pytest
 
-from crossnet.nodefacts import check_fact, node_host, planned_facts
+from crossnet.nodefacts import NodeFact, check_fact, node_host, planned_facts
 from crossnet.plugin import SETUP_KEY, current_run, current_setup
 
 SUITE = "plumbing"
-_hosts = {}
+_hosts: dict[tuple[str, str], Any] = {}
 
 
-def pytest_generate_tests(metafunc):
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "fact" in metafunc.fixturenames and SETUP_KEY in metafunc.config.stash:
         topology, profile, _ = current_setup(metafunc.config)
         facts = planned_facts(topology, profile)
         metafunc.parametrize("fact", facts, ids=[f.id for f in facts])
 
 
-def test_plumbing(fact, request):
+def test_plumbing(fact: NodeFact, request: pytest.FixtureRequest) -> None:
     run = current_run(request.config)
     _, profile, _ = current_setup(request.config)
     node = fact.node or next(n.short for n in run.cluster_set.cluster(fact.cluster).nodes)

@@ -5,8 +5,11 @@ The cells and their expectations come from the kind configs and the profile; see
 `crossnet/builders/` and `profiles/`.
 """
 
+from crossnet.model import Cell
+from fixtures.cells import JudgeCell
+
 SUITE = "pod-to-pod"
 
 
-def test_pod_to_pod(cell, judge_cell):
+def test_pod_to_pod(cell: Cell, judge_cell: JudgeCell) -> None:
     judge_cell(cell)

@@ -5,8 +5,11 @@ Service connected by name. Same-cluster cells are the baseline; peer-cluster cel
 the profile decides (under flat-routed a peer ClusterIP is not routed: expected isolated).
 """
 
+from crossnet.model import Cell
+from fixtures.cells import JudgeCell
+
 SUITE = "service"
 
 
-def test_service(cell, judge_cell):
+def test_service(cell: Cell, judge_cell: JudgeCell) -> None:
     judge_cell(cell)

@@ -4,8 +4,11 @@ sending node's IP). Observations of the other suites are reused where the path i
 only what is new is probed. A path that was not reached is skipped here (its own cell fails).
 """
 
+from crossnet.model import Cell
+from fixtures.cells import JudgeCell
+
 SUITE = "snat"
 
 
-def test_snat(cell, judge_cell):
+def test_snat(cell: Cell, judge_cell: JudgeCell) -> None:
     judge_cell(cell)

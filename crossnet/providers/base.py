@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from crossnet.model import ClusterSet, Topology
 from crossnet.plumbing.routes import RouteChange
+from crossnet.wire import ProbeResult, ProbeSpec
 
 __all__ = [
     "PROVIDERS",
@@ -41,7 +42,7 @@ class InputError(ProviderError):
 
 
 class AgentClient(Protocol):
-    def probe(self, probes: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]: ...
+    def probe(self, probes: list[ProbeSpec], timeout: float) -> list[ProbeResult]: ...
 
 
 @dataclass(frozen=True)

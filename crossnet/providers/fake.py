@@ -13,6 +13,7 @@ from crossnet.model import ClusterSet, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
 from crossnet.providers.lab.topology import live_cluster_set, plan_lab, stock_corefile
+from crossnet.wire import ProbeResult, ProbeSpec
 
 __all__ = ["FakeProvider"]
 
@@ -21,7 +22,7 @@ class FakeAgent:
     def __init__(self, provider: FakeProvider, agent_id: str) -> None:
         self.provider, self.agent_id = provider, agent_id
 
-    def probe(self, probes: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+    def probe(self, probes: list[ProbeSpec], timeout: float) -> list[ProbeResult]:
         return [self.provider.answer(self.agent_id, p) for p in probes]
 
 
@@ -87,7 +88,7 @@ class FakeProvider:
 
     # ------------------------------------------------------------------ the routing model
 
-    def answer(self, agent_id: str, probe: dict[str, Any]) -> dict[str, Any]:
+    def answer(self, agent_id: str, probe: ProbeSpec) -> ProbeResult:
         if self.cluster_set is None:
             raise ProviderError("fake: not up")
         cluster_name, node_short, _ = agent_id.split("/")

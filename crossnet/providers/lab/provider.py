@@ -21,6 +21,7 @@ from crossnet.providers.base import ExecTarget, InputError, ProviderError, State
 from crossnet.providers.lab import topology as lab
 from crossnet.providers.lab.sandbox import UNIX_PATH_MAX, Sandbox, SandboxClient, SandboxError, start_sandbox
 from crossnet.providers.statedir import process_identity, refuse_existing_state_dir, release_state_dir, same_process
+from crossnet.wire import ProbeResult, ProbeSpec
 from crossnet.workloads import HEADLESS_SERVICE
 
 __all__ = ["LabProvider", "UnixAgentClient"]
@@ -46,7 +47,7 @@ class UnixAgentClient:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def probe(self, probes: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+    def probe(self, probes: list[ProbeSpec], timeout: float) -> list[ProbeResult]:
         conn = _UnixHTTPConnection(self.path, timeout)
         try:
             conn.request("POST", "/probe", body=json.dumps({"probes": probes}),
@@ -57,7 +58,7 @@ class UnixAgentClient:
             conn.close()
         if response.status != 200:
             raise ProviderError(f"agent at {self.path}: HTTP {response.status}: {body.get('error')}")
-        results: list[dict[str, Any]] = body["results"]
+        results: list[ProbeResult] = body["results"]
         return results
 
 
