@@ -21,7 +21,13 @@ import pytest
 
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ProviderError
-from crossnet.providers.kind.nodes import KIND_CLUSTER_LABEL, KIND_ROLE_LABEL, NodeContainer, NodeContainers
+from crossnet.providers.kind.nodes import (
+    KIND_CLUSTER_LABEL,
+    KIND_ROLE_LABEL,
+    NodeContainer,
+    NodeContainers,
+    kind_node_name,
+)
 
 # --------------------------------------------------------------------------- a fake SDK client
 
@@ -67,6 +73,8 @@ def test_discovery_by_kind_labels_control_plane_first() -> None:
     nodes, _ = fake_nodes()
     assert [(n.short, n.role) for n in nodes.discover("c1")] == [
         ("control-plane", "control-plane"), ("worker", "worker"), ("worker2", "worker")]
+    assert [n.name for n in nodes.discover("c1")] == [kind_node_name("c1", s) for s in ("control-plane", "worker",
+                                                                                          "worker2")]
     with pytest.raises(ProviderError, match="no kind node container c1-worker9; known nodes of c1: control-plane, "
                                             "worker, worker2"):
         nodes.container_for("c1", "worker9")
@@ -156,7 +164,7 @@ def docker_daemon() -> Iterator[tuple[Any, dict[str, Any]]]:
         made["network"] = network
         for cluster in ("c1", "c2"):
             for role, short in (("control-plane", "control-plane"), ("worker", "worker")):
-                client.containers.run(IMAGE, ["sleep", "3600"], name=f"{cluster}-{short}", detach=True,
+                client.containers.run(IMAGE, ["sleep", "3600"], name=kind_node_name(cluster, short), detach=True,
                                       network=network.name, cap_add=["NET_ADMIN", "NET_RAW"],
                                       labels={KIND_CLUSTER_LABEL: cluster, KIND_ROLE_LABEL: role})
         yield client, made
@@ -210,7 +218,7 @@ def test_real_daemon_routes_are_injected_idempotently_and_undone(docker_daemon: 
     nodes.apply_routes(changes)
     nodes.apply_routes(changes)  # `replace`: applying twice is fine
     for short in ("control-plane", "worker"):
-        container = NodeContainer("c1", short, "", f"c1-{short}", "")
+        container = NodeContainer("c1", short, "", kind_node_name("c1", short), "")
         assert f"10.20.1.0/24 via {c2_worker_ip} dev eth0" in nodes.ip_routes(container)
     nodes.undo_routes(changes)
     nodes.undo_routes(changes)  # already gone: not an error

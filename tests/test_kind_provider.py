@@ -6,18 +6,27 @@ and teardown after errors. Real clusters are the nightly run's job."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from crossnet.config import load_topology
+from crossnet.globalnet import NOT_EXPORTED_SERVICE
 from crossnet.lifecycle import bring_up_with, tear_down
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ProviderError
 from crossnet.providers.kind.kube import KubeNode, KubePod, KubeService, conflict_error
+from crossnet.providers.kind.nodes import kind_node_name
 from crossnet.providers.kind.provider import KindProvider
+from crossnet.providers.kube_agents import (
+    AgentNode,
+    agent_client,
+    agent_manifests,
+    apply_agents,
+    live_agents,
+    wait_agents,
+)
 from crossnet.providers.lab.topology import stock_corefile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,26 +35,23 @@ VENDOR = ".:53 {\n    errors\n    kubernetes cluster-2.com {\n      pods verifie
 
 
 class FakeKind:
-    def __init__(self, existing: tuple[str, ...] = (), fail: str | None = None) -> None:
+    """kind's CLI. With `parallel=n`, every create waits on a Barrier of n parties: bring-up only
+    gets past it (within 5 s, else BrokenBarrierError) when n creations really run at once."""
+
+    def __init__(self, existing: tuple[str, ...] = (), fail: str | None = None, parallel: int = 0) -> None:
         self.existing = set(existing)
         self.fail = fail
         self.created: list[str] = []
         self.deleted: list[str] = []
         self.exported: list[str] = []
-        self.concurrent = 0
-        self.max_concurrent = 0
-        self.lock = threading.Lock()
+        self.barrier = threading.Barrier(parties=parallel, timeout=5) if parallel else None
 
     def clusters(self) -> list[str]:
         return sorted(self.existing)
 
     def create(self, name: str, config: Path, kubeconfig: Path, log: Path) -> None:
-        with self.lock:
-            self.concurrent += 1
-            self.max_concurrent = max(self.max_concurrent, self.concurrent)
-        time.sleep(0.05)
-        with self.lock:
-            self.concurrent -= 1
+        if self.barrier is not None:
+            self.barrier.wait()
         log.write_text(f"creating {name} from {config}\n")
         self.existing.add(name)  # a failed create may leave a half-made cluster behind
         if name == self.fail:
@@ -82,17 +88,18 @@ class FakeKube:
         self.proxied: list[dict[str, str]] = []  # the headers of each pod-proxy request
         self.submariner_installed = False
         base = 2 + index * 3
-        self._nodes = [KubeNode(f"{name}-control-plane", f"172.18.0.{base}", f"10.{index + 1}0.0.0/24", True, True),
-                       KubeNode(f"{name}-worker", f"172.18.0.{base + 1}", f"10.{index + 1}0.1.0/24", True, False),
-                       KubeNode(f"{name}-worker2", f"172.18.0.{base + 2}", f"10.{index + 1}0.2.0/24", True, False)]
+        self._nodes = [KubeNode(kind_node_name(name, short), f"172.18.0.{base + i}", f"10.{index + 1}0.{i}.0/24", True,
+                                short == "control-plane")
+                       for i, short in enumerate(("control-plane", "worker", "worker2"))]
 
     def nodes(self) -> list[KubeNode]:
         return list(self._nodes)
 
     def pods(self, namespace: str, selector: str) -> list[KubePod]:
         if namespace == "kube-system":
-            return [KubePod(f"coredns-{i}", f"{self.name}-control-plane", f"10.{self.index + 1}0.0.{3 + i}", True,
-                            "Running") for i in range(2)]
+            control_plane = kind_node_name(self.name, "control-plane")
+            return [KubePod(f"coredns-{i}", control_plane, f"10.{self.index + 1}0.0.{3 + i}", True, "Running")
+                    for i in range(2)]
         pods = [m for m in self.applied if m["kind"] == "Pod"]
         wanted = selector.split("=")
         matching = [m for m in pods if m["metadata"]["labels"].get(wanted[0]) == wanted[1]]
@@ -201,11 +208,11 @@ class FakeNodes:
 
     def apply_routes(self, changes: list[RouteChange]) -> None:
         for c in changes:
-            self.routes.setdefault(f"{c.cluster}-{c.node}", set()).add(f"{c.destination} via {c.via}")
+            self.routes.setdefault(kind_node_name(c.cluster, c.node), set()).add(f"{c.destination} via {c.via}")
 
     def undo_routes(self, changes: list[RouteChange]) -> None:
         for c in changes:
-            self.routes.get(f"{c.cluster}-{c.node}", set()).discard(f"{c.destination} via {c.via}")
+            self.routes.get(kind_node_name(c.cluster, c.node), set()).discard(f"{c.destination} via {c.via}")
 
     def exec(self, container: str, argv: list[str], timeout: float = 30.0) -> tuple[int, str, str]:
         self.execs.append((container, argv))
@@ -234,10 +241,10 @@ def quiet(_message: str) -> None:
 
 
 def test_bring_up_creates_in_parallel_routes_from_node_objects_and_tears_down(tmp_path: Path) -> None:
-    kind = FakeKind()
+    kind = FakeKind(parallel=2)  # both creations must wait on the barrier at once
     made, kubes, nodes = provider(tmp_path, kind, corefiles={"cluster-2": VENDOR})
     run = bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
-    assert sorted(kind.created) == ["cluster-1", "cluster-2"] and kind.max_concurrent == 2
+    assert sorted(kind.created) == ["cluster-1", "cluster-2"]
     # Routes come from the API's InternalIP and spec.podCIDR: every node, every peer node.
     assert nodes.routes["cluster-1-worker"] == {"10.20.0.0/24 via 172.18.0.5", "10.20.1.0/24 via 172.18.0.6",
                                                 "10.20.2.0/24 via 172.18.0.7"}
@@ -263,7 +270,7 @@ def test_bring_up_creates_in_parallel_routes_from_node_objects_and_tears_down(tm
 
 
 def test_one_cluster_failing_deletes_the_other(tmp_path: Path) -> None:
-    kind = FakeKind(fail="cluster-2")
+    kind = FakeKind(fail="cluster-2", parallel=2)
     made, _, _ = provider(tmp_path, kind)
     with pytest.raises(ProviderError, match="cluster-2: kind could not create cluster-2: boom") as caught:
         bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
@@ -319,14 +326,34 @@ def test_repro_commands_run_the_agent_in_its_pod(tmp_path: Path) -> None:
 
 
 def test_kind_nodes_are_testinfra_docker_hosts(tmp_path: Path) -> None:
-    from crossnet.lifecycle import Run
-    from crossnet.nodefacts import node_host
+    from crossnet.facts import node_host
 
     made, _, _ = provider(tmp_path, FakeKind())
     run = bring_up_with(made, TOPOLOGY, "run-1", progress=quiet)
     host = node_host(run, "cluster-2", "worker2")
     assert host.backend.get_connection_type() == "docker" and host.backend.name == "cluster-2-worker2"
-    assert isinstance(run, Run)
+    own = made.node_host("cluster-2", "worker2")  # what node_host gets from the provider itself
+    assert (own.backend.get_connection_type(), own.backend.name) == ("docker", "cluster-2-worker2")
+    assert run.provider is made and node_host(run, "cluster-1", "control-plane").backend.name == (
+        "cluster-1-control-plane")
+
+
+def test_node_host_is_testinfras_docker_backend_on_the_kind_container(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import testinfra
+
+    asked: list[str] = []
+    sentinel = object()
+
+    def get_host(url: str) -> object:
+        asked.append(url)
+        return sentinel
+
+    monkeypatch.setattr(testinfra, "get_host", get_host)
+    made, _, nodes = provider(tmp_path, FakeKind())  # nothing brought up: a host is only a name
+    assert made.node_host("cluster-2", "worker2") is sentinel
+    assert made.node_host("globalnet-1", "control-plane") is sentinel
+    assert asked == ["docker://cluster-2-worker2", "docker://globalnet-1-control-plane"] and not nodes.execs
 
 
 def test_ctrl_c_during_creation_still_deletes_what_kind_made(tmp_path: Path) -> None:
@@ -405,3 +432,37 @@ def test_globalnet_on_kind_without_subctl_stops_before_creating_anything(tmp_pat
     with pytest.raises(ProviderError, match=r"subctl is not on PATH.*--provider lab"):
         made.up(load_topology(configs, global_cidr="242.0.0.0/8"))
     assert kind.created == []
+
+
+def test_kube_agents_take_every_name_from_the_caller_and_assume_no_kind() -> None:
+    """What a provider for existing clusters gets: node names, namespace, labels, image and token
+    are the caller's; nothing is derived from kind's `<cluster>-<node>`."""
+    kube = FakeKube("prod-eu", 0, stock_corefile("cluster.local"))
+    nodes = [AgentNode("cp", "ip-10-0-0-1.eu-west-1.compute.internal"),
+             AgentNode("w1", "ip-10-0-0-2.eu-west-1.compute.internal")]
+    labels = {"app.kubernetes.io/managed-by": "crossnet", "crossnet.io/run": "r9", "team": "net"}
+    manifests = agent_manifests("prod-eu", nodes, namespace="netcheck", labels=labels, image="mirror.example/py:3",
+                                token="t0ken", archive=b"zipapp", external=[("proxy-to-us", "echo.netcheck.svc.us")])
+    apply_agents({"prod-eu": kube}, {"prod-eu": manifests})
+    pods = [m for m in kube.applied if m["kind"] == "Pod"]
+    assert [(m["metadata"]["name"], m["spec"]["nodeName"]) for m in pods] == [
+        ("agent-cp", "ip-10-0-0-1.eu-west-1.compute.internal"), ("host-cp", "ip-10-0-0-1.eu-west-1.compute.internal"),
+        ("agent-w1", "ip-10-0-0-2.eu-west-1.compute.internal"), ("host-w1", "ip-10-0-0-2.eu-west-1.compute.internal")]
+    assert {c["image"] for m in pods for c in m["spec"]["containers"]} == {"mirror.example/py:3"}
+    assert pods[0]["spec"]["containers"][0]["command"][3:5] == ["--id", "prod-eu/cp/agent"]
+    assert all(labels.items() <= m["metadata"]["labels"].items() for m in kube.applied)
+    assert kube.namespaces["netcheck"] == labels and kube.token("netcheck") == "t0ken"
+    assert {m["metadata"].get("namespace") for m in kube.applied if m["kind"] != "Namespace"} == {"netcheck"}
+    wait_agents({"prod-eu": kube}, "netcheck", "mirror.example/py:3", timeout=1.0)  # the fake's pods are ready
+
+    live_pods, services = live_agents(kube, "prod-eu", "netcheck", ["cp", "w1"])
+    assert [(p.node, p.agent) for p in live_pods] == [("cp", "prod-eu/cp/agent"), ("w1", "prod-eu/w1/agent")]
+    assert {s.name: s.type for s in services} == {"echo": "NodePort", NOT_EXPORTED_SERVICE: "ClusterIP",
+                                                  "echo-headless": "Headless", "proxy-to-us": "ExternalName"}
+    assert next(s for s in services if s.type == "Headless").hostnames == ("agent-cp", "agent-w1")
+
+    client = agent_client({"prod-eu": kube}.__getitem__, "netcheck", "prod-eu/w1/host", "t0ken")
+    assert client.pod == "host-w1" and client.probe([{"id": "p"}], 1.0)[0]["id"] == "p"
+    assert kube.proxied[-1] == {"X-Crossnet-Token": "t0ken"}
+    with pytest.raises(ProviderError, match="agent netcheck/agent-cp: 403"):
+        agent_client({"prod-eu": kube}.__getitem__, "netcheck", "prod-eu/cp/agent", "wrong").probe([], 1.0)

@@ -93,18 +93,15 @@ def conflicting(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from kubernetes.client.exceptions import ApiException
 
     def create_from_dict(_api: Any, _manifest: dict[str, Any]) -> None:
-        raise utils.FailToCreateError([ApiException(status=409, reason="Conflict")])
+        raise utils.FailToCreateError([ApiException(status=409, reason="Conflict")])  # type: ignore[no-untyped-call,unused-ignore]
 
     monkeypatch.setattr(utils, "create_from_dict", create_from_dict)
     yield
 
 
 def api_kube(labels: dict[str, str]) -> tuple[ApiKubeCluster, FakeApiClient]:
-    kube = ApiKubeCluster.__new__(ApiKubeCluster)  # no kubeconfig: only the API client is faked
-    kube.name = "cluster-1"
     api = FakeApiClient(labels)
-    kube._api = api
-    return kube, api
+    return ApiKubeCluster("cluster-1", "", api=api), api  # no kubeconfig: only the API client is faked
 
 
 CONFIGMAP = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "crossnet-agent",

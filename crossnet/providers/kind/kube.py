@@ -105,16 +105,21 @@ class KubeCluster(Protocol):
 class ApiKubeCluster:
     """`KubeCluster` on the official kubernetes client (exercised by the nightly kind run)."""
 
-    def __init__(self, name: str, kubeconfig: str, context: str | None = None) -> None:
+    def __init__(self, name: str, kubeconfig: str, context: str | None = None, api: Any | None = None) -> None:
+        """On the kubeconfig's `context`, or on `api`, an ApiClient made elsewhere (or a test double of one);
+        exec_in_pod still makes its own client from the kubeconfig."""
         from kubernetes import client, config
 
         self.name = name
         self._kubeconfig, self._context = kubeconfig, context
-        try:
-            self._api = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call,unused-ignore]
-        except Exception as exc:  # noqa: BLE001 - the kubeconfig's own error, said once, without secrets
-            raise ProviderError(f"{name}: cannot load kubeconfig {kubeconfig} (context {context or 'current'}): "
-                                f"{exc.__class__.__name__}") from None
+        if api is not None:
+            self._api = api
+        else:
+            try:
+                self._api = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call,unused-ignore]
+            except Exception as exc:  # noqa: BLE001 - the kubeconfig's own error, said once, without secrets
+                raise ProviderError(f"{name}: cannot load kubeconfig {kubeconfig} (context {context or 'current'}): "
+                                    f"{exc.__class__.__name__}") from None
         self._core = client.CoreV1Api(self._api)
         self._client = client
 

@@ -15,10 +15,21 @@ from typing import Any
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ProviderError
 
-__all__ = ["KIND_CLUSTER_LABEL", "KIND_ROLE_LABEL", "NodeContainer", "NodeContainers"]
+__all__ = ["KIND_CLUSTER_LABEL", "KIND_ROLE_LABEL", "NodeContainer", "NodeContainers", "kind_node_name",
+           "kind_node_short"]
 
 KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"
 KIND_ROLE_LABEL = "io.x-k8s.kind.role"
+
+
+def kind_node_name(cluster: str, short: str) -> str:
+    """kind's name for a node, `<cluster>-<short>`: its container and its Kubernetes node alike."""
+    return f"{cluster}-{short}"
+
+
+def kind_node_short(cluster: str, name: str) -> str:
+    """The topology's short name (control-plane, worker2, ...) of the kind node `name`."""
+    return name.removeprefix(f"{cluster}-")
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,7 @@ class NodeContainers:
         found = []
         for container in self.client.containers.list(filters={"label": f"{KIND_CLUSTER_LABEL}={cluster}"}):
             labels = container.labels or {}
-            short = container.name.removeprefix(f"{cluster}-")
+            short = kind_node_short(cluster, container.name)
             found.append(NodeContainer(cluster, short, labels.get(KIND_ROLE_LABEL, ""), container.name, container.id))
         return sorted(found, key=lambda n: (n.role != "control-plane", n.name))
 
@@ -67,7 +78,8 @@ class NodeContainers:
             if node.short == short:
                 return node
         known = ", ".join(n.short for n in nodes) or "none (is the cluster running? `kind get clusters`)"
-        raise ProviderError(f"no kind node container {cluster}-{short}; known nodes of {cluster}: {known}")
+        raise ProviderError(f"no kind node container {kind_node_name(cluster, short)}; known nodes of {cluster}: "
+                            f"{known}")
 
     def exec(self, container: NodeContainer | str, argv: Sequence[str], timeout: float = 30.0) -> tuple[int, str, str]:
         """Run argv in the container; rc 124 means it hit `timeout`. Never raises on a non-zero exit."""
@@ -82,7 +94,7 @@ class NodeContainers:
     def _batches(self, changes: Sequence[RouteChange], undo: bool) -> None:
         by_node: dict[str, list[RouteChange]] = {}
         for change in changes:
-            by_node.setdefault(f"{change.cluster}-{change.node}", []).append(change)
+            by_node.setdefault(kind_node_name(change.cluster, change.node), []).append(change)
 
         def run(item: tuple[str, list[RouteChange]]) -> None:
             container, node_changes = item

@@ -4,8 +4,10 @@ Clusters come from `kind-configs/` through the kind CLI (in parallel); node rout
 the docker SDK (`exec` in each node container); the Corefile is the ConfigMap
 `kube-system/coredns`; agents are pods pinned to every node plus a hostNetwork pod per node in
 the namespace `crossnet-<run-id>`, running the agent zipapp from a ConfigMap on `python:3-slim`,
-controlled through the API server's pod proxy. Everything above the provider seam (plumbing
-plans, cells, probes, judging, reports) is shared with the lab.
+controlled through the API server's pod proxy (all of that in crossnet.providers.kube_agents, shared
+with every Kubernetes-backed provider; kind only says which nodes, named `<cluster>-<node>`).
+Everything above the provider seam (plumbing plans, cells, probes, judging, reports) is shared
+with the lab.
 
 Tested here with fakes for the kind CLI, the kubernetes API and docker (tests/test_kind_provider.py)
 and with a real docker daemon for the docker layer; only the nightly run drives real clusters.
@@ -15,20 +17,20 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from crossnet.globalnet import NOT_EXPORTED_SERVICE, GlobalAllocation
-from crossnet.model import AGENT_PORT, ClusterSet, LiveCluster, LiveNode, LivePod, LiveService, Topology
+from crossnet.globalnet import GlobalAllocation
+from crossnet.model import ClusterSet, LiveCluster, LiveNode, LivePod, LiveService, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
-from crossnet.providers.kind.bundle import AGENT_ARCHIVE, build_agent_zipapp
 from crossnet.providers.kind.clusters import KindCli, KindRunner, create_clusters
-from crossnet.providers.kind.kube import MANAGED_BY, RUN_LABEL, ApiKubeCluster, KubeCluster, configmap_binary, is_ours
+from crossnet.providers.kind.kube import ApiKubeCluster, KubeCluster, is_ours
+from crossnet.providers.kind.nodes import kind_node_name, kind_node_short
 from crossnet.providers.kind.submariner import (
     SubctlCli,
     SubctlRunner,
@@ -37,27 +39,26 @@ from crossnet.providers.kind.submariner import (
     read_allocations,
     undo_globalnet,
 )
-from crossnet.providers.statedir import claim_state_dir, release_state_dir
-from crossnet.workloads import (
-    AGENT_POD,
-    ECHO_NODE_PORT,
-    ECHO_SERVICE,
-    HEADLESS_SERVICE,
-    agent_id,
-    external_name_services,
-    pod_hostname,
+from crossnet.providers.kube_agents import (
+    DEFAULT_AGENT_IMAGE,
+    TOKEN_HEADER,
+    AgentNode,
+    KubeAgentClient,
+    agent_client,
+    agent_command,
+    agent_pod_name,
+    deploy_agents,
+    external_names,
+    live_agents,
+    run_labels,
 )
+from crossnet.providers.select import ProviderSettings
+from crossnet.providers.statedir import claim_state_dir, release_state_dir
+from crossnet.workloads import AGENT_POD, agent_id
 
 __all__ = ["DEFAULT_AGENT_IMAGE", "TOKEN_HEADER", "KindProvider", "KubeAgentClient"]
 
-DEFAULT_AGENT_IMAGE = "python:3-slim"
-CONTROL_PORT = 8081
-READY_TIMEOUT = 300.0
-MANAGED = MANAGED_BY
-AGENT_SELECTOR = "app=crossnet-agent"
-TOKEN_HEADER = "X-Crossnet-Token"  # the agent answers its control API only with the run's token
-TOKEN_SECRET = "crossnet-agent-token"
-TOKEN_FILE = "/crossnet-token/token"
+READY_TIMEOUT = 300.0  # for the clusters' nodes and CoreDNS
 
 
 def _stderr(message: str) -> None:
@@ -77,29 +78,10 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-class KubeAgentClient:
-    """An agent's control API through the API server's pod proxy (no route into the cluster),
-    each request carrying the run's token."""
-
-    def __init__(self, kube: KubeCluster, namespace: str, pod: str, token: str) -> None:
-        self.kube, self.namespace, self.pod, self.token = kube, namespace, pod, token
-
-    def probe(self, probes: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
-        body = self.kube.proxy_post(self.namespace, self.pod, CONTROL_PORT, "probe", {"probes": probes}, timeout,
-                                    headers={TOKEN_HEADER: self.token})
-        if "results" not in body:
-            raise ProviderError(f"agent {self.namespace}/{self.pod}: {body.get('error', 'no results')}")
-        results: list[dict[str, Any]] = body["results"]
-        return results
-
-
-def _pod_name(vantage: str, node: str) -> str:
-    return f"{AGENT_POD}-{node}" if vantage == "pod" else f"host-{node}"
-
-
 class KindProvider:
     name = "kind"
     converge_timeout = 180.0  # the kubelet's ConfigMap sync plus CoreDNS `reload` (REFERENCE §F)
+    multicluster_owns_corefile = True  # subctl join: Lighthouse adds the clusterset.local forward
 
     def __init__(self, state_dir: Path, run_id: str, reuse: bool = False, agent_image: str = DEFAULT_AGENT_IMAGE,
                  kind: KindRunner | None = None, nodes: Any | None = None,
@@ -225,14 +207,11 @@ class KindProvider:
     def deploy_agents(self) -> ClusterSet:
         started = time.perf_counter()
         topology = self._require_topology()
-        archive = build_agent_zipapp()
-
-        def deploy(cluster: str) -> None:
-            self.kube(cluster).apply(self._manifests(topology, cluster, archive))
-
-        with ThreadPoolExecutor(max_workers=len(topology.clusters)) as pool:
-            list(pool.map(deploy, [c.name for c in topology.clusters]))
-        self._wait_agents([c.name for c in topology.clusters])
+        names = [c.name for c in topology.clusters]
+        deploy_agents({n: self.kube(n) for n in names}, self._agent_nodes(topology), namespace=self.namespace,
+                      labels=run_labels(self.run_id), image=self.agent_image, token=self._agent_token(),
+                      external=None if self.global_cidr else {n: external_names(topology, n, self.namespace)
+                                                              for n in names})
         if self.global_cidr is not None:
             export_services(self._subctl_cli(), topology, self._kubeconfigs(), self.namespace)
             self._allocations = read_allocations(topology, {c.name: self.kube(c.name) for c in topology.clusters},
@@ -241,6 +220,12 @@ class KindProvider:
         self.state.update(phase="agents-ready", cluster_set=cluster_set.to_json())
         self.timings["agents_ready"] = time.perf_counter() - started
         return cluster_set
+
+    @staticmethod
+    def _agent_nodes(topology: Topology) -> dict[str, list[AgentNode]]:
+        """Every node of every cluster gets agents; kind names the node `<cluster>-<node>`."""
+        return {c.name: [AgentNode(n.short, kind_node_name(c.name, n.short)) for n in c.nodes]
+                for c in topology.clusters}
 
     def _agent_token(self) -> str:
         if self._token is None:
@@ -251,94 +236,8 @@ class KindProvider:
             self._token = str(token)
         return self._token
 
-    def _manifests(self, topology: Topology, cluster: str, archive: bytes) -> list[dict[str, Any]]:
-        ns, labels = self.namespace, {**MANAGED, RUN_LABEL: self.run_id}
-        manifests: list[dict[str, Any]] = [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}},
-            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": TOKEN_SECRET, "namespace": ns,
-             "labels": labels}, "stringData": {"token": self._agent_token()}},
-            configmap_binary("crossnet-agent", ns, AGENT_ARCHIVE, archive, labels),
-        ]
-        spec = topology.cluster(cluster)
-        for node in spec.nodes:
-            for vantage in ("pod", "host"):
-                manifests.append(self._agent_pod(cluster, node.short, node.name, vantage, labels))
-        ports = [{"name": p, "protocol": p.upper(), "port": AGENT_PORT, "targetPort": AGENT_PORT}
-                 for p in ("tcp", "udp")]
-        manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": ECHO_SERVICE, "namespace": ns,
-                          "labels": labels}, "spec": {"type": "NodePort", "selector": {"app": "crossnet-agent"},
-                          "ports": [{**p, "nodePort": ECHO_NODE_PORT} for p in ports]}})
-        manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": NOT_EXPORTED_SERVICE,
-                          "namespace": ns, "labels": labels}, "spec": {"selector": {"app": "crossnet-agent"},
-                          "ports": ports}})
-        manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": HEADLESS_SERVICE,
-                          "namespace": ns, "labels": labels}, "spec": {"clusterIP": "None", "selector":
-                          {"app": "crossnet-agent"}, "ports": ports, "publishNotReadyAddresses": True}})
-        for ext in () if self.global_cidr else external_name_services(topology):
-            if ext.cluster == cluster:
-                target = ext.external_name(topology.cluster(ext.target_cluster).dns_domain, ns)
-                manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": ext.name,
-                                  "namespace": ns, "labels": labels}, "spec": {"type": "ExternalName",
-                                  "externalName": target}})
-        return manifests
-
-    def _agent_pod(self, cluster: str, short: str, node_name: str, vantage: str,
-                   labels: dict[str, str]) -> dict[str, Any]:
-        pod = _pod_name(vantage, short)
-        spec: dict[str, Any] = {
-            "nodeName": node_name,
-            "tolerations": [{"operator": "Exists"}],  # control-plane taint: an agent on every node
-            "automountServiceAccountToken": False,  # the agent never talks to the API server
-            "containers": [{
-                "name": "agent", "image": self.agent_image,
-                "command": ["python3", f"/crossnet/{AGENT_ARCHIVE}", "serve", "--id",
-                            agent_id(cluster, short, vantage), "--control-port", str(CONTROL_PORT),
-                            "--token-file", TOKEN_FILE],
-                "ports": [{"containerPort": AGENT_PORT, "protocol": "TCP"},
-                          {"containerPort": AGENT_PORT, "protocol": "UDP"}, {"containerPort": CONTROL_PORT}],
-                "readinessProbe": {"tcpSocket": {"port": CONTROL_PORT}, "periodSeconds": 1},
-                # Probes need raw ICMP sockets (NET_RAW) and nothing else; Python imports from the
-                # zipapp without writing, /tmp is a scratch emptyDir.
-                "securityContext": {"privileged": False, "allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True, "seccompProfile": {"type": "RuntimeDefault"},
-                                    "capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]}},
-                "volumeMounts": [{"name": "agent", "mountPath": "/crossnet", "readOnly": True},
-                                 {"name": "token", "mountPath": str(Path(TOKEN_FILE).parent), "readOnly": True},
-                                 {"name": "tmp", "mountPath": "/tmp"}],
-            }],
-            "volumes": [{"name": "agent", "configMap": {"name": "crossnet-agent"}},
-                        {"name": "token", "secret": {"secretName": TOKEN_SECRET, "defaultMode": 0o400}},
-                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}],
-        }
-        pod_labels = dict(labels)
-        if vantage == "pod":
-            spec.update(hostname=pod_hostname(short), subdomain=HEADLESS_SERVICE)
-            pod_labels["app"] = "crossnet-agent"
-        else:
-            spec.update(hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet")
-            pod_labels["app"] = "crossnet-host-agent"
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": self.namespace,
-                "labels": pod_labels}, "spec": spec}
-
     def detach(self) -> None:
         """Nothing to do: kind clusters and their agents already outlive the process that made them."""
-
-    def _wait_agents(self, clusters: list[str]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            waiting = []
-            for cluster in clusters:
-                for pod in self.kube(cluster).pods(self.namespace, "app.kubernetes.io/managed-by=crossnet"):
-                    if not pod.ready:
-                        waiting.append(f"{cluster}/{pod.name} ({pod.reason or pod.phase})")
-            if not waiting:
-                return
-            pulls = [w for w in waiting if "ImagePull" in w or "ErrImage" in w]
-            if pulls or time.monotonic() > deadline:
-                hint = (f"; the agent image {self.agent_image} cannot be pulled: mirror it and pass --agent-image"
-                        if pulls else "")
-                raise ProviderError(f"agents not ready: {', '.join(waiting[:8])}{hint}")
-            time.sleep(1.0)
 
     def down(self) -> None:
         """Undo what this run changed on reused clusters (Submariner, gateway labels), delete the
@@ -395,7 +294,7 @@ class KindProvider:
         if labels is None:
             return  # never made, or already gone
         if not is_ours(labels, run_id):
-            wanted = ", ".join(f"{k}={v}" for k, v in {**MANAGED, RUN_LABEL: run_id}.items())
+            wanted = ", ".join(f"{k}={v}" for k, v in run_labels(run_id).items())
             _warn(f"left namespace {namespace} on cluster {cluster}: it lacks the labels {wanted} (it has "
                   f"{labels or 'none'}), so this run did not make it; delete it yourself if it is a leftover")
             return
@@ -406,13 +305,12 @@ class KindProvider:
     def exec(self, target: ExecTarget, argv: list[str], timeout: float = 30.0) -> tuple[int, str, str]:
         if argv[:1] == ["crossnet-agent"] or argv[:1] == [str(Path(sys.executable).parent / "crossnet-agent")]:
             # The agent lives in its pods (node containers have no Python): the host vantage is host-<node>.
-            pod = _pod_name("pod" if target.pod else "host", target.node)
-            command = ["python3", f"/crossnet/{AGENT_ARCHIVE}", *argv[1:]]
-            return self.kube(target.cluster).exec_in_pod(self.namespace, pod, command, timeout)
+            pod = agent_pod_name("pod" if target.pod else "host", target.node)
+            return self.kube(target.cluster).exec_in_pod(self.namespace, pod, agent_command(argv[1:]), timeout)
         if target.pod:
-            pod = _pod_name("pod", target.node) if target.pod == AGENT_POD else target.pod
+            pod = agent_pod_name("pod", target.node) if target.pod == AGENT_POD else target.pod
             return self.kube(target.cluster).exec_in_pod(self.namespace, pod, argv, timeout)
-        rc, out, err = self._docker().exec(f"{target.cluster}-{target.node}", argv, timeout)
+        rc, out, err = self._docker().exec(kind_node_name(target.cluster, target.node), argv, timeout)
         return int(rc), str(out), str(err)
 
     def apply_routes(self, changes: list[RouteChange]) -> None:
@@ -459,9 +357,14 @@ class KindProvider:
         return kept
 
     def agent_client(self, agent: str) -> KubeAgentClient:
-        cluster, node, vantage = agent.split("/")
-        return KubeAgentClient(self.kube(cluster), self.namespace,
-                               _pod_name("pod" if vantage == AGENT_POD else "host", node), self._agent_token())
+        return agent_client(self.kube, self.namespace, agent, self._agent_token())
+
+    def node_host(self, cluster: str, node: str) -> Any:
+        """A testinfra host for the node's container: testinfra's own `docker://<cluster>-<node>`
+        backend (`docker exec … /bin/sh -c`, without a timeout)."""
+        import testinfra
+
+        return testinfra.get_host(f"docker://{kind_node_name(cluster, node)}")
 
     # ------------------------------------------------------------------ helpers
 
@@ -487,32 +390,42 @@ class KindProvider:
             kube = self.kube(spec.name)
             nodes = []
             for node in sorted(kube.nodes(), key=lambda n: (not n.control_plane, n.name)):
-                short = node.name.removeprefix(f"{spec.name}-")
+                short = kind_node_short(spec.name, node.name)
                 nodes.append(LiveNode(short=short, role="control-plane" if node.control_plane else "worker",
                                       ip=node.internal_ip, pod_cidr=node.pod_cidr,
                                       host_agent=agent_id(spec.name, short, "host"), handle=node.name))
             dns_pods = kube.pods("kube-system", "k8s-app=kube-dns")
             kube_dns = next((s for s in kube.services("kube-system") if s.name == "kube-dns"), None)
-            pods: list[LivePod] = []
-            services: list[LiveService] = []
+            pods: tuple[LivePod, ...] = ()
+            services: tuple[LiveService, ...] = ()
             if with_agents:
-                by_name = {p.name: p for p in kube.pods(self.namespace, AGENT_SELECTOR)}
-                for live in nodes:
-                    agent = by_name.get(_pod_name("pod", live.short))
-                    if agent is None:
-                        raise ProviderError(f"{spec.name}: no agent pod on {live.short}")
-                    pods.append(LivePod(AGENT_POD, live.short, agent.ip, agent_id(spec.name, live.short, "pod")))
-                for svc in kube.services(self.namespace):
-                    headless = svc.type == "Headless"
-                    services.append(LiveService(
-                        name=svc.name, namespace=self.namespace, type=svc.type,  # type: ignore[arg-type]
-                        cluster_ip=svc.cluster_ip, external_name=svc.external_name, node_port=svc.node_port,
-                        ports=(("tcp", AGENT_PORT), ("udp", AGENT_PORT)) if svc.type != "ExternalName" else (),
-                        endpoints=tuple(p.ip for p in pods) if svc.type != "ExternalName" else (),
-                        hostnames=tuple(pod_hostname(p.node) for p in pods) if headless else ()))
+                pods, services = live_agents(kube, spec.name, self.namespace, [n.short for n in nodes])
             clusters.append(LiveCluster(
                 name=spec.name, domain=spec.dns_domain, pod_subnet=spec.pod_subnet,
-                service_subnet=spec.service_subnet, nodes=tuple(nodes), pods=tuple(pods), services=tuple(services),
+                service_subnet=spec.service_subnet, nodes=tuple(nodes), pods=pods, services=services,
                 dns_service_ip=kube_dns.cluster_ip if kube_dns and kube_dns.cluster_ip else "",
                 dns_server_ips=tuple(sorted(p.ip for p in dns_pods)), **self._global_fields(spec.name)))
         return ClusterSet(provider="kind", clusters=tuple(clusters), namespace=self.namespace)
+
+
+def create(state_dir: Path, run_id: str, settings: ProviderSettings) -> KindProvider:
+    image = settings.agent_image or DEFAULT_AGENT_IMAGE
+    return KindProvider(state_dir, run_id, reuse=settings.reuse, agent_image=image, global_cidr=settings.global_cidr)
+
+
+def attach(state_dir: Path, alive: bool = True) -> KindProvider:
+    """kind's liveness is its clusters': `down` of a run whose clusters are gone still cleans up."""
+    return KindProvider.attach(state_dir)
+
+
+def usable() -> str | None:
+    """None when the kind binary and a docker daemon are usable, else why not."""
+    if shutil.which("kind") is None:
+        return "no kind binary on PATH, so the embedded lab emulates kind's topology here"
+    try:
+        from crossnet.providers.kind.nodes import NodeContainers
+
+        NodeContainers.connect(None)
+    except (ProviderError, ImportError) as exc:
+        return f"kind is installed but docker is not usable ({str(exc).splitlines()[0]}); using the lab"
+    return None

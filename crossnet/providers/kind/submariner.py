@@ -23,6 +23,7 @@ from crossnet.globalnet import (
 from crossnet.model import Topology
 from crossnet.providers.base import ProviderError
 from crossnet.providers.kind.kube import KubeCluster
+from crossnet.providers.kind.nodes import kind_node_name
 
 __all__ = ["GATEWAY_LABEL", "SUBCTL_VERSION", "SubctlCli", "SubctlRunner", "deploy_globalnet", "export_services",
            "read_allocations", "undo_globalnet"]
@@ -103,7 +104,7 @@ def deploy_globalnet(subctl: SubctlRunner, topology: Topology, kubes: Mapping[st
                             f"uninstall it first (`subctl uninstall --kubeconfig {kubeconfigs[running[0]]}`)")
     done: dict[str, Any] = {"labels": [], "broker": None, "joined": []}
     for cluster in topology.clusters:
-        node = f"{cluster.name}-{gateway_node(topology, cluster.name)}"
+        node = kind_node_name(cluster.name, gateway_node(topology, cluster.name))
         previous = kubes[cluster.name].node_labels(node).get(GATEWAY_LABEL)
         if previous != "true":
             done["labels"].append({"cluster": cluster.name, "node": node, "label": GATEWAY_LABEL,

@@ -1,0 +1,267 @@
+"""crossnet's agents on any Kubernetes cluster, for every provider backed by an API server (kind
+today, existing clusters from a kubeconfig next): nothing here knows how the clusters were made.
+
+Per cluster, in the run's namespace: the Namespace, the token Secret, the agent zipapp as a
+ConfigMap, two agent pods pinned to every node (the pod vantage `agent-<node>` and the
+hostNetwork vantage `host-<node>`, both running the zipapp on a plain Python image), the echo
+Services (NodePort, not exported, headless) and the ExternalName Services. Then the wait until
+every agent is ready, what the ClusterSet reports of them, and `KubeAgentClient`, the control API
+through the API server's pod proxy with the run's token on every request.
+
+The caller says which nodes (`AgentNode`: the topology's short name and the Kubernetes node
+name), the namespace, the labels, the image and the token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crossnet.globalnet import NOT_EXPORTED_SERVICE
+from crossnet.model import AGENT_PORT, LivePod, LiveService, Topology
+from crossnet.providers.base import ProviderError
+from crossnet.providers.kind.bundle import AGENT_ARCHIVE, build_agent_zipapp
+from crossnet.providers.kind.kube import MANAGED_BY, RUN_LABEL, KubeCluster, configmap_binary
+from crossnet.wire import ProbeResult, ProbeSpec
+from crossnet.workloads import (
+    AGENT_POD,
+    ECHO_NODE_PORT,
+    ECHO_SERVICE,
+    HEADLESS_SERVICE,
+    agent_id,
+    external_name_services,
+    pod_hostname,
+)
+
+__all__ = [
+    "AGENT_APP",
+    "AGENT_CONFIGMAP",
+    "AGENT_SELECTOR",
+    "CONTROL_PORT",
+    "DEFAULT_AGENT_IMAGE",
+    "HOST_AGENT_APP",
+    "MANAGED_SELECTOR",
+    "READY_TIMEOUT",
+    "TOKEN_FILE",
+    "TOKEN_HEADER",
+    "TOKEN_SECRET",
+    "VANTAGES",
+    "AgentNode",
+    "KubeAgentClient",
+    "agent_client",
+    "agent_command",
+    "agent_manifests",
+    "agent_pod",
+    "agent_pod_name",
+    "apply_agents",
+    "deploy_agents",
+    "external_names",
+    "live_agents",
+    "run_labels",
+    "wait_agents",
+]
+
+DEFAULT_AGENT_IMAGE = "python:3-slim"
+CONTROL_PORT = 8081
+READY_TIMEOUT = 300.0
+AGENT_APP = "crossnet-agent"  # label app= of the pod vantage (the Services select these)
+HOST_AGENT_APP = "crossnet-host-agent"  # label app= of the hostNetwork vantage
+AGENT_SELECTOR = f"app={AGENT_APP}"
+MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())  # every pod crossnet made
+AGENT_CONFIGMAP = "crossnet-agent"
+TOKEN_HEADER = "X-Crossnet-Token"  # the agent answers its control API only with the run's token
+TOKEN_SECRET = "crossnet-agent-token"
+TOKEN_FILE = "/crossnet-token/token"
+VANTAGES = ("pod", "host")
+
+
+@dataclass(frozen=True)
+class AgentNode:
+    """A node that gets agents: `short` as the topology names it (agent ids, pod names, DNS
+    names), `node_name` as the API server names it (the pods' spec.nodeName)."""
+
+    short: str
+    node_name: str
+
+
+def run_labels(run_id: str) -> dict[str, str]:
+    """The labels that mark an object as made by crossnet in the run `run_id` (kube.is_ours)."""
+    return {**MANAGED_BY, RUN_LABEL: run_id}
+
+
+def agent_pod_name(vantage: str, node: str) -> str:
+    """`agent-<node>` for the pod vantage, `host-<node>` for the hostNetwork one."""
+    return f"{AGENT_POD}-{node}" if vantage == "pod" else f"host-{node}"
+
+
+def agent_command(args: Sequence[str]) -> list[str]:
+    """The command line that runs the agent zipapp with `args` inside an agent pod."""
+    return ["python3", f"/crossnet/{AGENT_ARCHIVE}", *args]
+
+
+class KubeAgentClient:
+    """An agent's control API through the API server's pod proxy (no route into the cluster),
+    each request carrying the run's token."""
+
+    def __init__(self, kube: KubeCluster, namespace: str, pod: str, token: str) -> None:
+        self.kube, self.namespace, self.pod, self.token = kube, namespace, pod, token
+
+    def probe(self, probes: list[ProbeSpec], timeout: float) -> list[ProbeResult]:
+        body = self.kube.proxy_post(self.namespace, self.pod, CONTROL_PORT, "probe", {"probes": probes}, timeout,
+                                    headers={TOKEN_HEADER: self.token})
+        if "results" not in body:
+            raise ProviderError(f"agent {self.namespace}/{self.pod}: {body.get('error', 'no results')}")
+        results: list[ProbeResult] = body["results"]
+        return results
+
+
+def agent_client(kube_of: Callable[[str], KubeCluster], namespace: str, agent: str, token: str) -> KubeAgentClient:
+    """The client of the agent `<cluster>/<node>/<agent|host>` (workloads.agent_id)."""
+    cluster, node, vantage = agent.split("/")
+    return KubeAgentClient(kube_of(cluster), namespace, agent_pod_name("pod" if vantage == AGENT_POD else "host", node),
+                           token)
+
+
+def agent_pod(cluster: str, node: AgentNode, vantage: str, *, namespace: str, image: str,
+              labels: Mapping[str, str]) -> dict[str, Any]:
+    """The agent pod of `vantage` ("pod" or "host") pinned to `node`."""
+    spec: dict[str, Any] = {
+        "nodeName": node.node_name,
+        "tolerations": [{"operator": "Exists"}],  # control-plane taint: an agent on every node
+        "automountServiceAccountToken": False,  # the agent never talks to the API server
+        "containers": [{
+            "name": "agent", "image": image,
+            "command": agent_command(["serve", "--id", agent_id(cluster, node.short, vantage), "--control-port",
+                                      str(CONTROL_PORT), "--token-file", TOKEN_FILE]),
+            "ports": [{"containerPort": AGENT_PORT, "protocol": "TCP"},
+                      {"containerPort": AGENT_PORT, "protocol": "UDP"}, {"containerPort": CONTROL_PORT}],
+            "readinessProbe": {"tcpSocket": {"port": CONTROL_PORT}, "periodSeconds": 1},
+            # Probes need raw ICMP sockets (NET_RAW) and nothing else; Python imports from the
+            # zipapp without writing, /tmp is a scratch emptyDir.
+            "securityContext": {"privileged": False, "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True, "seccompProfile": {"type": "RuntimeDefault"},
+                                "capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]}},
+            "volumeMounts": [{"name": "agent", "mountPath": "/crossnet", "readOnly": True},
+                             {"name": "token", "mountPath": str(Path(TOKEN_FILE).parent), "readOnly": True},
+                             {"name": "tmp", "mountPath": "/tmp"}],
+        }],
+        "volumes": [{"name": "agent", "configMap": {"name": AGENT_CONFIGMAP}},
+                    {"name": "token", "secret": {"secretName": TOKEN_SECRET, "defaultMode": 0o400}},
+                    {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}],
+    }
+    pod_labels = dict(labels)
+    if vantage == "pod":
+        spec.update(hostname=pod_hostname(node.short), subdomain=HEADLESS_SERVICE)
+        pod_labels["app"] = AGENT_APP
+    else:
+        spec.update(hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet")
+        pod_labels["app"] = HOST_AGENT_APP
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": agent_pod_name(vantage, node.short),
+            "namespace": namespace, "labels": pod_labels}, "spec": spec}
+
+
+def external_names(topology: Topology, cluster: str, namespace: str) -> list[tuple[str, str]]:
+    """(Service name, externalName) of the ExternalName Services `cluster` gets (workloads)."""
+    return [(ext.name, ext.external_name(topology.cluster(ext.target_cluster).dns_domain, namespace))
+            for ext in external_name_services(topology) if ext.cluster == cluster]
+
+
+def agent_manifests(cluster: str, nodes: Sequence[AgentNode], *, namespace: str, labels: Mapping[str, str],
+                    image: str, token: str, archive: bytes,
+                    external: Sequence[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+    """Everything one cluster gets, in the order it is applied: the Namespace, the token Secret,
+    the zipapp ConfigMap, both agent pods of every node, the echo Services and the ExternalName
+    Services `external` names ((name, externalName) pairs)."""
+    ns, labels = namespace, dict(labels)
+    manifests: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}},
+        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": TOKEN_SECRET, "namespace": ns,
+         "labels": labels}, "stringData": {"token": token}},
+        configmap_binary(AGENT_CONFIGMAP, ns, AGENT_ARCHIVE, archive, labels),
+    ]
+    for node in nodes:
+        for vantage in VANTAGES:
+            manifests.append(agent_pod(cluster, node, vantage, namespace=ns, image=image, labels=labels))
+    ports = [{"name": p, "protocol": p.upper(), "port": AGENT_PORT, "targetPort": AGENT_PORT} for p in ("tcp", "udp")]
+    manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": ECHO_SERVICE, "namespace": ns,
+                      "labels": labels}, "spec": {"type": "NodePort", "selector": {"app": AGENT_APP},
+                      "ports": [{**p, "nodePort": ECHO_NODE_PORT} for p in ports]}})
+    manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": NOT_EXPORTED_SERVICE,
+                      "namespace": ns, "labels": labels}, "spec": {"selector": {"app": AGENT_APP}, "ports": ports}})
+    manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": HEADLESS_SERVICE,
+                      "namespace": ns, "labels": labels}, "spec": {"clusterIP": "None", "selector":
+                      {"app": AGENT_APP}, "ports": ports, "publishNotReadyAddresses": True}})
+    for name, target in external:
+        manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns,
+                          "labels": labels}, "spec": {"type": "ExternalName", "externalName": target}})
+    return manifests
+
+
+def apply_agents(kubes: Mapping[str, KubeCluster], manifests: Mapping[str, list[dict[str, Any]]]) -> None:
+    """Apply each cluster's manifests, the clusters in parallel."""
+    clusters = list(manifests)
+    if not clusters:
+        return
+    with ThreadPoolExecutor(max_workers=len(clusters)) as pool:
+        list(pool.map(lambda cluster: kubes[cluster].apply(manifests[cluster]), clusters))
+
+
+def wait_agents(kubes: Mapping[str, KubeCluster], namespace: str, image: str, timeout: float = READY_TIMEOUT,
+                poll: float = 1.0) -> None:
+    """Wait until every pod crossnet made in `namespace` is ready on every cluster; an image that
+    cannot be pulled ends the wait at once, with the hint to mirror it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = []
+        for cluster, kube in kubes.items():
+            for pod in kube.pods(namespace, MANAGED_SELECTOR):
+                if not pod.ready:
+                    waiting.append(f"{cluster}/{pod.name} ({pod.reason or pod.phase})")
+        if not waiting:
+            return
+        pulls = [w for w in waiting if "ImagePull" in w or "ErrImage" in w]
+        if pulls or time.monotonic() > deadline:
+            hint = f"; the agent image {image} cannot be pulled: mirror it and pass --agent-image" if pulls else ""
+            raise ProviderError(f"agents not ready: {', '.join(waiting[:8])}{hint}")
+        time.sleep(poll)
+
+
+def deploy_agents(kubes: Mapping[str, KubeCluster], nodes: Mapping[str, Sequence[AgentNode]], *, namespace: str,
+                  labels: Mapping[str, str], image: str, token: str,
+                  external: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+                  timeout: float = READY_TIMEOUT) -> None:
+    """Build the agent zipapp, apply every cluster's manifests (`nodes` says which clusters and
+    nodes; `external` each cluster's ExternalName Services) in parallel, and wait for the agents."""
+    archive = build_agent_zipapp()
+    manifests = {cluster: agent_manifests(cluster, cluster_nodes, namespace=namespace, labels=labels, image=image,
+                                          token=token, archive=archive, external=(external or {}).get(cluster, ()))
+                 for cluster, cluster_nodes in nodes.items()}
+    apply_agents(kubes, manifests)
+    wait_agents({cluster: kubes[cluster] for cluster in nodes}, namespace, image, timeout)
+
+
+def live_agents(kube: KubeCluster, cluster: str, namespace: str,
+                nodes: Sequence[str]) -> tuple[tuple[LivePod, ...], tuple[LiveService, ...]]:
+    """The agent pods of `nodes` (short names, in that order) and the Services in `namespace`, as
+    the ClusterSet reports them."""
+    by_name = {p.name: p for p in kube.pods(namespace, AGENT_SELECTOR)}
+    pods: list[LivePod] = []
+    for node in nodes:
+        agent = by_name.get(agent_pod_name("pod", node))
+        if agent is None:
+            raise ProviderError(f"{cluster}: no agent pod on {node}")
+        pods.append(LivePod(AGENT_POD, node, agent.ip, agent_id(cluster, node, "pod")))
+    services: list[LiveService] = []
+    for svc in kube.services(namespace):
+        headless = svc.type == "Headless"
+        services.append(LiveService(
+            name=svc.name, namespace=namespace, type=svc.type,  # type: ignore[arg-type]
+            cluster_ip=svc.cluster_ip, external_name=svc.external_name, node_port=svc.node_port,
+            ports=(("tcp", AGENT_PORT), ("udp", AGENT_PORT)) if svc.type != "ExternalName" else (),
+            endpoints=tuple(p.ip for p in pods) if svc.type != "ExternalName" else (),
+            hostnames=tuple(pod_hostname(p.node) for p in pods) if headless else ()))
+    return tuple(pods), tuple(services)
