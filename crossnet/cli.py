@@ -31,7 +31,6 @@ from crossnet.providers.statedir import owner_of, same_process
 
 __all__ = ["main"]
 
-ROOT = Path(__file__).resolve().parent.parent
 EXIT_USAGE, EXIT_PROVIDER, EXIT_INTERRUPTED = 2, 3, 130
 
 
@@ -227,6 +226,18 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 1 if changes and args.exit_code else 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """`pytest <the suites> [pytest args]`: the matrix from wherever crossnet is installed."""
+    import pytest
+
+    from crossnet.resources import SUITES
+
+    extra = [a for a in args.pytest_args if a != "--"] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    argv = [str(SUITES), f"--rootdir={SUITES}", "-p", "no:cacheprovider", "-o", "junit_logging=system-out", *extra]
+    print(f"crossnet verify: pytest {' '.join(argv)}", file=sys.stderr, flush=True)
+    return int(pytest.main(argv))
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from crossnet.bench import run_bench
 
@@ -254,6 +265,9 @@ def _parser() -> argparse.ArgumentParser:
                     "ended (default 30)")
     ex.add_argument("target", help="<cluster>/<node>[/<pod>], e.g. cluster-1/worker or cluster-2/worker2/agent")
     ex.add_argument("command", nargs=argparse.REMAINDER, help="-- the command and its arguments")
+    verify = sub.add_parser("verify", help="run the conformance matrix (pytest on the suites this crossnet carries); "
+                            "any pytest or crossnet option may follow, e.g. crossnet verify --provider lab -x")
+    verify.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
     sub.add_parser("doctor", help="check kernel and tool prerequisites; print the install command for what is missing")
     rep = sub.add_parser("report", help="re-render matrix.html and summary.md from a saved matrix.json")
     rep.add_argument("matrix", help="path to matrix.json")
@@ -270,11 +284,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "exec": _cmd_exec, "doctor": _cmd_doctor,
-            "report": _cmd_report, "diff": _cmd_diff, "bench": _cmd_bench}
+            "report": _cmd_report, "diff": _cmd_diff, "bench": _cmd_bench, "verify": _cmd_verify}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["verify"] and not set(given[1:2]) & {"-h", "--help"}:  # everything after it is pytest's
+        return _cmd_verify(argparse.Namespace(pytest_args=given[1:]))
+    args = _parser().parse_args(given)
     started = time.perf_counter()
     sigterm_as_interrupt()  # SIGTERM tears down like Ctrl-C
     try:

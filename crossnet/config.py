@@ -23,11 +23,11 @@ __all__ = ["DEFAULT_CONFIGS", "KIND_NAME_MAX", "TOPOLOGIES", "ConfigError", "Con
            "dns_domain_problem", "load_topology", "resolve_setup"]
 
 KIND_API_VERSION = "kind.x-k8s.io/v1alpha4"
-DEFAULT_CONFIGS = ("kind-configs/cluster-1.yaml", "kind-configs/cluster-2.yaml")
-# Named presets: the kind configs and the profile of a setup (--topology NAME).
+DEFAULT_CONFIGS = ("cluster-1.yaml", "cluster-2.yaml")
+# Named presets: the kind configs (files in kind-configs/) and the profile of a setup (--topology NAME).
 TOPOLOGIES: dict[str, tuple[tuple[str, ...], str]] = {
     "routed": (DEFAULT_CONFIGS, "flat-routed"),
-    "globalnet": (("kind-configs/globalnet-1.yaml", "kind-configs/globalnet-2.yaml", "kind-configs/globalnet-3.yaml"),
+    "globalnet": (("globalnet-1.yaml", "globalnet-2.yaml", "globalnet-3.yaml"),
                   "globalnet"),
 }
 MAX_LISTED_PROBLEMS = 50  # a ConfigError's message lists this many; .problems holds them all
@@ -302,7 +302,7 @@ def load_topology(paths: Sequence[str | Path], allow_overlap: bool = False, glob
     return Topology(clusters=tuple(clusters))
 
 
-def resolve_setup(root: Path, topology: str | None, configs: Sequence[str] | None,
+def resolve_setup(configs_dir: Path, topology: str | None, configs: Sequence[str] | None,
                   profile: str | None) -> tuple[list[str], str]:
     """The kind configs and profile to use: explicit ones win, then the named topology's."""
     name = topology or "routed"
@@ -310,4 +310,4 @@ def resolve_setup(root: Path, topology: str | None, configs: Sequence[str] | Non
         raise ConfigError([ConfigProblem("(command line)", "--topology", f"unknown topology {cut(name)}",
                                          f"use one of {', '.join(TOPOLOGIES)}")])
     preset_configs, preset_profile = TOPOLOGIES[name]
-    return list(configs) if configs else [str(root / p) for p in preset_configs], profile or preset_profile
+    return list(configs) if configs else [str(configs_dir / p) for p in preset_configs], profile or preset_profile

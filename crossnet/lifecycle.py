@@ -24,7 +24,7 @@ from crossnet.plumbing.nodes import CONNTRACK_FLUSH, NodeCommand, plan_masquerad
 from crossnet.plumbing.routes import RouteChange, plan_peer_routes, plan_service_routes
 from crossnet.profile import Plumbing
 from crossnet.providers.base import ExecTarget, Provider, ProviderError, StateFile
-from crossnet.providers.select import attach_provider, make_provider
+from crossnet.providers.select import ProviderSettings, attach_provider, make_provider
 from crossnet.wire import ProbeResult, ProbeSpec
 from crossnet.workloads import ECHO_SERVICE, agent_id
 
@@ -73,8 +73,9 @@ def bring_up(topology: Topology, state_dir: Path, run_id: str, plumbing: Plumbin
              detached: bool = False, progress: Progress = stderr_progress, provider: str = "lab",
              reuse: bool = False, agent_image: str | None = None) -> Run:
     """Bring up `topology` on the named provider, with the plumbing of the profile."""
-    made = make_provider(provider, state_dir, run_id, detached=detached, reuse=reuse, agent_image=agent_image,
-                         global_cidr=plumbing.global_cidr if plumbing else None)
+    settings = ProviderSettings(detached=detached, reuse=reuse, agent_image=agent_image,
+                                global_cidr=plumbing.global_cidr if plumbing else None)
+    made = make_provider(provider, state_dir, run_id, settings)
     return bring_up_with(made, topology, run_id, plumbing, progress)
 
 
@@ -142,8 +143,8 @@ def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plu
             for node in cluster.nodes:
                 provider.exec(ExecTarget(cluster.name, node.short), CONNTRACK_FLUSH)
     for cluster in cluster_set.clusters:
-        if globalnet and not cluster.clusterset_dns_ips:
-            continue  # Submariner's Lighthouse wires clusterset.local into CoreDNS itself (kind)
+        if globalnet and provider.multicluster_owns_corefile:
+            continue  # the multi-cluster layer (Submariner's Lighthouse on kind) wires clusterset.local itself
         forwards = ({CLUSTERSET_DOMAIN: list(cluster.clusterset_dns_ips)} if globalnet else
                     {peer.domain: list(peer.dns_server_ips) for peer in cluster_set.clusters
                      if peer.name != cluster.name})

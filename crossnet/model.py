@@ -80,17 +80,12 @@ MATCH_VOCABULARY: dict[str, tuple[str, ...] | None] = {
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """A node as a kind config declares it. `short` is kind's container suffix:
-    control-plane, worker, worker2, ..."""
+    """A node as a kind config declares it. `short` names it within its cluster: control-plane,
+    worker, worker2, ... (how a provider names the node itself is the provider's business)."""
 
     cluster: str
     short: str
     role: Literal["control-plane", "worker"]
-
-    @property
-    def name(self) -> str:
-        """The Kubernetes node name (= kind's container name)."""
-        return f"{self.cluster}-{self.short}"
 
     @property
     def ref(self) -> str:

@@ -11,7 +11,6 @@ import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from crossnet.cells import cell_facts
@@ -19,11 +18,11 @@ from crossnet.config import TOPOLOGIES, load_topology, resolve_setup
 from crossnet.model import Cell, Topology
 from crossnet.profile import Profile, ProfileError, load_profile
 from crossnet.providers.select import PROVIDER_NAMES
+from crossnet.resources import KIND_CONFIGS
 from crossnet.suites import build_cells
 
-__all__ = ["OPTIONS", "ROOT", "Setup", "add_options", "load_setup", "positive_count", "positive_seconds"]
+__all__ = ["OPTIONS", "Setup", "add_options", "load_setup", "positive_count", "positive_seconds"]
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def positive_seconds(text: str) -> float:
@@ -102,7 +101,7 @@ def load_setup(topology: str | None, kind_configs: Sequence[str] | None, profile
     """resolve (named topology or explicit configs) -> profile -> validated topology -> cells.
     Raises ConfigError/ProfileError naming every problem; a profile rule that matches no cell of
     this topology is a ProfileError too (it would silently decide nothing)."""
-    paths, profile_name = resolve_setup(ROOT, topology, kind_configs, profile)
+    paths, profile_name = resolve_setup(KIND_CONFIGS, topology, kind_configs, profile)
     loaded = load_profile(profile_name)
     topo = load_topology(paths, allow_overlap=loaded.globalnet, global_cidr=loaded.plumbing.global_cidr)
     cells = build_cells(topo, loaded)

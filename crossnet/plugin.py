@@ -10,6 +10,7 @@ from the configs and the profile alone, sorted, so every worker collects the sam
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
@@ -17,6 +18,7 @@ import pytest
 
 from crossnet import report
 from crossnet.config import ConfigError
+from crossnet.evidence import collect_evidence, path_ends
 from crossnet.judge import counts_by_expectation, outcome
 from crossnet.lifecycle import (
     Run,
@@ -30,17 +32,17 @@ from crossnet.lifecycle import (
 )
 from crossnet.live import LiveCell
 from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Protocol, Scope, Topology, VantageKind
-from crossnet.nodefacts import collect_evidence, path_ends
-from crossnet.options import ROOT, add_options, load_setup
+from crossnet.options import add_options, load_setup
 from crossnet.profile import Profile, ProfileError
 from crossnet.providers.base import ProviderError, StateFile
 from crossnet.providers.select import choose_provider
+from crossnet.resources import SUITES as SUITES_DIR
+from crossnet.resources import default_reports_dir
 from crossnet.runner import SuiteRunner
 from crossnet.suites import SUITES
-from crossnet.wire import CellRecord
 from crossnet.suites import suite as suite_named
+from crossnet.wire import CellRecord
 
-SUITES_DIR = ROOT / "suites"
 RUN_KEY = pytest.StashKey[Run]()
 SETUP_KEY = pytest.StashKey[tuple[Topology, Profile, list[Cell]]]()
 STATE_KEY = pytest.StashKey[Path]()
@@ -62,7 +64,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 "--state-dir", "--probe-timeout")
     group.addoption("--attach", default=None, metavar="STATE_DIR",
                     help="probe a run started by `crossnet up` instead of creating one (never torn down)")
-    group.addoption("--reports", default=str(ROOT / "reports"), metavar="DIR",
+    group.addoption("--reports", default=str(default_reports_dir()), metavar="DIR",
                     help="where junit.xml, report.html, matrix.html/json and summary.md go (default reports/)")
     group.addoption("--strict-flakes", action="store_true",
                     help="fail the run on flaky cells (failed, then passed on the re-probe)")
@@ -247,6 +249,20 @@ def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, J
     return cache[suite]
 
 
+JudgeCell = Callable[[Cell], None]
+
+
+@pytest.fixture
+def judge_cell(request: pytest.FixtureRequest) -> JudgeCell:
+    """The one fixture a suite needs: probes the suite once (batched) and judges the test's cell."""
+
+    def judge(cell: Cell) -> None:
+        __tracebackhide__ = True
+        check_cell(request, cell)
+
+    return judge
+
+
 def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
     """Judge one cell and fail with one actionable line plus the repro command."""
     __tracebackhide__ = True
@@ -371,4 +387,4 @@ def _tear_down(config: pytest.Config) -> None:
     tear_down(run)
 
 
-__all__ = ["ProbeInfrastructureError", "check_cell", "current_run", "current_setup"]
+__all__ = ["JudgeCell", "ProbeInfrastructureError", "check_cell", "current_run", "current_setup", "judge_cell"]

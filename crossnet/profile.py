@@ -18,11 +18,12 @@ import yaml
 from crossnet import yamlsafe
 from crossnet.globalnet import DEFAULT_GLOBAL_CIDR
 from crossnet.model import MATCH_VOCABULARY, Expectation
+from crossnet.resources import PROFILES
 from crossnet.yamlsafe import clip, cut
 
 __all__ = ["MATCH_KEYS", "PROFILE_DIR", "Plumbing", "Profile", "ProfileError", "Rule", "load_profile"]
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
+PROFILE_DIR = PROFILES
 
 MATCH_KEYS: dict[str, frozenset[str] | None] = {
     key: None if values is None else frozenset(values) for key, values in MATCH_VOCABULARY.items()}

@@ -6,7 +6,7 @@ Adding a suite: add its name to `model.SuiteName`, write `crossnet/builders/<nam
 `build(topology, profile) -> list[Cell]`, register it below, add `suites/test_<name>.py` (three
 lines: a docstring, `SUITE = "<name>"`, a test calling `judge_cell(cell)`), give the profiles
 rules for it, and test it. The plumbing suite (node facts) is not a cell suite: see
-crossnet/nodefacts.py.
+crossnet/facts.py.
 """
 
 from __future__ import annotations

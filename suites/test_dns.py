@@ -6,7 +6,7 @@ resolve through to the address it points at.
 """
 
 from crossnet.model import Cell
-from fixtures.cells import JudgeCell
+from crossnet.plugin import JudgeCell
 
 SUITE = "dns"
 

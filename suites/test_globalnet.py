@@ -9,7 +9,7 @@ Run with `pytest suites/ --topology globalnet`.
 """
 
 from crossnet.model import Cell
-from fixtures.cells import JudgeCell
+from crossnet.plugin import JudgeCell
 
 SUITE = "globalnet"
 

@@ -1,12 +1,12 @@
 """Plumbing: node state checked with testinfra, one test per node and fact, so a fault is named
 at its cause (a missing route, ip_forward off, a masquerade rule, a Corefile forward block) next
-to the cells it breaks. Facts come from the configs and the profile; see crossnet.nodefacts."""
+to the cells it breaks. Facts come from the configs and the profile; see crossnet.facts."""
 
 from typing import Any
 
 import pytest
 
-from crossnet.nodefacts import NodeFact, check_fact, node_host, planned_facts
+from crossnet.facts import NodeFact, check_fact, node_host, planned_facts
 from crossnet.plugin import SETUP_KEY, current_run, current_setup
 
 SUITE = "plumbing"

@@ -6,7 +6,7 @@ The cells and their expectations come from the kind configs and the profile; see
 """
 
 from crossnet.model import Cell
-from fixtures.cells import JudgeCell
+from crossnet.plugin import JudgeCell
 
 SUITE = "pod-to-pod"
 

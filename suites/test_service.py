@@ -6,7 +6,7 @@ the profile decides (under flat-routed a peer ClusterIP is not routed: expected 
 """
 
 from crossnet.model import Cell
-from fixtures.cells import JudgeCell
+from crossnet.plugin import JudgeCell
 
 SUITE = "service"
 

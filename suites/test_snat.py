@@ -5,7 +5,7 @@ only what is new is probed. A path that was not reached is skipped here (its own
 """
 
 from crossnet.model import Cell
-from fixtures.cells import JudgeCell
+from crossnet.plugin import JudgeCell
 
 SUITE = "snat"
 

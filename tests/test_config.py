@@ -37,7 +37,8 @@ def test_seed_configs_give_the_field_guide_topology() -> None:
     assert (two.name, two.pod_subnet, two.service_subnet, two.dns_domain) == (
         "cluster-2", "10.20.0.0/16", "10.50.0.0/16", "cluster-2.com")
     assert [n.short for n in one.nodes] == ["control-plane", "worker", "worker2"]
-    assert [n.name for n in two.nodes] == ["cluster-2-control-plane", "cluster-2-worker", "cluster-2-worker2"]
+    assert [(n.cluster, n.role) for n in two.nodes] == [("cluster-2", "control-plane"), ("cluster-2", "worker"),
+                                                       ("cluster-2", "worker")]
 
 
 def test_every_problem_is_reported_together(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Node facts through testinfra (crossnet.nodefacts, suites/test_plumbing.py): the planned facts
+"""Node facts through testinfra (crossnet.facts, crossnet.evidence, suites/test_plumbing.py): the planned facts
 are data from the configs and the profile; on a fresh lab every one holds; a fault made by hand
 fails exactly the fact that names it, with the expected value in the message; the evidence of a
 failing path comes from both ends and never raises. The lab runs are started with `crossnet up`
@@ -20,11 +20,13 @@ import pytest
 from testinfra.host import Host
 
 from crossnet.config import load_topology, resolve_setup
+from crossnet.evidence import collect_evidence
+from crossnet.facts import FactResult, NodeFact, check_fact, node_host, planned_facts
 from crossnet.lifecycle import Run, attach
 from crossnet.model import ClusterSet, Topology
-from crossnet.nodefacts import FactResult, LabBackend, NodeFact, check_fact, collect_evidence, node_host, planned_facts
 from crossnet.profile import Profile, load_profile
 from crossnet.providers.base import ExecTarget
+from crossnet.providers.exec_backend import ExecBackend
 from crossnet.providers.fake import FakeProvider
 from tests.lab_helpers import ROOT, assert_nothing_left, crossnet, host_snapshot, needs_lab
 
@@ -33,7 +35,7 @@ IP = re.compile(r"\d+\.\d+\.\d+\.\d+")
 
 def setup_of(profile_name: str | None = None) -> tuple[Topology, Profile]:
     """The topology and profile as the plugin resolves them (the default topology's configs)."""
-    paths, name = resolve_setup(ROOT, None, None, profile_name)
+    paths, name = resolve_setup(ROOT / "kind-configs", None, None, profile_name)
     profile = load_profile(name)
     return load_topology(paths, allow_overlap=profile.globalnet, global_cidr=profile.plumbing.global_cidr), profile
 
@@ -113,7 +115,7 @@ def scripted_run(tmp_path: Path, script: dict[str, tuple[int, str, str] | Except
 
 def test_lab_backend_runs_through_the_provider_exec_with_a_timeout(tmp_path: Path) -> None:
     run, provider = scripted_run(tmp_path, {"echo": (0, "hi\n", "")})
-    host = Host(LabBackend(run, ExecTarget("cluster-1", "worker"), timeout=2.5))
+    host = Host(ExecBackend(run.provider.exec, ExecTarget("cluster-1", "worker"), timeout=2.5))
     out = host.run("echo %s", "it's")
     assert (out.rc, out.stdout) == (0, "hi\n")
     assert provider.calls == [(ExecTarget("cluster-1", "worker"), ["sh", "-c", "echo 'it'\"'\"'s'"], 2.5)]
@@ -229,7 +231,7 @@ def test_masquerade_without_its_postrouting_jump_fails(lab: Run, lab_state: Path
 
 @needs_lab
 def test_lab_backend_times_out(lab: Run) -> None:
-    host = Host(LabBackend(lab, ExecTarget("cluster-1", "worker"), timeout=0.3))
+    host = Host(ExecBackend(lab.provider.exec, ExecTarget("cluster-1", "worker"), timeout=0.3))
     started = time.perf_counter()
     out = host.run("sleep 5")
     assert out.rc == 124 and "timed out" in out.stderr

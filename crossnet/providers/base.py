@@ -74,6 +74,9 @@ class Provider(Protocol):
     state: StateFile
     timings: dict[str, float]
     converge_timeout: float  # how long a Corefile change may take to be served
+    # True when the multi-cluster layer edits CoreDNS's Corefile itself (Submariner's Lighthouse adds the
+    # clusterset.local forward on kind), so crossnet must not; False when crossnet plays that part (the lab).
+    multicluster_owns_corefile: bool
 
     def up(self, topology: Topology) -> ClusterSet: ...
     def down(self) -> None: ...
@@ -85,6 +88,7 @@ class Provider(Protocol):
     def deploy_agents(self) -> ClusterSet: ...
     def agent_client(self, agent_id: str) -> AgentClient: ...
     def detach(self) -> None: ...  # bring-up done: a run started by `crossnet up` may outlive the CLI now
+    def node_host(self, cluster: str, node: str) -> Any: ...  # a testinfra Host for the node (facts, evidence)
 
 
 PROVIDERS: dict[str, Callable[..., Provider]] = {}

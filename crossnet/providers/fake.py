@@ -12,6 +12,7 @@ from typing import Any
 from crossnet.model import ClusterSet, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
+from crossnet.providers.exec_backend import exec_host
 from crossnet.providers.lab.topology import live_cluster_set, plan_lab, stock_corefile
 from crossnet.wire import ProbeResult, ProbeSpec
 
@@ -29,6 +30,7 @@ class FakeAgent:
 class FakeProvider:
     name = "fake"
     converge_timeout = 2.0
+    multicluster_owns_corefile = False
 
     def __init__(self, state_dir: Path, corefiles: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
@@ -65,6 +67,10 @@ class FakeProvider:
     def exec(self, target: ExecTarget, argv: list[str], timeout: float = 30.0) -> tuple[int, str, str]:
         self.log.append(f"exec {target} {' '.join(argv)}")
         return 0, "", ""
+
+    def node_host(self, cluster: str, node: str) -> Any:
+        """testinfra's view of a node: commands through this provider's exec."""
+        return exec_host(self.exec, cluster, node)
 
     def apply_routes(self, changes: list[RouteChange]) -> None:
         for change in changes:

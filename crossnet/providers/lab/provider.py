@@ -18,13 +18,15 @@ from crossnet.globalnet import CLUSTERSET_DOMAIN
 from crossnet.model import CROSSNET_NAMESPACE, ClusterSet, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
+from crossnet.providers.exec_backend import exec_host
 from crossnet.providers.lab import topology as lab
 from crossnet.providers.lab.sandbox import UNIX_PATH_MAX, Sandbox, SandboxClient, SandboxError, start_sandbox
+from crossnet.providers.select import ProviderSettings
 from crossnet.providers.statedir import process_identity, refuse_existing_state_dir, release_state_dir, same_process
 from crossnet.wire import ProbeResult, ProbeSpec
 from crossnet.workloads import HEADLESS_SERVICE
 
-__all__ = ["LabProvider", "UnixAgentClient"]
+__all__ = ["LabProvider", "UnixAgentClient", "attach", "create", "usable"]
 
 READY_TIMEOUT = 15.0
 
@@ -71,6 +73,7 @@ class LabProvider:
 
     name = "lab"
     converge_timeout = 30.0  # the lab DNS re-reads its Corefile within 0.1 s; 30 s is a generous bound
+    multicluster_owns_corefile = False  # the lab emulates Lighthouse: crossnet adds its forward
 
     def __init__(self, state_dir: Path, run_id: str, detached: bool = False, global_cidr: str | None = None) -> None:
         self.state_dir = state_dir
@@ -251,6 +254,10 @@ class LabProvider:
         result = self.sandbox.exec(self._netns_of(target), argv, timeout=timeout)
         return result.rc, result.stdout, result.stderr
 
+    def node_host(self, cluster: str, node: str) -> Any:
+        """testinfra's view of a node: commands through this provider's exec."""
+        return exec_host(self.exec, cluster, node)
+
     def apply_routes(self, changes: list[RouteChange]) -> None:
         self._route_batches(changes, undo=False)
 
@@ -376,3 +383,16 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def create(state_dir: Path, run_id: str, settings: ProviderSettings) -> LabProvider:
+    return LabProvider(state_dir, run_id, detached=settings.detached, global_cidr=settings.global_cidr)
+
+
+def attach(state_dir: Path, alive: bool = True) -> LabProvider:
+    return LabProvider.attach(state_dir, alive=alive)
+
+
+def usable() -> str | None:
+    """The lab needs no binary beyond what `crossnet doctor` checks; it says what is missing at start."""
+    return None

@@ -1,0 +1,207 @@
+"""Node facts: the causes behind the matrix's symptoms, checked through testinfra.
+
+`planned_facts` lists, from the configs and the profile alone (so every xdist worker collects the
+same), what each node must hold; `check_fact` looks at a live node through the testinfra host its
+provider gives (`Provider.node_host`: on the lab a backend running commands in the node's
+namespace, on kind testinfra's `docker://` backend). Failure evidence is crossnet.evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from testinfra.host import Host
+
+from crossnet.globalnet import CLUSTERSET_DOMAIN, gateway_node
+from crossnet.lifecycle import Run
+from crossnet.model import ClusterSet, Topology
+from crossnet.plumbing.corefile import CorefileError, parse_corefile
+from crossnet.plumbing.routes import service_gateway
+from crossnet.profile import Profile
+from crossnet.providers.base import ProviderError
+from crossnet.workloads import ECHO_SERVICE
+
+__all__ = ["FactResult", "NodeFact", "check_fact", "node_host", "planned_facts"]
+
+
+def node_host(run: Run, cluster: str, node: str) -> Host:
+    """The testinfra host of a node, as its provider gives it."""
+    host: Host = run.provider.node_host(cluster, node)
+    return host
+
+
+@dataclass(frozen=True)
+class NodeFact:
+    """One thing a node (or, with node "", a cluster) must hold. `subject` names what it is about
+    in topology terms (a peer node, a peer cluster, a Service, a DNS zone) and is part of the id;
+    `detail` carries a planned value that is not (the profile's rp_filter)."""
+
+    cluster: str
+    node: str  # "" for a cluster-wide fact (the Corefile)
+    kind: str
+    subject: str = ""
+    detail: str = ""
+
+    @property
+    def id(self) -> str:
+        where = f"{self.cluster}/{self.node}" if self.node else self.cluster
+        return f"{where}:{self.kind}" + (f":{self.subject}" if self.subject else "")
+
+
+@dataclass(frozen=True)
+class FactResult:
+    ok: bool
+    expected: str
+    observed: str
+
+
+def planned_facts(topology: Topology, profile: Profile) -> list[NodeFact]:
+    facts: list[NodeFact] = []
+    plumbing = profile.plumbing
+    if plumbing.global_cidr is not None:
+        return _globalnet_facts(topology, plumbing.rp_filter)
+    for cluster in topology.clusters:
+        peers = topology.peers_of(cluster.name)
+        for node in cluster.nodes:
+            facts += [NodeFact(cluster.name, node.short, "ip_forward"),
+                      NodeFact(cluster.name, node.short, "rp_filter", detail=str(plumbing.rp_filter)),
+                      NodeFact(cluster.name, node.short, "masquerade"),
+                      NodeFact(cluster.name, node.short, "service-dnat", ECHO_SERVICE)]
+            for peer in peers:
+                facts += [NodeFact(cluster.name, node.short, "route-to", f"{peer.name}/{n.short}") for n in peer.nodes]
+                if plumbing.service_routes:
+                    facts.append(NodeFact(cluster.name, node.short, "service-route-to", peer.name))
+                if not plumbing.masquerade_to_peer_pods:
+                    facts.append(NodeFact(cluster.name, node.short, "no-masquerade-to", peer.name))
+        facts += [NodeFact(cluster.name, "", "corefile-forward", peer.dns_domain) for peer in peers]
+    return sorted(facts, key=lambda f: f.id)
+
+
+def _globalnet_facts(topology: Topology, rp_filter: int) -> list[NodeFact]:
+    """Under Globalnet: routes to each peer's global CIDR (through the own gateway, and from the
+    gateway to the peer's), the gateway's egress SNAT, and the clusterset.local forward."""
+    facts: list[NodeFact] = []
+    for cluster in topology.clusters:
+        gateway = gateway_node(topology, cluster.name)
+        for node in cluster.nodes:
+            facts += [NodeFact(cluster.name, node.short, "ip_forward"),
+                      NodeFact(cluster.name, node.short, "rp_filter", detail=str(rp_filter))]
+            facts += [NodeFact(cluster.name, node.short, "global-route-to", peer.name)
+                      for peer in topology.peers_of(cluster.name)]
+            if node.short == gateway:
+                facts.append(NodeFact(cluster.name, node.short, "global-egress"))
+        facts.append(NodeFact(cluster.name, "", "corefile-forward", CLUSTERSET_DOMAIN))
+    return sorted(facts, key=lambda f: f.id)
+
+
+def _live_gateway(cs: ClusterSet, cluster: str) -> str:
+    nodes = cs.cluster(cluster).nodes
+    return next((n for n in nodes if n.role == "worker"), nodes[0]).short
+
+
+def _planned_route(cs: ClusterSet, fact: NodeFact) -> tuple[str, str]:
+    """(destination, next hop) of a route fact, from the live addresses."""
+    if fact.kind == "route-to":
+        peer_name, peer_node = fact.subject.split("/")
+        node = cs.cluster(peer_name).node(peer_node)
+        return node.pod_cidr, node.ip
+    if fact.kind == "service-route-to":  # via the peer's gateway: its control-plane (plumbing.routes)
+        return cs.cluster(fact.subject).service_subnet, service_gateway(cs, fact.subject)
+    own_gateway = _live_gateway(cs, fact.cluster)  # global-route-to: via the own gateway, or from it to the peer's
+    peer = cs.cluster(fact.subject)
+    if fact.node == own_gateway:
+        return peer.global_cidr, peer.node(_live_gateway(cs, peer.name)).ip
+    return peer.global_cidr, cs.cluster(fact.cluster).node(own_gateway).ip
+
+
+def _sysctl(host: Host, key: str) -> int:
+    return int(host.sysctl(key))
+
+
+def _routes(host: Host, destination: str) -> list[dict[str, Any]]:
+    import json
+
+    out = host.run(f"ip -j route show {destination}")
+    return list(json.loads(out.stdout or "[]")) if out.rc == 0 else []
+
+
+def _masq_rules(host: Host) -> list[str]:
+    return list(host.iptables.rules("nat", "KIND-MASQ-AGENT"))
+
+
+def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile | None = None) -> FactResult:
+    """Look at one planned fact on the live node, with the live addresses of `run`. `profile` is
+    only needed for a fact made without planned_facts (an rp_filter fact with no `detail`)."""
+    cs = run.cluster_set
+    if fact.kind == "ip_forward":
+        value = _sysctl(host, "net.ipv4.ip_forward")
+        return FactResult(value == 1, "net.ipv4.ip_forward = 1", f"net.ipv4.ip_forward = {value}")
+    if fact.kind == "rp_filter":
+        values = [_sysctl(host, f"net.ipv4.conf.{i}.rp_filter") for i in ("all", "default")]
+        want = int(fact.detail) if fact.detail else (profile.plumbing.rp_filter if profile else 0)
+        return FactResult(values == [want, want], f"rp_filter all/default = {want}/{want}",
+                          f"rp_filter all/default = {values[0]}/{values[1]}")
+    if fact.kind in ("route-to", "service-route-to", "global-route-to"):
+        destination, via = _planned_route(cs, fact)
+        routes = _routes(host, destination)
+        seen = ", ".join(f"route {r.get('dst')} via {r.get('gateway', r.get('dev'))}" for r in routes)
+        if not seen:  # say where the traffic goes instead (usually the default route, off the node network)
+            taken = host.run(f"ip route get {destination.split('/')[0]}")
+            way = " ".join(taken.stdout.split(" uid ")[0].split())  # "<dst> via <gw> dev <if> src <ip>"
+            seen = "no route" + (f" (it would take: {way})" if taken.rc == 0 and way else "")
+        ok = any(r.get("dst") == destination and r.get("gateway") == via for r in routes)
+        return FactResult(ok, f"route {destination} via {via}", seen)
+    if fact.kind == "global-egress":
+        live = cs.cluster(fact.cluster)
+        snat = f"-s {live.pod_subnet} -j SNAT --to-source {live.global_egress[0]}-{live.global_egress[-1]}"
+        rules = list(host.iptables.rules("nat", "SUBMARINER-GN-EGRESS"))
+        return FactResult(any(snat in r for r in rules), f"SUBMARINER-GN-EGRESS: {snat}", "; ".join(rules) or
+                          "no chain")
+    if fact.kind == "masquerade":
+        rules = _masq_rules(host)
+        own = cs.cluster(fact.cluster).pod_subnet
+        returns = [r for r in rules if f"-d {own}" in r and r.endswith("-j RETURN")]
+        masq = [i for i, r in enumerate(rules) if r.endswith("-j MASQUERADE")]
+        jump = [r for r in host.iptables.rules("nat", "POSTROUTING") if r.endswith("-j KIND-MASQ-AGENT")]
+        ok = bool(returns) and bool(masq) and rules.index(returns[0]) < masq[-1] and bool(jump)
+        observed = "; ".join(rules) or "no chain"
+        return FactResult(ok, f"POSTROUTING -j KIND-MASQ-AGENT; KIND-MASQ-AGENT: RETURN for {own}, then MASQUERADE",
+                          observed if jump else f"no POSTROUTING jump to KIND-MASQ-AGENT; {observed}")
+    if fact.kind == "no-masquerade-to":
+        rules = _masq_rules(host)
+        peer_subnet = cs.cluster(fact.subject).pod_subnet
+        ret = [i for i, r in enumerate(rules) if f"-d {peer_subnet}" in r and r.endswith("-j RETURN")]
+        masq = [i for i, r in enumerate(rules) if r.endswith("-j MASQUERADE")]
+        ok = bool(ret) and bool(masq) and ret[0] < masq[-1]
+        return FactResult(ok, f"KIND-MASQ-AGENT: RETURN for {peer_subnet} before MASQUERADE",
+                          "; ".join(rules) or "no chain")
+    if fact.kind == "service-dnat":
+        service = cs.cluster(fact.cluster).service(fact.subject, cs.namespace)
+        rules = list(host.iptables.rules("nat", "KUBE-SERVICES"))
+        hits = [r for r in rules if f"-d {service.cluster_ip}/32" in r and "-j KUBE-SVC-" in r]
+        return FactResult(len(hits) >= 2, f"KUBE-SERVICES jumps for {service.cluster_ip} (tcp and udp)",
+                          f"{len(hits)} rule(s)" + (f": {hits[0]}" if hits else ""))
+    if fact.kind == "corefile-forward":
+        return _corefile_fact(run, fact)
+    raise ProviderError(f"unknown node fact {fact.kind}")
+
+
+def _corefile_fact(run: Run, fact: NodeFact) -> FactResult:
+    cs = run.cluster_set
+    if fact.subject == CLUSTERSET_DOMAIN:
+        want = sorted(cs.cluster(fact.cluster).clusterset_dns_ips)
+    else:
+        want = sorted(next(c for c in cs.clusters if c.domain == fact.subject).dns_server_ips)
+    try:
+        corefile = parse_corefile(run.provider.read_corefile(fact.cluster), f"{fact.cluster} Corefile")
+    except CorefileError as exc:
+        return FactResult(False, f"a server block for {fact.subject} forwarding to {', '.join(want)}", str(exc))
+    block = corefile.server_for_zone(fact.subject)
+    if block is None:
+        return FactResult(False, f"a server block for {fact.subject} forwarding to {', '.join(want)}",
+                          "no server block for that zone")
+    forwards = [d for d in block.plugins("forward")]
+    targets = sorted(a.split(":")[0] for d in forwards for a in d.args[1:])
+    return FactResult(targets == want, f"{fact.subject}: forward . {' '.join(want)}",
+                      f"{fact.subject}: forward . {' '.join(targets) or '(none)'}")
