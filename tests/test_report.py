@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import html
+import importlib.resources
 import json
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 
 from crossnet.report import (
@@ -597,3 +601,137 @@ def test_diff_of_different_topologies_is_refused() -> None:
     new = copy.deepcopy(old)
     new["run"]["clusters"] = ["cluster-2", "cluster-1"]
     assert diff_matrices(old, new) == []
+
+
+# --------------------------------------------------------------------------- escaping and the template
+
+HOSTILE = "\"'><script>alert(1)</script><img src=x onerror=alert(2)>&amp;"
+PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "b", "span", "table", "thead",
+             "tbody", "tr", "th", "td", "a", "div", "dl", "dt", "dd", "pre", "code", "ol", "li"}
+PAGE_ATTRIBUTES = {"lang", "charset", "name", "content", "class", "title", "href", "data-cell", "id", "role",
+                   "rowspan", "colspan"}
+
+
+class _Page(HTMLParser):
+    """What a browser would build from the page: its tags, attributes and text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: set[str] = set()
+        self.attributes: list[tuple[str, str | None]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.attributes += attrs
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_html_escapes_every_field_in_text_and_attributes() -> None:
+    matrix = make_matrix()
+    matrix["run"].update(provider=HOSTILE, profile=HOSTILE, clusters=[HOSTILE], started=HOSTILE,
+                         duration_s=HOSTILE, exit_status=HOSTILE)
+    for cell in matrix["cells"]:
+        for key in ("id", "suite", "src", "src_kind", "src_ip", "dst", "dst_kind", "dst_addr", "protocol", "expected",
+                    "expected_source", "rule", "because", "observed", "source_ip", "message", "repro", "evidence",
+                    "nodeid"):
+            cell[key] = f"{cell.get(key) or ''}{HOSTILE}"
+        cell.update(answers=[HOSTILE], global_ip=HOSTILE, latency_ms=HOSTILE)
+    matrix["cells"][0]["verdict"] = HOSTILE  # an unknown verdict is shown (and escaped) too
+    page = render_html(matrix)
+    assert "<script" not in page and "<img" not in page
+    parsed = _Page()
+    parsed.feed(page)
+    parsed.close()
+    assert parsed.tags <= PAGE_TAGS, parsed.tags - PAGE_TAGS
+    assert {name for name, _ in parsed.attributes} <= PAGE_ATTRIBUTES
+    # every value comes out as the text it was: escaped, not dropped or mangled
+    assert {value for name, value in parsed.attributes if name == "data-cell"} == {c["id"] for c in matrix["cells"]}
+    shown = "".join(parsed.text)
+    assert shown.count(HOSTILE) > 20 * len(matrix["cells"])
+    assert f"crossnet matrix: {HOSTILE} on {HOSTILE}" in shown
+
+
+def test_html_escapes_a_script_in_a_cell_message() -> None:
+    matrix = make_matrix()
+    matrix["cells"][0]["message"] = "<script>alert('x')</script>"
+    page = render_html(matrix)
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page  # tooltip, details panel
+
+
+def test_html_comes_from_an_autoescaping_strict_template() -> None:
+    from crossnet.report import html as report_html
+
+    environment = report_html._environment()
+    assert environment.autoescape is True and environment.undefined is jinja2.StrictUndefined
+    assert (importlib.resources.files("crossnet.report") / "templates" / "matrix.html.j2").is_file()
+    with pytest.raises(jinja2.UndefinedError):  # a value the template needs and was not given
+        environment.get_template("matrix.html.j2").render()
+
+
+# --------------------------------------------------------------------------- unchanged output
+
+# summary.md and matrix.html of make_matrix() exactly as the single-module (f-string) report.py wrote them.
+SUMMARY_OF_MAKE_MATRIX = "\n".join([
+    "## ✗ crossnet flat-routed (lab): 8 cells, 3 failing — ✓ pass 2 · ⊘ isolated 1 · ✗ regression 1 "
+    "· ! leak 1 · ≠ source-mismatch 1 · ~ flaky 1 · ? optional 1",
+    "",
+    "clusters cluster-1, cluster-2 · started 2026-11-24T21:30:00Z · duration 4.2 s · exit status 1",
+    "",
+    "Legend: ✓ pass · ⊘ isolated · ✗ regression · ! leak · ≠ source-mismatch · ~ flaky · ? optional "
+    "(flaky fails the run only with --strict-flakes)",
+    "",
+    "### pod-to-pod",
+    "",
+    "✓ pass 2 · ✗ regression 1 · ≠ source-mismatch 1 · ~ flaky 1",
+    "",
+    "| source | cluster-2/worker pod-ip<br>tcp | udp | icmp |",
+    "|---|:-:|:-:|:-:|",
+    "| cluster-1/worker pod | ✗ | ~ | ≠ |",
+    "| cluster-1/worker host | ✓ |  |  |",
+    "| cluster-1/worker2 pod | ✓ |  |  |",
+    "",
+    "### service",
+    "",
+    "⊘ isolated 1 · ! leak 1 · ? optional 1",
+    "",
+    "| source | cluster-2/echo cluster-ip<br>tcp | udp | echo.crossnet.svc.cluster-2.com "
+    "dns-name<br>dns-udp |",
+    "|---|:-:|:-:|:-:|",
+    "| cluster-1/worker pod | ⊘ | ! | ? |",
+    "",
+    "### Failures (3)",
+    "",
+    "- ✗ **regression** `pod-to-pod[pod:cluster-1/worker->cluster-2/worker:pod-ip:tcp]`<br>expected "
+    "reachable, got timeout after 2.0s &lt;script&gt;alert('x')&lt;/script&gt;<br>repro: `crossnet "
+    "exec cluster-1/worker/pod -- probe tcp cluster-2/worker`",
+    "- ≠ **source-mismatch** "
+    "`pod-to-pod[pod:cluster-1/worker->cluster-2/worker:pod-ip:icmp]`<br>expected source node-ip "
+    "172.19.0.3, target saw 10.10.1.2<br>repro: `crossnet exec cluster-1/worker/pod -- probe icmp "
+    "cluster-2/worker`",
+    "- ! **leak** `service[pod:cluster-1/worker->cluster-2/echo:cluster-ip:udp]`<br>expected "
+    "unreachable, got reached<br>repro: `crossnet exec cluster-1/worker/pod -- probe udp "
+    "cluster-2/echo`",
+    "",
+    "### Flaky (1)",
+    "",
+    "- ~ **flaky** `pod-to-pod[pod:cluster-1/worker->cluster-2/worker:pod-ip:udp]`<br>timeout, then "
+    "reached on the re-probe<br>repro: `crossnet exec cluster-1/worker/pod -- probe udp "
+    "cluster-2/worker`",
+    "",
+])
+MATRIX_HTML_SHA256 = "ff851437d0b5c26f747a543b21a4dd456805df58e018821696e8a7a54695aca2"
+
+
+def test_summary_text_is_unchanged() -> None:
+    assert render_summary(make_matrix()) == SUMMARY_OF_MAKE_MATRIX
+
+
+def test_html_bytes_are_unchanged() -> None:
+    page = render_html(make_matrix())
+    assert hashlib.sha256(page.encode("utf-8")).hexdigest() == MATRIX_HTML_SHA256, (
+        "matrix.html changed: if on purpose, look at the test_matrix_render screenshot, then update the hash"
+    )

@@ -1,0 +1,69 @@
+"""Reports from a judged matrix: matrix.json, matrix.html and summary.md, and diffs of two runs.
+
+Everything here works on the *matrix document* (schema ``crossnet.matrix/v1``), a plain dict that
+is also what ``matrix.json`` holds, so reports can be rebuilt from a saved run and two runs can be
+compared (``diff_matrices``) without a live topology. The package follows the data flow:
+
+- ``document``: the schema, its vocabulary, validation and loading (``load_matrix``), counts;
+- ``layout``: suites as grids, sorted, and the words describing a cell (shared by the renderers);
+- ``html``: ``matrix.html`` from the Jinja2 template ``templates/matrix.html.j2``;
+- ``markdown``: ``summary.md`` for ``$GITHUB_STEP_SUMMARY``, size-bounded;
+- ``diff``: ``diff_matrices`` and ``render_diff``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from crossnet.report.diff import CellChange, diff_matrices, render_diff
+from crossnet.report.document import (
+    FAILING_VERDICTS,
+    GLYPHS,
+    MATRIX_SCHEMA,
+    VERDICTS,
+    ReportError,
+    counts,
+    failing_verdicts,
+    load_matrix,
+    validate_matrix,
+)
+from crossnet.report.html import render_html
+from crossnet.report.markdown import render_summary
+
+__all__ = [
+    "FAILING_VERDICTS",
+    "GLYPHS",
+    "MATRIX_SCHEMA",
+    "VERDICTS",
+    "CellChange",
+    "ReportError",
+    "counts",
+    "diff_matrices",
+    "failing_verdicts",
+    "load_matrix",
+    "render_diff",
+    "render_html",
+    "render_summary",
+    "validate_matrix",
+    "write_reports",
+]
+
+
+def write_reports(matrix: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """Write matrix.json, matrix.html and summary.md into ``out_dir`` (created if needed)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    documents = (
+        ("matrix.json", json.dumps(matrix, indent=1, sort_keys=True, ensure_ascii=False) + "\n"),
+        ("matrix.html", render_html(matrix)),
+        ("summary.md", render_summary(matrix)),
+    )
+    written: list[Path] = []
+    for name, content in documents:
+        path = out_dir / name
+        path.write_text(content, encoding="utf-8")
+        written.append(path)
+    return written
