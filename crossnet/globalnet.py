@@ -1,5 +1,5 @@
 """Submariner Globalnet as data: each cluster's slice of the global CIDR and the global IPs
-Globalnet would allocate in it (REFERENCE §G):
+Globalnet would allocate in it (Submariner's defaults: 242.0.0.0/8, a /16 per cluster):
 
 - a /16 per cluster in config order (default global CIDR 242.0.0.0/8: 242.0.0.0/16, 242.1.0.0/16, …);
 - ClusterGlobalEgressIP `cluster-egress.submariner.io`: `numGlobalIPs` (8) egress IPs at the

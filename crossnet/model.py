@@ -7,7 +7,7 @@ process boundaries (xdist workers, the state file, matrix.json) as JSON.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
 __all__ = [
@@ -161,7 +161,6 @@ class LiveNode:
     role: str
     ip: str
     pod_cidr: str
-    host_agent: str  # agent id of the hostNetwork agent, e.g. "cluster-1/worker/host"
     handle: str = ""  # provider-specific: netns name or container id
 
 
@@ -240,7 +239,7 @@ class ClusterSet:
                     domain=c["domain"],
                     pod_subnet=c["pod_subnet"],
                     service_subnet=c["service_subnet"],
-                    nodes=tuple(LiveNode(**n) for n in c["nodes"]),
+                    nodes=tuple(LiveNode(**{k: v for k, v in n.items() if k != "host_agent"}) for n in c["nodes"]),
                     pods=tuple(LivePod(**p) for p in c["pods"]),
                     services=tuple(
                         LiveService(
@@ -378,4 +377,3 @@ class Judgement:
     observation: Observation
     retried: bool = False
     expected_source_ip: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)

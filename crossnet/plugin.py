@@ -1,7 +1,8 @@
 """The pytest plugin: options, topology lifecycle on the controller, one test item per cell,
 batched probing per suite, judging, and the reports.
 
-Controller vs xdist workers (REFERENCE §B): the controller brings the topology up in
+Controller vs xdist workers (pytest-xdist: workers must collect identical items): the controller
+brings the topology up in
 `pytest_sessionstart` and tears it down in `pytest_sessionfinish`/`pytest_unconfigure`;
 workers only read the state directory handed to them through `workerinput`. Cells are built
 from the configs and the profile alone, sorted, so every worker collects the same items.

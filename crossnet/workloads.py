@@ -29,7 +29,7 @@ class ExternalNameService:
 
 def external_name_services(topology: Topology) -> tuple[ExternalNameService, ...]:
     """Every cluster but the first gets `proxy-to-<first>`, an ExternalName Service pointing at
-    the first cluster's echo Service: the field guide's ExternalName test."""
+    the first cluster's echo Service: the classic ExternalName-across-clusters check."""
     first = topology.clusters[0].name
     return tuple(ExternalNameService(c.name, f"proxy-to-{first}", first) for c in topology.clusters[1:])
 

@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 AGENT_ID = "test-cluster/node-1/agent"
 TOKEN = "s3cret-T0ken_for-tests"
 MiB = 1 << 20

@@ -11,8 +11,8 @@ import yaml
 
 from crossnet import yamlsafe
 from crossnet.config import ConfigError, ConfigProblem, dns1123_label_problem, dns_domain_problem, load_topology
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [ROOT / "kind-configs" / "cluster-1.yaml", ROOT / "kind-configs" / "cluster-2.yaml"]
 
 

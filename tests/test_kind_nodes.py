@@ -1,5 +1,5 @@
 """The kind provider's docker layer: against a fake SDK client, and against a real docker daemon
-that the tests start in a network namespace of its own (DESIGN §5), with node-shaped containers
+that the tests start in a network namespace of its own (docs/ARCHITECTURE.md), with node-shaped containers
 built from a busybox rootfs without any registry."""
 
 from __future__ import annotations

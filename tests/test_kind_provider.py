@@ -28,8 +28,8 @@ from crossnet.providers.kube_agents import (
     wait_agents,
 )
 from crossnet.providers.lab.topology import stock_corefile
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = load_topology([ROOT / "kind-configs" / "cluster-1.yaml", ROOT / "kind-configs" / "cluster-2.yaml"])
 VENDOR = ".:53 {\n    errors\n    kubernetes cluster-2.com {\n      pods verified\n    }\n    forward . 192.0.2.1\n}"
 

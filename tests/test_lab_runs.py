@@ -55,7 +55,7 @@ def test_default_run_is_a_green_matrix_with_every_report(green_run: tuple[Path, 
         c["id"] for c in matrix["cells"] if crosses(c["id"])
         and (c["dst_kind"] == "cluster-ip" or (c["protocol"] == "tcp" and "proxy-to" in c["id"]))}
     assert {c["suite"] for c in matrix["cells"]} == {"pod-to-pod", "dns", "service", "snat"}
-    # The field guide's finding comes out of measurement: across clusters the node IP, within a cluster the pod IP.
+    # The operators' finding comes out of measurement: across clusters the node IP, within a cluster the pod IP.
     cells = {c["id"]: c for c in matrix["cells"]}
     cross = cells["pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp:source"]
     assert (cross["verdict"], cross["source_ip"], cross["src_ip"]) == ("pass", "172.19.0.3", "10.10.1.2")

@@ -11,8 +11,8 @@ from crossnet.config import load_topology
 from crossnet.lifecycle import bring_up_with, tear_down
 from crossnet.providers.base import ProviderError
 from crossnet.providers.fake import FakeProvider
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = load_topology([ROOT / "kind-configs" / "cluster-1.yaml", ROOT / "kind-configs" / "cluster-2.yaml"])
 VENDOR_COREFILE = (".:53 {\n\terrors\n    health   {  lameduck 5s }\n    kubernetes cluster-1.com in-addr.arpa {\n"
                    "      pods verified   # vendor tweak\n    }\n    forward . 192.0.2.53\n    cache 30\n}  ")

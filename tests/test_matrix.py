@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from pathlib import Path
 
 from crossnet.config import load_topology
 from crossnet.judge import judge
@@ -13,8 +12,8 @@ from crossnet.model import Expectation, Observation
 from crossnet.profile import load_profile
 from crossnet.providers.lab.topology import live_cluster_set, plan_lab
 from crossnet.suites import build_cells
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = load_topology([ROOT / "kind-configs" / "cluster-1.yaml", ROOT / "kind-configs" / "cluster-2.yaml"])
 PROFILE = load_profile("flat-routed")
 CELLS = {c.id: c for c in build_cells(TOPOLOGY, PROFILE)}

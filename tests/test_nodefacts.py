@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from crossnet.profile import Profile, load_profile
 from crossnet.providers.base import ExecTarget
 from crossnet.providers.exec_backend import ExecBackend
 from crossnet.providers.fake import FakeProvider
-from tests.lab_helpers import ROOT, assert_nothing_left, crossnet, host_snapshot, needs_lab
+from tests.lab_helpers import ROOT, crossnet, needs_lab
 
 IP = re.compile(r"\d+\.\d+\.\d+\.\d+")
 
@@ -145,21 +144,11 @@ def test_evidence_says_what_is_missing_and_never_raises(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- on a live lab
 
 
-@pytest.fixture(scope="module")
-def lab_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    state = tmp_path_factory.mktemp("nodefacts") / "state"
-    before = host_snapshot()
-    crossnet("up", "--state-dir", str(state))
-    try:
-        yield state
-    finally:
-        crossnet("down", "--state-dir", str(state))
-        assert_nothing_left(state, before)
 
 
 @pytest.fixture
-def lab(lab_state: Path) -> Run:
-    return attach(lab_state)  # owned=False: never torn down through this Run
+def lab_run(module_lab: Path) -> Run:
+    return attach(module_lab)  # owned=False: never torn down through this Run
 
 
 def in_node(state: Path, where: str, *argv: str) -> str:
@@ -167,25 +156,25 @@ def in_node(state: Path, where: str, *argv: str) -> str:
 
 
 @needs_lab
-def test_every_planned_fact_holds_on_a_fresh_lab(lab: Run) -> None:
+def test_every_planned_fact_holds_on_a_fresh_lab(lab_run: Run) -> None:
     facts = planned_facts(*setup_of())
     started = time.perf_counter()
-    results = check_all(lab, facts)
+    results = check_all(lab_run, facts)
     assert failing(results) == {}
     assert time.perf_counter() - started < 5.0
     route = results["cluster-1/worker:route-to:cluster-2/worker2"]
-    worker2 = lab.cluster_set.cluster("cluster-2").node("worker2")
+    worker2 = lab_run.cluster_set.cluster("cluster-2").node("worker2")
     assert route.expected == route.observed == f"route {worker2.pod_cidr} via {worker2.ip}"
 
 
 @needs_lab
-def test_a_deleted_route_fails_exactly_its_fact(lab: Run, lab_state: Path) -> None:
-    peer = lab.cluster_set.cluster("cluster-2").node("worker2")
-    in_node(lab_state, "cluster-1/worker", "ip", "route", "del", peer.pod_cidr)
+def test_a_deleted_route_fails_exactly_its_fact(lab_run: Run, module_lab: Path) -> None:
+    peer = lab_run.cluster_set.cluster("cluster-2").node("worker2")
+    in_node(module_lab, "cluster-1/worker", "ip", "route", "del", peer.pod_cidr)
     try:
-        failed = failing(check_all(lab, planned_facts(*setup_of())))
+        failed = failing(check_all(lab_run, planned_facts(*setup_of())))
     finally:
-        in_node(lab_state, "cluster-1/worker", "ip", "route", "replace", peer.pod_cidr, "via", peer.ip)
+        in_node(module_lab, "cluster-1/worker", "ip", "route", "replace", peer.pod_cidr, "via", peer.ip)
     assert list(failed) == ["cluster-1/worker:route-to:cluster-2/worker2"]
     message = failed["cluster-1/worker:route-to:cluster-2/worker2"]
     assert message.startswith(f"expected route {peer.pod_cidr} via {peer.ip}, found no route")
@@ -193,45 +182,45 @@ def test_a_deleted_route_fails_exactly_its_fact(lab: Run, lab_state: Path) -> No
 
 
 @needs_lab
-def test_ip_forward_off_fails_that_node_only(lab: Run, lab_state: Path) -> None:
-    in_node(lab_state, "cluster-2/worker", "sysctl", "-w", "net.ipv4.ip_forward=0")
+def test_ip_forward_off_fails_that_node_only(lab_run: Run, module_lab: Path) -> None:
+    in_node(module_lab, "cluster-2/worker", "sysctl", "-w", "net.ipv4.ip_forward=0")
     try:
-        failed = failing(check_all(lab, planned_facts(*setup_of())))
+        failed = failing(check_all(lab_run, planned_facts(*setup_of())))
     finally:
-        in_node(lab_state, "cluster-2/worker", "sysctl", "-w", "net.ipv4.ip_forward=1")
+        in_node(module_lab, "cluster-2/worker", "sysctl", "-w", "net.ipv4.ip_forward=1")
     assert failed == {"cluster-2/worker:ip_forward": "expected net.ipv4.ip_forward = 1, found net.ipv4.ip_forward = 0"}
 
 
 @needs_lab
-def test_a_wrong_forward_ip_fails_the_corefile_fact(lab: Run) -> None:
-    original = lab.provider.read_corefile("cluster-1")
-    dns = lab.cluster_set.cluster("cluster-2").dns_server_ips[0]
+def test_a_wrong_forward_ip_fails_the_corefile_fact(lab_run: Run) -> None:
+    original = lab_run.provider.read_corefile("cluster-1")
+    dns = lab_run.cluster_set.cluster("cluster-2").dns_server_ips[0]
     assert f"forward . {dns}" in original
-    lab.provider.write_corefile("cluster-1", original.replace(f"forward . {dns}", "forward . 10.20.1.2"))
+    lab_run.provider.write_corefile("cluster-1", original.replace(f"forward . {dns}", "forward . 10.20.1.2"))
     try:
-        failed = failing(check_all(lab, planned_facts(*setup_of())))
+        failed = failing(check_all(lab_run, planned_facts(*setup_of())))
     finally:
-        lab.provider.write_corefile("cluster-1", original)
+        lab_run.provider.write_corefile("cluster-1", original)
     assert failed == {"cluster-1:corefile-forward:cluster-2.com":
                       f"expected cluster-2.com: forward . {dns}, found cluster-2.com: forward . 10.20.1.2"}
 
 
 @needs_lab
-def test_masquerade_without_its_postrouting_jump_fails(lab: Run, lab_state: Path) -> None:
-    rules = in_node(lab_state, "cluster-1/worker2", "iptables", "-t", "nat", "-S", "POSTROUTING").splitlines()
+def test_masquerade_without_its_postrouting_jump_fails(lab_run: Run, module_lab: Path) -> None:
+    rules = in_node(module_lab, "cluster-1/worker2", "iptables", "-t", "nat", "-S", "POSTROUTING").splitlines()
     jump = shlex.split(next(r for r in rules if r.endswith("-j KIND-MASQ-AGENT")))[1:]  # without "-A"
-    in_node(lab_state, "cluster-1/worker2", "iptables", "-t", "nat", "-D", *jump)
+    in_node(module_lab, "cluster-1/worker2", "iptables", "-t", "nat", "-D", *jump)
     try:
-        failed = failing(check_all(lab, planned_facts(*setup_of())))
+        failed = failing(check_all(lab_run, planned_facts(*setup_of())))
     finally:
-        in_node(lab_state, "cluster-1/worker2", "iptables", "-t", "nat", "-A", *jump)  # it was the last rule
+        in_node(module_lab, "cluster-1/worker2", "iptables", "-t", "nat", "-A", *jump)  # it was the last rule
     assert list(failed) == ["cluster-1/worker2:masquerade"]
     assert "found no POSTROUTING jump to KIND-MASQ-AGENT" in failed["cluster-1/worker2:masquerade"]
 
 
 @needs_lab
-def test_lab_backend_times_out(lab: Run) -> None:
-    host = Host(ExecBackend(lab.provider.exec, ExecTarget("cluster-1", "worker"), timeout=0.3))
+def test_lab_backend_times_out(lab_run: Run) -> None:
+    host = Host(ExecBackend(lab_run.provider.exec, ExecTarget("cluster-1", "worker"), timeout=0.3))
     started = time.perf_counter()
     out = host.run("sleep 5")
     assert out.rc == 124 and "timed out" in out.stderr
@@ -239,11 +228,12 @@ def test_lab_backend_times_out(lab: Run) -> None:
 
 
 @needs_lab
-def test_evidence_from_both_ends_of_a_dns_flow(lab: Run, lab_state: Path) -> None:
-    src, dst = lab.cluster_set.cluster("cluster-1").node("worker"), lab.cluster_set.cluster("cluster-2").node("worker2")
+def test_evidence_from_both_ends_of_a_dns_flow(lab_run: Run, module_lab: Path) -> None:
+    clusters = lab_run.cluster_set
+    src, dst = clusters.cluster("cluster-1").node("worker"), clusters.cluster("cluster-2").node("worker2")
     pod_src, pod_dst = src.pod_cidr.replace(".0/24", ".2"), dst.pod_cidr.replace(".0/24", ".2")
-    in_node(lab_state, "cluster-1/worker/agent", "crossnet-agent", "probe", "udp", pod_dst, "8080")  # a flow to see
-    text = collect_evidence(lab, ("cluster-1", "worker"), ("cluster-2", "worker2"), f"{pod_src} {pod_dst}",
+    in_node(module_lab, "cluster-1/worker/agent", "crossnet-agent", "probe", "udp", pod_dst, "8080")  # a flow to see
+    text = collect_evidence(lab_run, ("cluster-1", "worker"), ("cluster-2", "worker2"), f"{pod_src} {pod_dst}",
                             dns_cluster="cluster-1")
     src_part, dst_part = text.split("=== cluster-2/worker2: ip route ===")
     assert src_part.startswith("=== cluster-1/worker: ip route ===\n")
@@ -259,14 +249,14 @@ def test_evidence_from_both_ends_of_a_dns_flow(lab: Run, lab_state: Path) -> Non
     assert f"src={pod_src} dst={pod_dst}" in src_part and f"src={src.ip} dst={pod_dst}" in dst_part
     corefile = text.split("=== cluster-1: Corefile ===\n")[1]
     assert "cluster-2.com:53 {" in corefile
-    assert f"forward . {lab.cluster_set.cluster('cluster-2').dns_server_ips[0]}" in corefile
+    assert f"forward . {lab_run.cluster_set.cluster('cluster-2').dns_server_ips[0]}" in corefile
     assert ":KUBE-SEP-" not in text  # chain declarations are left out; rules are kept
 
 
 @needs_lab
-def test_the_plumbing_suite_passes_end_to_end(lab_state: Path, tmp_path: Path) -> None:
+def test_the_plumbing_suite_passes_end_to_end(module_lab: Path, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "suites/test_plumbing.py",
-                           "--attach", str(lab_state), "--reports", str(tmp_path)],
+                           "--attach", str(module_lab), "--reports", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "44 passed" in done.stdout

@@ -11,8 +11,8 @@ from crossnet.cells import cell_facts
 from crossnet.config import load_topology
 from crossnet.profile import ProfileError, load_profile
 from crossnet.suites import build_cells
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = load_topology([ROOT / "kind-configs" / "cluster-1.yaml", ROOT / "kind-configs" / "cluster-2.yaml"])
 
 

@@ -6,28 +6,12 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from crossnet.providers.lab.provider import LabProvider
-from tests.lab_helpers import assert_nothing_left, crossnet, host_snapshot, load_matrix, needs_lab, run_suites
+from tests.lab_helpers import crossnet, load_matrix, needs_lab, run_suites
 
 pytestmark = needs_lab
-
-
-@pytest.fixture
-def lab_run(tmp_path: Path) -> Iterator[Path]:
-    state = tmp_path / "state"
-    before = host_snapshot()
-    up = crossnet("up", "--state-dir", str(state))
-    assert str(state / "state.json") in up.stdout and f"--attach {state}" in up.stdout
-    try:
-        yield state
-    finally:
-        crossnet("down", "--state-dir", str(state))
-        assert_nothing_left(state, before)
 
 
 def failures_in_junit(reports: Path) -> dict[str, str]:
@@ -51,14 +35,14 @@ def system_outs(reports: Path) -> dict[str, str]:
     return outs
 
 
-def test_removed_route_fails_exactly_the_cells_behind_it(lab_run: Path, tmp_path: Path) -> None:
-    status = crossnet("status", "--state-dir", str(lab_run)).stdout
+def test_removed_route_fails_exactly_the_cells_behind_it(lab: Path, tmp_path: Path) -> None:
+    status = crossnet("status", "--state-dir", str(lab)).stdout
     assert re.search(r"worker2\s+worker\s+172\.19\.0\.7\s+podCIDR 10\.20\.2\.0/24", status), status
-    crossnet("exec", "--state-dir", str(lab_run), "cluster-1/worker", "--", "ip", "route", "del", "10.20.2.0/24")
-    routes = crossnet("exec", "--state-dir", str(lab_run), "cluster-1/worker", "--", "ip", "route").stdout
+    crossnet("exec", "--state-dir", str(lab), "cluster-1/worker", "--", "ip", "route", "del", "10.20.2.0/24")
+    routes = crossnet("exec", "--state-dir", str(lab), "cluster-1/worker", "--", "ip", "route").stdout
     assert "10.20.2.0/24" not in routes and "10.20.1.0/24 via 172.19.0.6" in routes
 
-    done = run_suites("suites/test_pod_to_pod.py", "--attach", str(lab_run), "--reports", str(tmp_path))
+    done = run_suites("suites/test_pod_to_pod.py", "--attach", str(lab), "--reports", str(tmp_path))
     assert done.returncode == 1
     cells = load_matrix(tmp_path)["cells"]
     regressed = {c["id"] for c in cells if c["verdict"] == "regression"}
@@ -83,24 +67,24 @@ def test_removed_route_fails_exactly_the_cells_behind_it(lab_run: Path, tmp_path
     assert "10.20.2.0/24" not in evidence.split("=== cluster-1/worker: ip rule")[0]  # the missing route, seen
     assert evidence in system_outs(tmp_path)["pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp"]
     # The plumbing suite names the cause: exactly that route on that node.
-    plumbing = run_suites("suites/test_plumbing.py", "--attach", str(lab_run), "--reports", str(tmp_path / "p"))
+    plumbing = run_suites("suites/test_plumbing.py", "--attach", str(lab), "--reports", str(tmp_path / "p"))
     assert plumbing.returncode == 1
     assert failures_in_junit(tmp_path / "p").keys() == {"cluster-1/worker:route-to:cluster-2/worker2"}
     assert "expected route 10.20.2.0/24 via 172.19.0.7, found no route" in plumbing.stdout
     # The repro command really reproduces it (and the probe reports what it saw).
-    repro = crossnet("exec", "--state-dir", str(lab_run), "cluster-1/worker/agent", "--", "crossnet-agent",
+    repro = crossnet("exec", "--state-dir", str(lab), "cluster-1/worker/agent", "--", "crossnet-agent",
                      "probe", "tcp", "10.20.2.2", "8080", "--timeout", "1", check=False)
     assert repro.returncode == 1 and '"reached": false' in repro.stdout
 
 
-def test_wrong_forward_ip_fails_only_peer_domain_dns_cells(lab_run: Path, tmp_path: Path) -> None:
-    provider = LabProvider.attach(lab_run)
+def test_wrong_forward_ip_fails_only_peer_domain_dns_cells(lab: Path, tmp_path: Path) -> None:
+    provider = LabProvider.attach(lab)
     corefile = provider.read_corefile("cluster-1")
     assert "forward . 10.20.0.3" in corefile  # cluster-2's DNS server pod
     # Point cluster-1's forward for cluster-2.com at a cluster-2 pod that serves no DNS.
     provider.write_corefile("cluster-1", corefile.replace("forward . 10.20.0.3", "forward . 10.20.1.2"))
 
-    done = run_suites("suites/test_dns.py", "--attach", str(lab_run), "--reports", str(tmp_path))
+    done = run_suites("suites/test_dns.py", "--attach", str(lab), "--reports", str(tmp_path))
     assert done.returncode == 1
     cells = load_matrix(tmp_path)["cells"]
     failed = {c["id"] for c in cells if c["verdict"] != "pass"}

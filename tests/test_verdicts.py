@@ -6,27 +6,12 @@ test_suites_can_fail.py)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.lab_helpers import assert_nothing_left, crossnet, host_snapshot, load_matrix, needs_lab, run_suites
+from tests.lab_helpers import crossnet, load_matrix, needs_lab, run_suites
 
 pytestmark = needs_lab
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Path]:
-    state = tmp_path / "state"
-    before = host_snapshot()
-    crossnet("up", "--state-dir", str(state))
-    try:
-        yield state
-    finally:
-        crossnet("down", "--state-dir", str(state))
-        assert_nothing_left(state, before)
 
 
 def on(lab: Path, target: str, *argv: str) -> None:

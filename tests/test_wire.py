@@ -6,7 +6,6 @@ only fields `wire.ProbeResult` declares."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,6 @@ from crossnet.live import live_cell
 from crossnet.options import load_setup
 from crossnet.providers.lab.topology import live_cluster_set, plan_lab
 from crossnet.wire import ProbeResult, ProbeSpec
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("topology", ["routed", "globalnet"])

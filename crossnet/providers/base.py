@@ -72,7 +72,6 @@ class Provider(Protocol):
     name: str
     state_dir: Path
     state: StateFile
-    timings: dict[str, float]
     converge_timeout: float  # how long a Corefile change may take to be served
     # True when the multi-cluster layer edits CoreDNS's Corefile itself (Submariner's Lighthouse adds the
     # clusterset.local forward on kind), so crossnet must not; False when crossnet plays that part (the lab).

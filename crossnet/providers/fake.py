@@ -35,7 +35,6 @@ class FakeProvider:
     def __init__(self, state_dir: Path, corefiles: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
         self.state = StateFile(state_dir)
-        self.timings: dict[str, float] = {}
         self.routes: dict[tuple[str, str], dict[str, str]] = {}
         self.corefiles: dict[str, str] = dict(corefiles or {})
         self.log: list[str] = []

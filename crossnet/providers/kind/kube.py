@@ -2,7 +2,7 @@
 provider's logic is tested with an in-memory fake and only this adapter needs a real API
 server (the nightly run).
 
-REFERENCE §D: one ApiClient per cluster (never the global default), never shared between
+kubernetes-client: one ApiClient per cluster (never the global default), never shared between
 `stream()` exec and REST calls, `_request_timeout` on every call, and the pod proxy read with
 `_preload_content=False` (else JSON comes back as a Python repr).
 """
@@ -239,7 +239,7 @@ class ApiKubeCluster:
 
     def proxy_post(self, namespace: str, pod: str, port: int, path: str, body: dict[str, Any],
                    timeout: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        # The generated POST proxy method takes no body: call_api directly (REFERENCE §D).
+        # The generated POST proxy method takes no body: call_api directly (kubernetes-client #2158).
         response = self._api.call_api(
             f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}", "POST",
             header_params={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},

@@ -1,4 +1,4 @@
-"""The kind provider: real kind clusters (DESIGN §5 "kind").
+"""The kind provider: real kind clusters (docs/ARCHITECTURE.md, "Providers").
 
 Clusters come from `kind-configs/` through the kind CLI (in parallel); node routes go in through
 the docker SDK (`exec` in each node container); the Corefile is the ConfigMap
@@ -54,7 +54,7 @@ from crossnet.providers.kube_agents import (
 )
 from crossnet.providers.select import ProviderSettings
 from crossnet.providers.statedir import claim_state_dir, release_state_dir
-from crossnet.workloads import AGENT_POD, agent_id
+from crossnet.workloads import AGENT_POD
 
 __all__ = ["DEFAULT_AGENT_IMAGE", "TOKEN_HEADER", "KindProvider", "KubeAgentClient"]
 
@@ -80,7 +80,7 @@ def _write_private(path: Path, text: str) -> None:
 
 class KindProvider:
     name = "kind"
-    converge_timeout = 180.0  # the kubelet's ConfigMap sync plus CoreDNS `reload` (REFERENCE §F)
+    converge_timeout = 180.0  # the kubelet's ConfigMap sync plus CoreDNS `reload` (up to ~1 min + 30 s ± 15 s)
     multicluster_owns_corefile = True  # subctl join: Lighthouse adds the clusterset.local forward
 
     def __init__(self, state_dir: Path, run_id: str, reuse: bool = False, agent_image: str = DEFAULT_AGENT_IMAGE,
@@ -93,7 +93,6 @@ class KindProvider:
         self._allocations: dict[str, GlobalAllocation] = {}
         self.state_dir, self.run_id, self.reuse, self.agent_image = state_dir, run_id, reuse, agent_image
         self.state = StateFile(state_dir)
-        self.timings: dict[str, float] = {}
         self.namespace = f"crossnet-{run_id}".lower()
         self._kind, self._nodes, self._progress = kind, nodes, progress
         self._kube_factory = kube_factory or (lambda name, path: ApiKubeCluster(name, str(path)))
@@ -146,7 +145,6 @@ class KindProvider:
         return provider
 
     def up(self, topology: Topology) -> ClusterSet:
-        started = time.perf_counter()
         kind = self._kind_cli()  # checks the binary before anything is made
         self._docker()  # and the daemon
         if self.global_cidr is not None:
@@ -179,7 +177,6 @@ class KindProvider:
                              self.state_dir, self._progress, record=self._record_submariner)
         cluster_set = self._cluster_set(with_agents=False)
         self.state.update(phase="up", cluster_set=cluster_set.to_json())
-        self.timings["topology_up"] = time.perf_counter() - started
         return cluster_set
 
     def _record_submariner(self, done: dict[str, Any]) -> None:
@@ -205,7 +202,6 @@ class KindProvider:
                 time.sleep(2.0)
 
     def deploy_agents(self) -> ClusterSet:
-        started = time.perf_counter()
         topology = self._require_topology()
         names = [c.name for c in topology.clusters]
         deploy_agents({n: self.kube(n) for n in names}, self._agent_nodes(topology), namespace=self.namespace,
@@ -218,7 +214,6 @@ class KindProvider:
                                                  self.namespace, self._progress)
         cluster_set = self._cluster_set(with_agents=True)
         self.state.update(phase="agents-ready", cluster_set=cluster_set.to_json())
-        self.timings["agents_ready"] = time.perf_counter() - started
         return cluster_set
 
     @staticmethod
@@ -243,7 +238,6 @@ class KindProvider:
         """Undo what this run changed on reused clusters (Submariner, gateway labels), delete the
         run's namespace wherever it carries this run's labels, and delete the clusters this run
         created (never reused ones)."""
-        started = time.perf_counter()
         if not self._owned:  # a bring-up refused before it claimed its state directory: nothing is ours
             return
         try:
@@ -271,7 +265,6 @@ class KindProvider:
             except ProviderError as exc:
                 problems.append(str(exc))
         release_state_dir(self.state_dir, self.run_id)
-        self.timings["teardown"] = time.perf_counter() - started
         if problems:
             raise ProviderError("teardown left something behind: " + "; ".join(problems))
 
@@ -392,8 +385,7 @@ class KindProvider:
             for node in sorted(kube.nodes(), key=lambda n: (not n.control_plane, n.name)):
                 short = kind_node_short(spec.name, node.name)
                 nodes.append(LiveNode(short=short, role="control-plane" if node.control_plane else "worker",
-                                      ip=node.internal_ip, pod_cidr=node.pod_cidr,
-                                      host_agent=agent_id(spec.name, short, "host"), handle=node.name))
+                                      ip=node.internal_ip, pod_cidr=node.pod_cidr, handle=node.name))
             dns_pods = kube.pods("kube-system", "k8s-app=kube-dns")
             kube_dns = next((s for s in kube.services("kube-system") if s.name == "kube-dns"), None)
             pods: tuple[LivePod, ...] = ()

@@ -1,4 +1,4 @@
-"""The lab provider: kind's two-cluster topology emulated in network namespaces (DESIGN §5)."""
+"""The lab provider: kind's two-cluster topology emulated in network namespaces (docs/ARCHITECTURE.md, "The lab")."""
 
 from __future__ import annotations
 
@@ -85,7 +85,6 @@ class LabProvider:
         self._sandbox: Sandbox | None = None
         self._attached = False
         self._plan: lab.LabPlan | None = None
-        self.timings: dict[str, float] = {}
         self._agents: dict[str, dict[str, str]] = {}
         self._nodes: dict[str, dict[str, Any]] = {}
 
@@ -104,7 +103,6 @@ class LabProvider:
         return provider
 
     def up(self, topology: Topology) -> ClusterSet:
-        started = time.perf_counter()
         longest = self.state_dir / "agents" / f"a{2 * sum(len(c.nodes) for c in topology.clusters)}.sock.tmp"
         if len(str(longest)) > UNIX_PATH_MAX:
             raise InputError(f"the state directory path is too long for the lab's unix sockets ({len(str(longest))} > "
@@ -140,12 +138,10 @@ class LabProvider:
         except BaseException:
             self.down()
             raise
-        self.timings["topology_up"] = time.perf_counter() - started
         return cluster_set
 
     def deploy_agents(self) -> ClusterSet:
         """Start a DNS server per cluster (consuming its Corefile) and every probe agent."""
-        started = time.perf_counter()
         plan = self._require_plan()
         waits: list[Path] = []
         agents: dict[str, dict[str, str]] = {}
@@ -195,7 +191,6 @@ class LabProvider:
         self._wait_links_up(plan)
         self._agents = agents
         self.state.update(agents=agents, phase="agents-ready")
-        self.timings["agents_ready"] = time.perf_counter() - started
         return lab.live_cluster_set(plan)
 
     def _wait_links_up(self, plan: lab.LabPlan) -> None:
@@ -220,7 +215,6 @@ class LabProvider:
         directory on its way out) and remove what is left of the state directory if it is ours.
         Acts only on a sandbox this object started or attached to: never on a directory it was
         merely handed (a bring-up refused for an existing --state-dir ends nothing)."""
-        started = time.perf_counter()
         if self._sandbox is None and not self._attached:
             return
         self.sandbox.shutdown()
@@ -234,7 +228,6 @@ class LabProvider:
         else:
             self._end_recorded_sandbox()
         release_state_dir(self.state_dir, self.run_id)
-        self.timings["teardown"] = time.perf_counter() - started
 
     def _end_recorded_sandbox(self) -> None:
         """Wait for the sandbox recorded in the state file to end; signal it only if the process

@@ -423,8 +423,7 @@ def live_cluster_set(plan: LabPlan) -> ClusterSet:
         clusters.append(LiveCluster(
             name=cluster.spec.name, domain=cluster.spec.dns_domain, pod_subnet=cluster.spec.pod_subnet,
             service_subnet=cluster.spec.service_subnet,
-            nodes=tuple(LiveNode(short=n.short, role=n.role, ip=n.ip, pod_cidr=n.pod_cidr,
-                                 host_agent=f"{n.cluster}/{n.short}/host", handle=n.netns)
+            nodes=tuple(LiveNode(short=n.short, role=n.role, ip=n.ip, pod_cidr=n.pod_cidr, handle=n.netns)
                         for n in cluster.nodes),
             pods=tuple(LivePod(name=p.name, node=n.short, ip=p.ip, agent=f"{n.cluster}/{n.short}/agent")
                        for n in cluster.nodes for p in n.pods if p.name == "agent"),
