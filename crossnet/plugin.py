@@ -49,6 +49,7 @@ SETUP_KEY = pytest.StashKey[tuple[Topology, Profile, list[Cell]]]()
 STATE_KEY = pytest.StashKey[Path]()
 PROVIDER_KEY = pytest.StashKey[tuple[str, str]]()
 CELLS_KEY = pytest.StashKey[list[dict[str, Any]]]()
+FACTS_KEY = pytest.StashKey[list[dict[str, Any]]]()
 STARTED_KEY = pytest.StashKey[float]()
 BATCH_KEY = pytest.StashKey[dict[str, dict[str, Judgement]]]()
 RUNNER_KEY = pytest.StashKey[SuiteRunner]()
@@ -134,8 +135,9 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--reports {reports_dir}: cannot be created ({exc.strerror}); pass a "
                                     "directory you can write") from None
         sigterm_as_interrupt()  # SIGTERM tears down and marks the reports interrupted, like Ctrl-C
-        config.stash[CELLS_KEY] = []
-        config.pluginmanager.register(_CellCollector(config.stash[CELLS_KEY]), "crossnet-cell-collector")
+        config.stash[CELLS_KEY], config.stash[FACTS_KEY] = [], []
+        config.pluginmanager.register(_CellCollector(config.stash[CELLS_KEY], config.stash[FACTS_KEY]),
+                                      "crossnet-cell-collector")
         config.stash[STARTED_KEY] = time.time()
         if not getattr(config.option, "xmlpath", None):
             config.option.xmlpath = str(reports_dir / "junit.xml")
@@ -326,19 +328,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report_ = outcome.get_result()
     if call.when == "call" and hasattr(item, "crossnet_cell"):
         report_.crossnet_cell = item.crossnet_cell  # travels to the xdist controller with the report
+    if call.when == "call" and hasattr(item, "crossnet_fact"):
+        report_.crossnet_fact = item.crossnet_fact
 
 
 class _CellCollector:
     """Registered on the controller only: gathers every judged cell, from this process or
     from xdist workers (the cell rides on the serialized report)."""
 
-    def __init__(self, cells: list[dict[str, Any]]) -> None:
-        self.cells = cells
+    def __init__(self, cells: list[dict[str, Any]], facts: list[dict[str, Any]]) -> None:
+        self.cells, self.facts = cells, facts
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        cell = getattr(report, "crossnet_cell", None)
-        if cell is not None and report.when == "call":
+        if report.when != "call":
+            return
+        cell, fact = getattr(report, "crossnet_cell", None), getattr(report, "crossnet_fact", None)
+        if cell is not None:
             self.cells.append(cell)
+        if fact is not None:
+            self.facts.append(fact)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -350,8 +358,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _finish(config: pytest.Config, exitstatus: int) -> None:
-    judged = config.stash.get(CELLS_KEY, [])
-    if judged:
+    judged, facts = config.stash.get(CELLS_KEY, []), config.stash.get(FACTS_KEY, [])
+    if judged or facts:
         _, profile, _ = config.stash[SETUP_KEY]
         run = config.stash.get(RUN_KEY, None)
         matrix = {
@@ -365,6 +373,7 @@ def _finish(config: pytest.Config, exitstatus: int) -> None:
                                 "strict_flakes": bool(config.getoption("strict_flakes"))},
                     "timings": {k: round(v, 4) for k, v in (run.timings if run else {}).items()}},
             "cells": sorted(judged, key=lambda c: (c["suite"], c["id"])),
+            "facts": sorted(facts, key=lambda f: str(f["id"])),
         }
         written = report.write_reports(matrix, Path(config.getoption("reports")))
         terminal = config.pluginmanager.get_plugin("terminalreporter")

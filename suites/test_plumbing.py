@@ -29,5 +29,7 @@ def test_plumbing(fact: NodeFact, request: pytest.FixtureRequest) -> None:
         _hosts[key] = node_host(run, fact.cluster, node)
     result = check_fact(_hosts[key], fact, run, profile)
     request.node.user_properties += [("expected", result.expected), ("observed", result.observed)]
+    request.node.crossnet_fact = {"id": fact.id, "ok": result.ok, "expected": result.expected,
+                                  "observed": result.observed}  # matrix.json "facts", matrix.html, summary.md
     if not result.ok:
         pytest.fail(f"{fact.id}: expected {result.expected}, found {result.observed}", pytrace=False)

@@ -27,6 +27,7 @@ from crossnet.report import (
     render_diff,
     render_html,
     render_summary,
+    validate_matrix,
     write_reports,
 )
 
@@ -735,3 +736,22 @@ def test_html_bytes_are_unchanged() -> None:
     assert hashlib.sha256(page.encode("utf-8")).hexdigest() == MATRIX_HTML_SHA256, (
         "matrix.html changed: if on purpose, look at the test_matrix_render screenshot, then update the hash"
     )
+
+
+def test_plumbing_facts_appear_in_every_report_failing_first(tmp_path: Path) -> None:
+    matrix = make_matrix()
+    matrix["facts"] = [
+        {"id": "cluster-1/worker:ip_forward", "ok": True, "expected": "net.ipv4.ip_forward = 1",
+         "observed": "net.ipv4.ip_forward = 1"},
+        {"id": "cluster-1/worker:route-to:cluster-2/worker2", "ok": False,
+         "expected": "route 10.20.2.0/24 via 172.19.0.7", "observed": "no route <b>x</b>"},
+    ]
+    assert validate_matrix(matrix) == []
+    summary = render_summary(matrix)
+    assert "### Plumbing: 2 node facts, 1 failing" in summary
+    assert "`cluster-1/worker:route-to:cluster-2/worker2`: expected route 10.20.2.0/24 via 172.19.0.7" in summary
+    page = render_html(matrix)
+    assert "plumbing: node facts (2, 1 failing)" in page and "no route &lt;b&gt;x&lt;/b&gt;" in page
+    assert page.index("route-to:cluster-2/worker2") < page.index("cluster-1/worker:ip_forward")  # failing first
+    del matrix["facts"]
+    assert "Plumbing" not in render_summary(matrix) and "node facts" not in render_html(matrix)

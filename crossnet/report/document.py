@@ -120,6 +120,17 @@ def _quote(value: object, limit: int = 80) -> str:
 # --------------------------------------------------------------------------- validation and loading
 
 
+def plumbing_facts(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The plumbing suite's node facts of a run (optional key "facts"), failing ones first, each
+    {id, ok, expected, observed}; malformed entries are left out."""
+    facts = matrix.get("facts")
+    if not isinstance(facts, list):
+        return []
+    usable = [{"id": str(f.get("id", "")), "ok": f.get("ok") is True, "expected": str(f.get("expected", "")),
+               "observed": str(f.get("observed", ""))} for f in facts if isinstance(f, dict)]
+    return sorted(usable, key=lambda f: (f["ok"], f["id"]))
+
+
 def validate_matrix(doc: object) -> list[str]:
     """Every problem of a matrix document (empty when it is usable)."""
     if not isinstance(doc, dict):

@@ -25,6 +25,7 @@ from crossnet.report.document import (
     counts,
     failing_verdicts,
     glyph,
+    plumbing_facts,
     run_of,
     severity,
     strict_flakes,
@@ -311,4 +312,6 @@ def render_html(matrix: Mapping[str, Any]) -> str:
         legend=_legend(matrix),
         grids=[_grid(grid, anchors) for grid in grids],
         sections=_sections(matrix, ordered, anchors),
+        facts=[{**f, "verdict": Verdict("holds", "v-pass", glyph("pass")) if f["ok"]
+                 else Verdict("fails", "v-regression", glyph("regression"))} for f in plumbing_facts(matrix)],
     )

@@ -11,7 +11,18 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from crossnet.report.document import VERDICTS, clip, count, counts, glyph, run_of, severity, strict_flakes, text
+from crossnet.report.document import (
+    VERDICTS,
+    clip,
+    count,
+    counts,
+    glyph,
+    plumbing_facts,
+    run_of,
+    severity,
+    strict_flakes,
+    text,
+)
 from crossnet.report.layout import Grid, column_label, failures, flaky, protocol_key, row_label, suites
 
 __all__ = ["SUMMARY_MAX_FAILURES", "render_summary"]
@@ -155,6 +166,15 @@ def render_summary(matrix: Mapping[str, Any], *, max_failures: int = SUMMARY_MAX
     if flakes:
         tail += [f"### Flaky ({len(flakes)})", ""]
         tail += _md_list(flakes, max(1, max_failures // 4))
+        tail.append("")
+    facts = plumbing_facts(matrix)
+    if facts:
+        broken = [f for f in facts if not f["ok"]]
+        tail += [f"### Plumbing: {len(facts)} node facts, {len(broken)} failing", ""]
+        tail += [f"- `{clip(f['id'], 200)}`: expected {clip(f['expected'], 200)}; found {clip(f['observed'], 200)}"
+                 for f in broken[:max_failures]]
+        if not broken:
+            tail.append("every fact holds")
         tail.append("")
     # Fields are clipped and lists capped, so only the tables can grow without bound: they get
     # what the header and the failures leave of the budget, suite by suite.
