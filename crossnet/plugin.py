@@ -125,7 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except ProviderError as exc:
             raise pytest.UsageError(str(exc)) from None
     reports_dir = Path(config.getoption("reports"))
-    if _is_controller(config):
+    if _is_controller(config) and not config.option.collectonly:  # listing the matrix writes no report
         try:
             reports_dir.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
@@ -165,7 +165,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
-    if SETUP_KEY not in config.stash:
+    if SETUP_KEY not in config.stash or config.option.collectonly:  # listing the matrix brings nothing up
         return
     if not _is_controller(config):
         config.stash[STATE_KEY] = Path(config.workerinput["crossnet_state_dir"])  # type: ignore[attr-defined]
