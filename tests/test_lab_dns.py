@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -29,9 +30,9 @@ import pytest
 from crossnet.plumbing.corefile import plan_forward_patch
 from crossnet.providers.lab import dns as lab_dns
 from crossnet.providers.lab.dns import LabDnsConfigError, LabDnsServer, load_records
-from crossnet.providers.lab.topology import stock_corefile  # kubeadm's Corefile as kind keeps it (REFERENCE §F)
+from crossnet.providers.lab.topology import stock_corefile  # kubeadm's Corefile as kind keeps it
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
@@ -48,6 +49,7 @@ CLUSTER_1 = {
         service("echo-headless", "Headless", endpoints=[{"ip": "10.10.1.2", "hostname": "agent-worker"},
                                                         {"ip": "10.10.2.2", "hostname": None}]),
         service("big", "Headless", endpoints=[{"ip": f"10.10.3.{i}", "hostname": None} for i in range(1, 61)]),
+        service("huge", "Headless", endpoints=[{"ip": f"10.10.4.{i}", "hostname": None} for i in range(1, 101)]),
     ],
     "pods": [{"ip": "10.10.1.2", "namespace": "crossnet"}, {"ip": "10.10.2.2", "namespace": "crossnet"}],
 }
@@ -55,6 +57,7 @@ CLUSTER_2 = {
     "services": [
         service("echo", "ClusterIP", "10.50.0.100", endpoints=[{"ip": "10.20.1.2", "hostname": None}]),
         service("echo-c1", "ExternalName", external_name="echo.crossnet.svc.cluster-1.com"),
+        service("huge-c1", "ExternalName", external_name="huge.crossnet.svc.cluster-1.com"),
     ],
     "pods": [{"ip": "10.20.1.2", "namespace": "crossnet"}],
 }
@@ -262,6 +265,20 @@ def test_dead_upstream_gives_servfail_after_the_forward_timeout(
     assert f"127.0.0.1:{dead}/udp: no answer within 0.3s" in capfd.readouterr().err
 
 
+def test_upstream_with_nothing_listening_gives_servfail_at_once(
+    serve: Serve, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+        gone.bind(("127.0.0.1", 0))
+        closed = gone.getsockname()[1]
+    _, port = serve(f"cluster-2.com:53 {{\n    errors\n    forward . 127.0.0.1:{closed}\n}}\n", {})
+    started = time.monotonic()
+    response = ask(port, "echo.crossnet.svc.cluster-2.com")
+    assert dns.rcode.to_text(response.rcode()) == "SERVFAIL"
+    assert time.monotonic() - started < 1.0, "ICMP port unreachable ends the wait (as on CoreDNS), not the timeout"
+    assert f"127.0.0.1:{closed}/udp: [Errno 111] Connection refused" in capfd.readouterr().err
+
+
 def test_cache_answers_while_the_upstream_is_gone_unless_disabled(serve: Serve, loop_thread: LoopThread) -> None:
     upstream, up_port = serve("cluster-2.com:53 {\n    kubernetes\n}\n", CLUSTER_2, name="upstream")
     forward = f"    forward . 127.0.0.1:{up_port}\n}}\n"
@@ -288,11 +305,25 @@ def test_hosts_inline_entries_and_fallthrough(serve: Serve) -> None:
 # --------------------------------------------------------------------------- configuration errors and reload
 
 
-def test_unknown_plugin_is_an_error_naming_file_line_and_plugin(tmp_path: Path) -> None:
-    corefile, records = write_config(tmp_path, ".:53 {\n    errors\n    rewrite name a b\n}\n", CLUSTER_1)
+@pytest.mark.parametrize(("text", "line", "plugin"), [
+    (".:53 {\n    errors\n    rewrite name a b\n}\n", 3, "rewrite"),
+    (".:53 {\n    whoami\n}\n", 2, "whoami"),
+    (".:53 {\n    kubernetes cluster-1.com\n}\ncluster-2.com:53 {\n    errors\n    template IN A cluster-2.com\n}\n",
+     6, "template"),
+])
+def test_unknown_plugin_is_an_error_naming_file_line_and_plugin(tmp_path: Path, text: str, line: int,
+                                                                plugin: str) -> None:
+    corefile, records = write_config(tmp_path, text, CLUSTER_1)
     with pytest.raises(LabDnsConfigError) as caught:
         LabDnsServer(corefile, records)
-    assert str(caught.value).startswith(f"{corefile}:3: unknown plugin 'rewrite'")
+    assert str(caught.value).startswith(f"{corefile}:{line}: unknown plugin {plugin!r}")
+    assert "remove it from the Corefile" in str(caught.value), "the message says the fix"
+
+
+def test_package_docstring_names_every_plugin_it_accepts() -> None:
+    doc = lab_dns.__doc__ or ""
+    assert [p for p in sorted(lab_dns.KNOWN_PLUGINS) if not re.search(rf"\b{p}\b", doc)] == []
+    assert "Any other plugin" in doc
 
 
 def test_cli_exits_2_on_an_unknown_plugin(tmp_path: Path) -> None:
@@ -375,3 +406,12 @@ def test_truncated_peer_answer_passes_through_the_forward(clusters: TwoClusters)
     assert response.flags & dns.flags.TC
     assert len(addresses(ask(clusters.c2, "big.crossnet.svc.cluster-1.com", tcp=True))) == 60
 
+
+
+def test_truncated_peer_answer_to_a_cname_chase_is_fetched_again_over_tcp(clusters: TwoClusters) -> None:
+    """The server's own query (chasing huge-c1's CNAME into cluster-1.com) cannot retry like a
+    client: the forward repeats a truncated UDP answer over TCP."""
+    query = dns.message.make_query("huge-c1.crossnet.svc.cluster-2.com", "A", use_edns=0, payload=4096)
+    response = dns.query.udp(query, "127.0.0.1", port=clusters.c2, timeout=3.0)
+    assert not response.flags & dns.flags.TC
+    assert len(addresses(response)) == 100

@@ -1,0 +1,16 @@
+"""The Corefile plugins the lab DNS implements, one module each (`errors` is the server's own
+error log, see server.py). They run in CoreDNS's plugin.cfg order, not in Corefile order."""
+
+from __future__ import annotations
+
+__all__ = ["IMPLEMENTED_PLUGINS", "KNOWN_PLUGINS", "NO_OP_PLUGINS", "PLUGIN_ORDER"]
+
+PLUGIN_ORDER = ("cache", "hosts", "kubernetes", "lighthouse", "forward")  # as in CoreDNS's plugin.cfg
+"""The plugins that answer queries, in the order a query meets them."""
+
+IMPLEMENTED_PLUGINS = ("errors", *PLUGIN_ORDER)
+
+NO_OP_PLUGINS = frozenset({"health", "ready", "prometheus", "loop", "reload", "loadbalance", "log"})
+"""Accepted and ignored (`reload` is always on: see server.py)."""
+
+KNOWN_PLUGINS = frozenset({*IMPLEMENTED_PLUGINS, *NO_OP_PLUGINS})
