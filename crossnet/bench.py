@@ -18,8 +18,9 @@ __all__ = ["run_bench"]
 STAGES = ("topology_up", "agents_ready", "plumbing", "converged", "probe", "teardown", "total")
 
 
-def _one_round(state_root: Path, topology_name: str | None, profile_name: str | None,
-               timeout: float) -> tuple[dict[str, float], int, dict[str, int]]:
+def _one_round(
+    state_root: Path, topology_name: str | None, profile_name: str | None, timeout: float
+) -> tuple[dict[str, float], int, dict[str, int]]:
     setup = load_setup(topology_name, None, profile_name)
     topology, profile, cells = setup.topology, setup.profile, setup.cells
     started = time.perf_counter()

@@ -8,8 +8,17 @@ from collections.abc import Sequence
 from crossnet.model import Cell, Probe, Protocol, Scope, Target, Topology, Vantage, VantageKind
 from crossnet.profile import Profile
 
-__all__ = ["DNS_PROTOCOLS", "LARGE_PAYLOAD", "POD_PROTOCOLS", "SERVICE_PROTOCOLS", "VANTAGE_KINDS", "cell_facts",
-           "decided", "scope_of", "vantages"]
+__all__ = [
+    "DNS_PROTOCOLS",
+    "LARGE_PAYLOAD",
+    "POD_PROTOCOLS",
+    "SERVICE_PROTOCOLS",
+    "VANTAGE_KINDS",
+    "cell_facts",
+    "decided",
+    "scope_of",
+    "vantages",
+]
 
 POD_PROTOCOLS: tuple[Protocol, ...] = ("tcp", "udp", "icmp")
 LARGE_PAYLOAD = 1400  # bytes of echo payload: near the 1500-byte path MTU, so a black hole shows
@@ -20,9 +29,16 @@ VANTAGE_KINDS: tuple[VantageKind, ...] = ("pod", "host")
 
 def cell_facts(cell: Cell) -> dict[str, str]:
     """What a profile rule can match on."""
-    facts = {"suite": cell.suite, "vantage": cell.vantage.kind, "target": cell.target.kind,
-             "protocol": cell.probe.protocol, "scope": cell.scope, "src_cluster": cell.vantage.cluster,
-             "dst_cluster": cell.target.cluster, "size": "large" if cell.probe.payload else "small"}
+    facts = {
+        "suite": cell.suite,
+        "vantage": cell.vantage.kind,
+        "target": cell.target.kind,
+        "protocol": cell.probe.protocol,
+        "scope": cell.scope,
+        "src_cluster": cell.vantage.cluster,
+        "dst_cluster": cell.target.cluster,
+        "size": "large" if cell.probe.payload else "small",
+    }
     if cell.target.form:
         facts["form"] = cell.target.form
     return facts
@@ -41,5 +57,3 @@ def decided(profile: Profile, suite: str, vantage: Vantage, target: Target, prob
 
 def vantages(topology: Topology, kinds: Sequence[VantageKind] = VANTAGE_KINDS) -> list[Vantage]:
     return [Vantage(c.name, n.short, kind) for c in topology.clusters for n in c.nodes for kind in kinds]
-
-

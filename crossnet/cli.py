@@ -56,8 +56,7 @@ def _find_state_dir(explicit: str | None) -> Path:
         return Path(explicit).resolve()
     runs = sorted(p.parent for p in _runs_dir().glob("*/state.json"))
     if not runs:
-        raise CliError(f"no crossnet run under {_runs_dir()}; start one with `crossnet up` "
-                       "(or pass --state-dir)")
+        raise CliError(f"no crossnet run under {_runs_dir()}; start one with `crossnet up` (or pass --state-dir)")
     if len(runs) > 1:
         raise CliError("several runs are here; pick one with --state-dir:\n" + "\n".join(f"  {r}" for r in runs))
     return runs[0]
@@ -70,21 +69,34 @@ def _cmd_up(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir or default_state_dir(run_id)).resolve()
     provider, why = choose_provider(args.provider)
     print(f"crossnet: provider {provider} ({why})", file=sys.stderr)
-    run = bring_up(topology, state_dir, run_id, profile.plumbing, detached=True, provider=provider,
-                   reuse=args.reuse, agent_image=args.agent_image)
+    run = bring_up(
+        topology,
+        state_dir,
+        run_id,
+        profile.plumbing,
+        detached=True,
+        provider=provider,
+        reuse=args.reuse,
+        agent_image=args.agent_image,
+    )
     print(f"crossnet: run {run_id} is up (provider {provider}, profile {profile.name})")
     print(f"  state:   {run.state_dir / 'state.json'}")
     print(f"  probe:   pytest suites/ --attach {run.state_dir}")
     print(f"  inspect: crossnet status --state-dir {run.state_dir}")
-    print(f"  enter:   crossnet exec cluster-1/worker -- ip route   (add --state-dir {run.state_dir} "
-          "when several runs exist)")
+    print(
+        f"  enter:   crossnet exec cluster-1/worker -- ip route   (add --state-dir {run.state_dir} "
+        "when several runs exist)"
+    )
     print(f"  end:     crossnet down --state-dir {run.state_dir}")
     return 0
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    dirs = (sorted(p for p in _runs_dir().iterdir() if owner_of(p) is not None) if _runs_dir().is_dir() else []) \
-        if args.all else [_find_state_dir(args.state_dir)]
+    dirs = (
+        (sorted(p for p in _runs_dir().iterdir() if owner_of(p) is not None) if _runs_dir().is_dir() else [])
+        if args.all
+        else [_find_state_dir(args.state_dir)]
+    )
     if args.all and not dirs:
         print(f"crossnet: no crossnet run under {_runs_dir()}", file=sys.stderr)
     failed = 0
@@ -113,8 +125,11 @@ def _down_one(state_dir: Path) -> None:
             from crossnet.providers.statedir import release_state_dir
 
             release_state_dir(state_dir, str(owner["run_id"]))
-            print(f"crossnet: {state_dir}: {exc}\n  removed the directory (crossnet's owner mark, run "
-                  f"{owner['run_id']}); nothing recorded in it was acted on", file=sys.stderr)
+            print(
+                f"crossnet: {state_dir}: {exc}\n  removed the directory (crossnet's owner mark, run "
+                f"{owner['run_id']}); nothing recorded in it was acted on",
+                file=sys.stderr,
+            )
             return
         print(f"crossnet: {state_dir}: {exc}; removing what is left", file=sys.stderr)
         provider.down()
@@ -133,18 +148,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"run {data['run_id']}  provider {data['provider']}  phase {data.get('phase')}  state {state_dir}")
     pid = data.get("sandbox_pid")
     if data["provider"] == "lab" and pid and not same_process(int(pid), data.get("sandbox_identity")):
-        print(f"  its sandbox (pid {pid}) is gone: nothing of this lab runs; remove what is left with "
-              f"`crossnet down --state-dir {state_dir}`")
+        print(
+            f"  its sandbox (pid {pid}) is gone: nothing of this lab runs; remove what is left with "
+            f"`crossnet down --state-dir {state_dir}`"
+        )
     if "cluster_set" not in data:
         return 0
     try:
         cluster_set = ClusterSet.from_json(data["cluster_set"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ProviderError(f"{state_dir / 'state.json'}: its cluster_set cannot be read "
-                            f"({exc.__class__.__name__})") from None
+        raise ProviderError(
+            f"{state_dir / 'state.json'}: its cluster_set cannot be read ({exc.__class__.__name__})"
+        ) from None
     for cluster in cluster_set.clusters:
-        print(f"{cluster.name}: domain {cluster.domain}, pods {cluster.pod_subnet}, services "
-              f"{cluster.service_subnet}, DNS {cluster.dns_service_ip} -> {', '.join(cluster.dns_server_ips)}")
+        print(
+            f"{cluster.name}: domain {cluster.domain}, pods {cluster.pod_subnet}, services "
+            f"{cluster.service_subnet}, DNS {cluster.dns_service_ip} -> {', '.join(cluster.dns_server_ips)}"
+        )
         for node in cluster.nodes:
             pods = ", ".join(f"{p.name} {p.ip}" for p in cluster.pods if p.node == node.short)
             print(f"  {node.short:<14} {node.role:<13} {node.ip:<12} podCIDR {node.pod_cidr:<14} {pods}")
@@ -152,8 +172,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
             where = svc.cluster_ip or svc.external_name or "-"
             print(f"  svc {svc.namespace}/{svc.name} {svc.type} {where}")
     routes = (data.get("plumbing") or {}).get("routes") or []
-    print(f"plumbing: {len(routes)} node routes, Corefile forwards in "
-          f"{', '.join(sorted((data.get('plumbing') or {}).get('corefiles') or {})) or 'no cluster'}")
+    print(
+        f"plumbing: {len(routes)} node routes, Corefile forwards in "
+        f"{', '.join(sorted((data.get('plumbing') or {}).get('corefiles') or {})) or 'no cluster'}"
+    )
     return 0
 
 
@@ -185,15 +207,32 @@ def _check(label: str, ok: bool, fix: str) -> bool:
 
 def _cmd_doctor(_args: argparse.Namespace) -> int:
     print("crossnet doctor: what the lab provider needs on this machine")
-    results = [_check("running as root (network namespaces need CAP_SYS_ADMIN)", os.geteuid() == 0,
-                      "run as root, e.g. sudo -E crossnet ...")]
-    tools = {"unshare": "util-linux", "nsenter": "util-linux", "mount": "mount", "ip": "iproute2",
-             "iptables": "iptables", "iptables-restore": "iptables", "conntrack": "conntrack", "sysctl": "procps"}
+    results = [
+        _check(
+            "running as root (network namespaces need CAP_SYS_ADMIN)",
+            os.geteuid() == 0,
+            "run as root, e.g. sudo -E crossnet ...",
+        )
+    ]
+    tools = {
+        "unshare": "util-linux",
+        "nsenter": "util-linux",
+        "mount": "mount",
+        "ip": "iproute2",
+        "iptables": "iptables",
+        "iptables-restore": "iptables",
+        "conntrack": "conntrack",
+        "sysctl": "procps",
+    }
     missing = sorted({pkg for tool, pkg in tools.items() if shutil.which(tool) is None})
     for tool, pkg in tools.items():
         results.append(_check(f"{tool} ({pkg})", shutil.which(tool) is not None, f"apt-get install -y {pkg}"))
-    for module, pkg in (("dns", "dnspython"), ("yaml", "PyYAML"), ("xdist", "pytest-xdist"),
-                        ("pytest_html", "pytest-html")):
+    for module, pkg in (
+        ("dns", "dnspython"),
+        ("yaml", "PyYAML"),
+        ("xdist", "pytest-xdist"),
+        ("pytest_html", "pytest-html"),
+    ):
         try:
             __import__(module)
             ok = True
@@ -201,11 +240,18 @@ def _cmd_doctor(_args: argparse.Namespace) -> int:
             ok = False
         results.append(_check(f"python module {module} ({pkg})", ok, f"pip install {pkg}"))
     if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
-        probe = ("ip link set lo up && ip link add name cn-a type veth peer name cn-b && "
-                 "iptables -t nat -A POSTROUTING -m addrtype ! --dst-type LOCAL -j MASQUERADE")
+        probe = (
+            "ip link set lo up && ip link add name cn-a type veth peer name cn-b && "
+            "iptables -t nat -A POSTROUTING -m addrtype ! --dst-type LOCAL -j MASQUERADE"
+        )
         done = subprocess.run(["unshare", "--net", "--mount", "sh", "-c", probe], capture_output=True, text=True)
-        results.append(_check("kernel: network namespace, veth, iptables nat + addrtype in a private namespace",
-                              done.returncode == 0, f"kernel said: {done.stderr.strip()[:300]}"))
+        results.append(
+            _check(
+                "kernel: network namespace, veth, iptables nat + addrtype in a private namespace",
+                done.returncode == 0,
+                f"kernel said: {done.stderr.strip()[:300]}",
+            )
+        )
     if missing:
         print(f"\ninstall what is missing with:\n  apt-get update && apt-get install -y {' '.join(missing)}")
     print("\nall good" if all(results) else "\nsome prerequisites are missing (see the fixes above)")
@@ -246,13 +292,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="crossnet", description="Networking conformance across Kubernetes clusters. `pytest suites/` runs "
-        "the matrix; these commands manage a long-lived run and its reports.")
+        prog="crossnet",
+        description="Networking conformance across Kubernetes clusters. `pytest suites/` runs "
+        "the matrix; these commands manage a long-lived run and its reports.",
+    )
     parser.add_argument("--version", action="version", version=f"crossnet {_version()}")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="bring the two-cluster lab up and leave it running (for --attach / exec)")
-    add_options(up.add_argument, "--kind-config", "--profile", "--topology", "--state-dir", "--provider", "--reuse",
-                "--agent-image")
+    add_options(
+        up.add_argument,
+        "--kind-config",
+        "--profile",
+        "--topology",
+        "--state-dir",
+        "--provider",
+        "--reuse",
+        "--agent-image",
+    )
     down = sub.add_parser("down", help="tear a run down: restore Corefiles, remove routes, end the topology")
     down.add_argument("--state-dir", help="the run to end (default: the only one under .crossnet/)")
     down.add_argument("--all", action="store_true", help="end every run under .crossnet/")
@@ -261,12 +317,16 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the state file")
     ex = sub.add_parser("exec", help="run a command in a node or pod namespace: exec cluster-1/worker[/agent] -- ip r")
     ex.add_argument("--state-dir")
-    ex.add_argument("--timeout", type=positive_seconds, default=30.0, help="seconds before the command is "
-                    "ended (default 30)")
+    ex.add_argument(
+        "--timeout", type=positive_seconds, default=30.0, help="seconds before the command is ended (default 30)"
+    )
     ex.add_argument("target", help="<cluster>/<node>[/<pod>], e.g. cluster-1/worker or cluster-2/worker2/agent")
     ex.add_argument("command", nargs=argparse.REMAINDER, help="-- the command and its arguments")
-    verify = sub.add_parser("verify", help="run the conformance matrix (pytest on the suites this crossnet carries); "
-                            "any pytest or crossnet option may follow, e.g. crossnet verify --provider lab -x")
+    verify = sub.add_parser(
+        "verify",
+        help="run the conformance matrix (pytest on the suites this crossnet carries); "
+        "any pytest or crossnet option may follow, e.g. crossnet verify --provider lab -x",
+    )
     verify.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
     sub.add_parser("doctor", help="check kernel and tool prerequisites; print the install command for what is missing")
     rep = sub.add_parser("report", help="re-render matrix.html and summary.md from a saved matrix.json")
@@ -277,14 +337,24 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("new")
     diff.add_argument("--exit-code", action="store_true", help="exit 1 when any verdict changed")
     bench = sub.add_parser("bench", help="measure up, plumbing, agents, probing and teardown; print figures")
-    bench.add_argument("--rounds", type=positive_count, default=3, help="how many bring-up/probe/teardown rounds "
-                       "(default 3)")
+    bench.add_argument(
+        "--rounds", type=positive_count, default=3, help="how many bring-up/probe/teardown rounds (default 3)"
+    )
     add_options(bench.add_argument, "--profile", "--topology", "--probe-timeout")
     return parser
 
 
-COMMANDS = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "exec": _cmd_exec, "doctor": _cmd_doctor,
-            "report": _cmd_report, "diff": _cmd_diff, "bench": _cmd_bench, "verify": _cmd_verify}
+COMMANDS = {
+    "up": _cmd_up,
+    "down": _cmd_down,
+    "status": _cmd_status,
+    "exec": _cmd_exec,
+    "doctor": _cmd_doctor,
+    "report": _cmd_report,
+    "diff": _cmd_diff,
+    "bench": _cmd_bench,
+    "verify": _cmd_verify,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -310,8 +380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:  # a path we were pointed at: permissions, a file where a directory belongs
-        print(f"crossnet {args.cmd}: {exc.filename or ''}: {exc.strerror or exc}\n    fix: check the path and its "
-              "permissions (the lab needs root)", file=sys.stderr)
+        print(
+            f"crossnet {args.cmd}: {exc.filename or ''}: {exc.strerror or exc}\n    fix: check the path and its "
+            "permissions (the lab needs root)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
 
 

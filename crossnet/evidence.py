@@ -18,8 +18,19 @@ __all__ = ["collect_evidence", "path_ends"]
 SECTION_LIMIT = 4000
 # nat chains in evidence, most telling first (a section is cut at SECTION_LIMIT): the hooks, kindnet's
 # masquerade, kube-proxy's portals and postrouting, then per-Service chains, then Submariner's.
-NAT_CHAINS = ("PREROUTING", "OUTPUT", "POSTROUTING", "KIND-MASQ-AGENT", "KUBE-SERVICES", "KUBE-POSTROUTING",
-              "KUBE-NODEPORTS", "KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "SUBMARINER-")
+NAT_CHAINS = (
+    "PREROUTING",
+    "OUTPUT",
+    "POSTROUTING",
+    "KIND-MASQ-AGENT",
+    "KUBE-SERVICES",
+    "KUBE-POSTROUTING",
+    "KUBE-NODEPORTS",
+    "KUBE-SVC-",
+    "KUBE-SEP-",
+    "KUBE-EXT-",
+    "SUBMARINER-",
+)
 
 
 def _section(title: str, text: str) -> str:
@@ -87,8 +98,13 @@ def _node_evidence(run: Run, cluster: str, node: str, flow: tuple[str, ...]) -> 
         try:
             parts.append(_section(f"{where}: {title}", read()))
         except Exception as exc:  # noqa: BLE001
-            parts.append(_section(f"{where}: {title}", f"could not collect it: {exc.__class__.__name__}: {exc}; "
-                                                        "the remaining sections of this node are skipped"))
+            parts.append(
+                _section(
+                    f"{where}: {title}",
+                    f"could not collect it: {exc.__class__.__name__}: {exc}; "
+                    "the remaining sections of this node are skipped",
+                )
+            )
             return "".join(parts)
     if flow:
         try:
@@ -99,8 +115,13 @@ def _node_evidence(run: Run, cluster: str, node: str, flow: tuple[str, ...]) -> 
     return "".join(parts)
 
 
-def collect_evidence(run: Run, src: tuple[str, str], dst: tuple[str, str], flow: tuple[str, ...] | str = (),
-                     dns_cluster: str | None = None) -> str:
+def collect_evidence(
+    run: Run,
+    src: tuple[str, str],
+    dst: tuple[str, str],
+    flow: tuple[str, ...] | str = (),
+    dns_cluster: str | None = None,
+) -> str:
     """What a failing cell needs, from both ends of its path (`src`, `dst`: (cluster, node)): routes,
     rules, rp_filter, the nat chains, conntrack entries for the flow's addresses ("10.10.1.2
     10.20.2.2" or a tuple), and for DNS cells the Corefile in effect in `dns_cluster`. Plain text,
@@ -128,4 +149,3 @@ def path_ends(cs: ClusterSet, cell: Any) -> tuple[tuple[str, str], tuple[str, st
         dst = (owner.name, next((n.short for n in owner.nodes if n.role == "control-plane"), owner.nodes[0].short))
     dns = cell.vantage.cluster if target.kind in ("dns-name", "headless") else None
     return src, dst, dns
-

@@ -64,10 +64,12 @@ def planned_facts(topology: Topology, profile: Profile) -> list[NodeFact]:
     for cluster in topology.clusters:
         peers = topology.peers_of(cluster.name)
         for node in cluster.nodes:
-            facts += [NodeFact(cluster.name, node.short, "ip_forward"),
-                      NodeFact(cluster.name, node.short, "rp_filter", detail=str(plumbing.rp_filter)),
-                      NodeFact(cluster.name, node.short, "masquerade"),
-                      NodeFact(cluster.name, node.short, "service-dnat", ECHO_SERVICE)]
+            facts += [
+                NodeFact(cluster.name, node.short, "ip_forward"),
+                NodeFact(cluster.name, node.short, "rp_filter", detail=str(plumbing.rp_filter)),
+                NodeFact(cluster.name, node.short, "masquerade"),
+                NodeFact(cluster.name, node.short, "service-dnat", ECHO_SERVICE),
+            ]
             for peer in peers:
                 facts += [NodeFact(cluster.name, node.short, "route-to", f"{peer.name}/{n.short}") for n in peer.nodes]
                 if plumbing.service_routes:
@@ -85,10 +87,14 @@ def _globalnet_facts(topology: Topology, rp_filter: int) -> list[NodeFact]:
     for cluster in topology.clusters:
         gateway = gateway_node(topology, cluster.name)
         for node in cluster.nodes:
-            facts += [NodeFact(cluster.name, node.short, "ip_forward"),
-                      NodeFact(cluster.name, node.short, "rp_filter", detail=str(rp_filter))]
-            facts += [NodeFact(cluster.name, node.short, "global-route-to", peer.name)
-                      for peer in topology.peers_of(cluster.name)]
+            facts += [
+                NodeFact(cluster.name, node.short, "ip_forward"),
+                NodeFact(cluster.name, node.short, "rp_filter", detail=str(rp_filter)),
+            ]
+            facts += [
+                NodeFact(cluster.name, node.short, "global-route-to", peer.name)
+                for peer in topology.peers_of(cluster.name)
+            ]
             if node.short == gateway:
                 facts.append(NodeFact(cluster.name, node.short, "global-egress"))
         facts.append(NodeFact(cluster.name, "", "corefile-forward", CLUSTERSET_DOMAIN))
@@ -140,8 +146,11 @@ def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile | None = N
     if fact.kind == "rp_filter":
         values = [_sysctl(host, f"net.ipv4.conf.{i}.rp_filter") for i in ("all", "default")]
         want = int(fact.detail) if fact.detail else (profile.plumbing.rp_filter if profile else 0)
-        return FactResult(values == [want, want], f"rp_filter all/default = {want}/{want}",
-                          f"rp_filter all/default = {values[0]}/{values[1]}")
+        return FactResult(
+            values == [want, want],
+            f"rp_filter all/default = {want}/{want}",
+            f"rp_filter all/default = {values[0]}/{values[1]}",
+        )
     if fact.kind in ("route-to", "service-route-to", "global-route-to"):
         destination, via = _planned_route(cs, fact)
         routes = _routes(host, destination)
@@ -156,8 +165,9 @@ def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile | None = N
         live = cs.cluster(fact.cluster)
         snat = f"-s {live.pod_subnet} -j SNAT --to-source {live.global_egress[0]}-{live.global_egress[-1]}"
         rules = list(host.iptables.rules("nat", "SUBMARINER-GN-EGRESS"))
-        return FactResult(any(snat in r for r in rules), f"SUBMARINER-GN-EGRESS: {snat}", "; ".join(rules) or
-                          "no chain")
+        return FactResult(
+            any(snat in r for r in rules), f"SUBMARINER-GN-EGRESS: {snat}", "; ".join(rules) or "no chain"
+        )
     if fact.kind == "masquerade":
         rules = _masq_rules(host)
         own = cs.cluster(fact.cluster).pod_subnet
@@ -166,22 +176,29 @@ def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile | None = N
         jump = [r for r in host.iptables.rules("nat", "POSTROUTING") if r.endswith("-j KIND-MASQ-AGENT")]
         ok = bool(returns) and bool(masq) and rules.index(returns[0]) < masq[-1] and bool(jump)
         observed = "; ".join(rules) or "no chain"
-        return FactResult(ok, f"POSTROUTING -j KIND-MASQ-AGENT; KIND-MASQ-AGENT: RETURN for {own}, then MASQUERADE",
-                          observed if jump else f"no POSTROUTING jump to KIND-MASQ-AGENT; {observed}")
+        return FactResult(
+            ok,
+            f"POSTROUTING -j KIND-MASQ-AGENT; KIND-MASQ-AGENT: RETURN for {own}, then MASQUERADE",
+            observed if jump else f"no POSTROUTING jump to KIND-MASQ-AGENT; {observed}",
+        )
     if fact.kind == "no-masquerade-to":
         rules = _masq_rules(host)
         peer_subnet = cs.cluster(fact.subject).pod_subnet
         ret = [i for i, r in enumerate(rules) if f"-d {peer_subnet}" in r and r.endswith("-j RETURN")]
         masq = [i for i, r in enumerate(rules) if r.endswith("-j MASQUERADE")]
         ok = bool(ret) and bool(masq) and ret[0] < masq[-1]
-        return FactResult(ok, f"KIND-MASQ-AGENT: RETURN for {peer_subnet} before MASQUERADE",
-                          "; ".join(rules) or "no chain")
+        return FactResult(
+            ok, f"KIND-MASQ-AGENT: RETURN for {peer_subnet} before MASQUERADE", "; ".join(rules) or "no chain"
+        )
     if fact.kind == "service-dnat":
         service = cs.cluster(fact.cluster).service(fact.subject, cs.namespace)
         rules = list(host.iptables.rules("nat", "KUBE-SERVICES"))
         hits = [r for r in rules if f"-d {service.cluster_ip}/32" in r and "-j KUBE-SVC-" in r]
-        return FactResult(len(hits) >= 2, f"KUBE-SERVICES jumps for {service.cluster_ip} (tcp and udp)",
-                          f"{len(hits)} rule(s)" + (f": {hits[0]}" if hits else ""))
+        return FactResult(
+            len(hits) >= 2,
+            f"KUBE-SERVICES jumps for {service.cluster_ip} (tcp and udp)",
+            f"{len(hits)} rule(s)" + (f": {hits[0]}" if hits else ""),
+        )
     if fact.kind == "corefile-forward":
         return _corefile_fact(run, fact)
     raise ProviderError(f"unknown node fact {fact.kind}")
@@ -199,9 +216,13 @@ def _corefile_fact(run: Run, fact: NodeFact) -> FactResult:
         return FactResult(False, f"a server block for {fact.subject} forwarding to {', '.join(want)}", str(exc))
     block = corefile.server_for_zone(fact.subject)
     if block is None:
-        return FactResult(False, f"a server block for {fact.subject} forwarding to {', '.join(want)}",
-                          "no server block for that zone")
+        return FactResult(
+            False, f"a server block for {fact.subject} forwarding to {', '.join(want)}", "no server block for that zone"
+        )
     forwards = [d for d in block.plugins("forward")]
     targets = sorted(a.split(":")[0] for d in forwards for a in d.args[1:])
-    return FactResult(targets == want, f"{fact.subject}: forward . {' '.join(want)}",
-                      f"{fact.subject}: forward . {' '.join(targets) or '(none)'}")
+    return FactResult(
+        targets == want,
+        f"{fact.subject}: forward . {' '.join(want)}",
+        f"{fact.subject}: forward . {' '.join(targets) or '(none)'}",
+    )

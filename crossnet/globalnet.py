@@ -67,13 +67,17 @@ def global_cidr_problems(topology: Topology, global_cidr: str = DEFAULT_GLOBAL_C
         return [f"globalnet CIDR {global_cidr!r} is not an IPv4 CIDR ({exc})"]
     slices = list(network.subnets(new_prefix=CLUSTER_PREFIX)) if network.prefixlen <= CLUSTER_PREFIX else []
     if len(slices) < len(topology.clusters):
-        problems.append(f"globalnet CIDR {global_cidr} holds {len(slices)} /{CLUSTER_PREFIX} slices for "
-                        f"{len(topology.clusters)} clusters; use a larger one (Submariner's default is 242.0.0.0/8)")
+        problems.append(
+            f"globalnet CIDR {global_cidr} holds {len(slices)} /{CLUSTER_PREFIX} slices for "
+            f"{len(topology.clusters)} clusters; use a larger one (Submariner's default is 242.0.0.0/8)"
+        )
     for cluster in topology.clusters:
         for what, subnet in (("podSubnet", cluster.pod_network), ("serviceSubnet", cluster.service_network)):
             if subnet.overlaps(network):
-                problems.append(f"{cluster.source_file}: networking.{what} {subnet} overlaps the globalnet CIDR "
-                                f"{global_cidr}; pick a global CIDR outside every cluster CIDR")
+                problems.append(
+                    f"{cluster.source_file}: networking.{what} {subnet} overlaps the globalnet CIDR "
+                    f"{global_cidr}; pick a global CIDR outside every cluster CIDR"
+                )
     return problems
 
 
@@ -93,18 +97,22 @@ class GlobalnetObjectsError(ValueError):
     """Submariner's objects are missing or not allocated yet; the message says which."""
 
 
-def allocation_from_objects(cluster: str, ingress_ips: list[dict[str, Any]],
-                            cluster_egress: list[dict[str, Any]]) -> GlobalAllocation:
+def allocation_from_objects(
+    cluster: str, ingress_ips: list[dict[str, Any]], cluster_egress: list[dict[str, Any]]
+) -> GlobalAllocation:
     """Read a cluster's Globalnet allocation back from Submariner's own objects (on kind, instead of
     assuming it): `GlobalIngressIP` (spec.target ClusterIPService with spec.serviceRef.name, or
     HeadlessServicePod with spec.podRef.name; status.allocatedIP) and the `ClusterGlobalEgressIP`
     named cluster-egress.submariner.io (status.allocatedIPs; its spec says numGlobalIPs — unlike the
     namespaced GlobalEgressIP's numberOfIPs)."""
-    egress_object = next((o for o in cluster_egress
-                          if o.get("metadata", {}).get("name") == "cluster-egress.submariner.io"), None)
+    egress_object = next(
+        (o for o in cluster_egress if o.get("metadata", {}).get("name") == "cluster-egress.submariner.io"), None
+    )
     if egress_object is None:
-        raise GlobalnetObjectsError(f"{cluster}: no ClusterGlobalEgressIP cluster-egress.submariner.io; "
-                                    "is Globalnet enabled (subctl join --globalnet)?")
+        raise GlobalnetObjectsError(
+            f"{cluster}: no ClusterGlobalEgressIP cluster-egress.submariner.io; "
+            "is Globalnet enabled (subctl join --globalnet)?"
+        )
     egress = tuple(egress_object.get("status", {}).get("allocatedIPs") or ())
     wanted = int(egress_object.get("spec", {}).get("numGlobalIPs", 8))
     if len(egress) < wanted:
@@ -121,8 +129,11 @@ def allocation_from_objects(cluster: str, ingress_ips: list[dict[str, Any]],
         elif spec.get("target") == "HeadlessServicePod":
             pod_ips[str(spec.get("podRef", {}).get("name"))] = str(allocated)
     cidr = str(ipaddress.IPv4Network(f"{egress[0]}/{CLUSTER_PREFIX}", strict=False))
-    outside = [ip for ip in (*egress, *service_ips.values(), *pod_ips.values())
-               if ipaddress.IPv4Address(ip) not in ipaddress.IPv4Network(cidr)]
+    outside = [
+        ip
+        for ip in (*egress, *service_ips.values(), *pod_ips.values())
+        if ipaddress.IPv4Address(ip) not in ipaddress.IPv4Network(cidr)
+    ]
     if outside:
         raise GlobalnetObjectsError(f"{cluster}: global IPs {outside} are outside the cluster's slice {cidr}")
     return GlobalAllocation(cluster, cidr, egress, service_ips, pod_ips)

@@ -59,8 +59,12 @@ def judge(live: LiveCell, first: Observation, retry: Observation | None = None) 
         retried = True
         reached_again, _ = outcome(live, retry)
         if reached_again:
-            return Judgement("flaky", _line(live, first, "reachable", f"{_describe(first, error)}, then reached on "
-                                            "the re-probe"), retry, retried=True)
+            return Judgement(
+                "flaky",
+                _line(live, first, "reachable", f"{_describe(first, error)}, then reached on the re-probe"),
+                retry,
+                retried=True,
+            )
     src = f"{cell.vantage.cluster}/{cell.vantage.node} {cell.vantage.kind} {live.src_ip}"
     if expectation.reachable == "optional":
         verdict = "optional"
@@ -69,16 +73,27 @@ def judge(live: LiveCell, first: Observation, retry: Observation | None = None) 
     if expectation.reachable == "no":
         if reached:
             return Judgement("leak", _line(live, observation, "isolated", "reached"), observation, retried)
-        return Judgement("isolated", _line(live, observation, "isolated", _describe(observation, error)),
-                         observation, retried)
+        return Judgement(
+            "isolated", _line(live, observation, "isolated", _describe(observation, error)), observation, retried
+        )
     if not reached:
-        return Judgement("regression", _line(live, observation, "reachable", _describe(observation, error)),
-                         observation, retried)
+        return Judgement(
+            "regression", _line(live, observation, "reachable", _describe(observation, error)), observation, retried
+        )
     source_ok, expected_ip = _source_ok(live, observation)
     if not source_ok:
-        return Judgement("source-mismatch", _line(
-            live, observation, f"reachable with source {expectation.source} ({expected_ip})",
-            f"reached, but the target saw source {observation.source_ip}"), observation, retried, expected_ip)
+        return Judgement(
+            "source-mismatch",
+            _line(
+                live,
+                observation,
+                f"reachable with source {expectation.source} ({expected_ip})",
+                f"reached, but the target saw source {observation.source_ip}",
+            ),
+            observation,
+            retried,
+            expected_ip,
+        )
     return Judgement("pass", _line(live, observation, "reachable", "reached"), observation, retried, expected_ip)
 
 
@@ -86,8 +101,10 @@ def _line(live: LiveCell, observation: Observation, expected: str, got: str) -> 
     cell = live.cell
     src = f"{cell.vantage.cluster}/{cell.vantage.node} {cell.vantage.kind} {live.src_ip}"
     what = "svc " if cell.target.kind == "dns-name" else "pod "
-    return (f"{src} -> {cell.target.cluster} {what}{cell.target.label} {live.dst_addr}/{cell.probe.protocol}: "
-            f"expected {expected} ({cell.expectation.rule}), got {got}")
+    return (
+        f"{src} -> {cell.target.cluster} {what}{cell.target.label} {live.dst_addr}/{cell.probe.protocol}: "
+        f"expected {expected} ({cell.expectation.rule}), got {got}"
+    )
 
 
 def counts_by_expectation(cells: Sequence[Cell]) -> dict[str, int]:

@@ -28,8 +28,20 @@ from crossnet.providers.select import ProviderSettings, attach_provider, make_pr
 from crossnet.wire import ProbeResult, ProbeSpec
 from crossnet.workloads import ECHO_SERVICE, agent_id
 
-__all__ = ["Progress", "Run", "apply_plumbing", "attach", "bring_up", "bring_up_with", "default_state_dir",
-           "new_run_id", "signals_deferred", "sigterm_as_interrupt", "tear_down", "wait_converged"]
+__all__ = [
+    "Progress",
+    "Run",
+    "apply_plumbing",
+    "attach",
+    "bring_up",
+    "bring_up_with",
+    "default_state_dir",
+    "new_run_id",
+    "signals_deferred",
+    "sigterm_as_interrupt",
+    "tear_down",
+    "wait_converged",
+]
 
 Progress = Callable[[str], None]
 CONVERGE_TIMEOUT = 30.0
@@ -69,34 +81,64 @@ def _timed(timings: dict[str, float], key: str, progress: Progress, label: str, 
     return result
 
 
-def bring_up(topology: Topology, state_dir: Path, run_id: str, plumbing: Plumbing | None = None,
-             detached: bool = False, progress: Progress = stderr_progress, provider: str = "lab",
-             reuse: bool = False, agent_image: str | None = None) -> Run:
+def bring_up(
+    topology: Topology,
+    state_dir: Path,
+    run_id: str,
+    plumbing: Plumbing | None = None,
+    detached: bool = False,
+    progress: Progress = stderr_progress,
+    provider: str = "lab",
+    reuse: bool = False,
+    agent_image: str | None = None,
+) -> Run:
     """Bring up `topology` on the named provider, with the plumbing of the profile."""
-    settings = ProviderSettings(detached=detached, reuse=reuse, agent_image=agent_image,
-                                global_cidr=plumbing.global_cidr if plumbing else None)
+    settings = ProviderSettings(
+        detached=detached, reuse=reuse, agent_image=agent_image, global_cidr=plumbing.global_cidr if plumbing else None
+    )
     made = make_provider(provider, state_dir, run_id, settings)
     return bring_up_with(made, topology, run_id, plumbing, progress)
 
 
-def bring_up_with(provider: Provider, topology: Topology, run_id: str, plumbing: Plumbing | None = None,
-                  progress: Progress = stderr_progress) -> Run:
+def bring_up_with(
+    provider: Provider,
+    topology: Topology,
+    run_id: str,
+    plumbing: Plumbing | None = None,
+    progress: Progress = stderr_progress,
+) -> Run:
     timings: dict[str, float] = {}
     try:
-        cluster_set = _timed(timings, "topology_up", progress,
-                             f"{provider.name} topology up: {len(topology.clusters)} clusters, "
-                             f"{sum(len(c.nodes) for c in topology.clusters)} nodes", lambda: provider.up(topology))
+        cluster_set = _timed(
+            timings,
+            "topology_up",
+            progress,
+            f"{provider.name} topology up: {len(topology.clusters)} clusters, "
+            f"{sum(len(c.nodes) for c in topology.clusters)} nodes",
+            lambda: provider.up(topology),
+        )
     except BaseException:
         provider.down()  # whatever up() made before it failed
         raise
     run = Run(provider, cluster_set, owned=True, timings=timings)
     try:
-        cluster_set = run.cluster_set = _timed(timings, "agents_ready", progress, "agents and cluster DNS ready",
-                                               provider.deploy_agents)
-        _timed(timings, "plumbing", progress, "node routes and Corefile forwards injected",
-               lambda: apply_plumbing(provider, cluster_set, run_id, plumbing))
-        _timed(timings, "converged", progress, "peer names resolve in every cluster",
-               lambda: wait_converged(provider, cluster_set, provider.converge_timeout))
+        cluster_set = run.cluster_set = _timed(
+            timings, "agents_ready", progress, "agents and cluster DNS ready", provider.deploy_agents
+        )
+        _timed(
+            timings,
+            "plumbing",
+            progress,
+            "node routes and Corefile forwards injected",
+            lambda: apply_plumbing(provider, cluster_set, run_id, plumbing),
+        )
+        _timed(
+            timings,
+            "converged",
+            progress,
+            "peer names resolve in every cluster",
+            lambda: wait_converged(provider, cluster_set, provider.converge_timeout),
+        )
         provider.state.update(phase="ready")
         provider.detach()  # crossnet up: the run now outlives this process (a no-op when attached to it)
     except BaseException as exc:  # Ctrl-C included: never leave a half-built topology behind
@@ -114,8 +156,9 @@ def attach(state_dir: Path) -> Run:
     try:
         cluster_set = ClusterSet.from_json(data["cluster_set"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ProviderError(f"{provider.state.path}: its cluster_set cannot be read ({exc.__class__.__name__}: "
-                            f"{str(exc)[:80]})") from None
+        raise ProviderError(
+            f"{provider.state.path}: its cluster_set cannot be read ({exc.__class__.__name__}: {str(exc)[:80]})"
+        ) from None
     return Run(provider, cluster_set, owned=False)
 
 
@@ -128,11 +171,14 @@ def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plu
     routes = [] if globalnet else plan_peer_routes(cluster_set)
     if plumbing.service_routes and not globalnet:
         routes += plan_service_routes(cluster_set)
-    commands = ([] if plumbing.masquerade_to_peer_pods else plan_masquerade_exceptions(cluster_set))
+    commands = [] if plumbing.masquerade_to_peer_pods else plan_masquerade_exceptions(cluster_set)
     if plumbing.rp_filter:
         commands += plan_rp_filter(cluster_set, plumbing.rp_filter)
-    record: dict[str, Any] = {"routes": [_route_json(r) for r in routes], "corefiles": {},
-                              "node_commands": [_command_json(c) for c in commands]}
+    record: dict[str, Any] = {
+        "routes": [_route_json(r) for r in routes],
+        "corefiles": {},
+        "node_commands": [_command_json(c) for c in commands],
+    }
     state = StateFile(provider.state_dir)
     state.update(plumbing=record)
     provider.apply_routes(routes)
@@ -145,9 +191,11 @@ def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plu
     for cluster in cluster_set.clusters:
         if globalnet and provider.multicluster_owns_corefile:
             continue  # the multi-cluster layer (Submariner's Lighthouse on kind) wires clusterset.local itself
-        forwards = ({CLUSTERSET_DOMAIN: list(cluster.clusterset_dns_ips)} if globalnet else
-                    {peer.domain: list(peer.dns_server_ips) for peer in cluster_set.clusters
-                     if peer.name != cluster.name})
+        forwards = (
+            {CLUSTERSET_DOMAIN: list(cluster.clusterset_dns_ips)}
+            if globalnet
+            else {peer.domain: list(peer.dns_server_ips) for peer in cluster_set.clusters if peer.name != cluster.name}
+        )
         original = provider.read_corefile(cluster.name)
         try:
             patch = plan_forward_patch(original, run_id, forwards)
@@ -166,8 +214,7 @@ def _run_on_node(provider: Provider, cluster: str, node: str, argv: list[str], l
 
 
 def _command_json(command: NodeCommand) -> dict[str, Any]:
-    return {"cluster": command.cluster, "node": command.node, "undo": list(command.undo_argv),
-            "label": command.label}
+    return {"cluster": command.cluster, "node": command.node, "undo": list(command.undo_argv), "label": command.label}
 
 
 def _route_json(route: RouteChange) -> dict[str, str]:
@@ -183,10 +230,18 @@ def wait_converged(provider: Provider, cluster_set: ClusterSet, timeout: float =
     while pending:
         for src, dst in sorted(pending):
             cluster, peer = cluster_set.cluster(src), cluster_set.cluster(dst)
-            name = (f"{peer.name}.{ECHO_SERVICE}.{cluster_set.namespace}.svc.{CLUSTERSET_DOMAIN}." if peer.global_cidr
-                    else f"{ECHO_SERVICE}.{cluster_set.namespace}.svc.{peer.domain}.")
-            probe: ProbeSpec = {"id": "converge", "protocol": "dns-udp", "timeout": 0.3,
-                                "server": cluster.dns_service_ip, "qname": name}
+            name = (
+                f"{peer.name}.{ECHO_SERVICE}.{cluster_set.namespace}.svc.{CLUSTERSET_DOMAIN}."
+                if peer.global_cidr
+                else f"{ECHO_SERVICE}.{cluster_set.namespace}.svc.{peer.domain}."
+            )
+            probe: ProbeSpec = {
+                "id": "converge",
+                "protocol": "dns-udp",
+                "timeout": 0.3,
+                "server": cluster.dns_service_ip,
+                "qname": name,
+            }
             try:
                 result = provider.agent_client(agent_id(src, cluster.nodes[0].short, "pod")).probe([probe], 6.0)[0]
             except (OSError, ProviderError) as exc:
@@ -197,8 +252,10 @@ def wait_converged(provider: Provider, cluster_set: ClusterSet, timeout: float =
                 last[(src, dst)] = str(result.get("error"))
         if pending and time.monotonic() > deadline:
             detail = ", ".join(f"{s} -> {d}: {last.get((s, d))}" for s, d in sorted(pending))
-            raise ProviderError(f"peer names did not resolve within {timeout:.0f}s ({detail}); check the "
-                                "Corefile forward blocks with `crossnet status`")
+            raise ProviderError(
+                f"peer names did not resolve within {timeout:.0f}s ({detail}); check the "
+                "Corefile forward blocks with `crossnet status`"
+            )
         if pending:
             time.sleep(0.05)
 
@@ -267,8 +324,9 @@ def _tear_down(run: Run, progress: Progress) -> None:
             provider.exec(ExecTarget(command["cluster"], command["node"]), list(command["undo"]))
         except (ProviderError, OSError) as exc:
             problems.append(f"undo {command['label']}: {exc}")
-    routes = [RouteChange(r["cluster"], r["node"], r["destination"], r["via"], "undo")
-              for r in plumbing.get("routes") or []]
+    routes = [
+        RouteChange(r["cluster"], r["node"], r["destination"], r["via"], "undo") for r in plumbing.get("routes") or []
+    ]
     try:
         provider.apply_routes_undo(list(reversed(routes)))
     except (ProviderError, OSError) as exc:
@@ -276,4 +334,3 @@ def _tear_down(run: Run, progress: Progress) -> None:
     provider.down()
     run.timings["teardown"] = time.perf_counter() - started
     progress(f"torn down ({run.timings['teardown']:.2f}s)" + (f"; {'; '.join(problems)}" if problems else ""))
-

@@ -33,7 +33,6 @@ class LiveCell:
     global_egress: tuple[str, ...] = ()  # the sender cluster's Globalnet egress IPs
     global_ip: str = ""  # under Globalnet: the target's global ingress IP
 
-
     @property
     def probe_key(self) -> str:
         """Two cells with the same key run the same probe (the SNAT suite reuses observations)."""
@@ -52,8 +51,7 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
     exec_target = "/".join(agent.split("/")[:2] + (["agent"] if cell.vantage.kind == "pod" else []))
     protocol = cell.probe.protocol
     target = cell.target
-    probe: ProbeSpec = {"id": cell.id, "protocol": protocol, "timeout": timeout,
-                                "payload": cell.probe.payload}
+    probe: ProbeSpec = {"id": cell.id, "protocol": protocol, "timeout": timeout, "payload": cell.probe.payload}
     expected: tuple[str, ...] = ()
     port = AGENT_PORT
     search = search_list(cluster_set.namespace, src_cluster.domain)
@@ -66,8 +64,10 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         service = cluster_set.cluster(target.cluster).service(target.service, cluster_set.namespace)
         dst, agents = str(service.cluster_ip), _agents_of(cluster_set, target.cluster)
     elif target.kind == "global-ip":
-        dst, agents = cluster_set.cluster(target.cluster).global_ip(f"svc/{target.service}"), \
-            _agents_of(cluster_set, target.cluster)
+        dst, agents = (
+            cluster_set.cluster(target.cluster).global_ip(f"svc/{target.service}"),
+            _agents_of(cluster_set, target.cluster),
+        )
     elif target.kind == "node-port":
         owner = cluster_set.cluster(target.cluster)
         dst, agents = owner.node(target.node).ip, _agents_of(cluster_set, target.cluster)
@@ -96,8 +96,18 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         dst_addr = f"{dst}:{port}"
         repro_args = f"{protocol} {dst} {port}{flags}{payload}"
     repro = f"crossnet exec {exec_target} -- crossnet-agent probe {repro_args}"
-    return LiveCell(cell, agent, src_ip, src_node.ip, dst_addr, probe, expected, repro, src_cluster.global_egress,
-                    _global_ip(cell, cluster_set))
+    return LiveCell(
+        cell,
+        agent,
+        src_ip,
+        src_node.ip,
+        dst_addr,
+        probe,
+        expected,
+        repro,
+        src_cluster.global_egress,
+        _global_ip(cell, cluster_set),
+    )
 
 
 def _global_ip(cell: Cell, cluster_set: ClusterSet) -> str:

@@ -50,8 +50,18 @@ SuiteName = Literal["pod-to-pod", "service", "dns", "snat", "globalnet"]
 Protocol = Literal["tcp", "udp", "icmp", "dns-udp", "dns-tcp"]
 VantageKind = Literal["pod", "host"]
 TargetKind = Literal["pod-ip", "cluster-ip", "node-port", "headless", "dns-name", "global-ip"]
-TargetForm = Literal["short", "svc.ns", "full", "fqdn", "nxdomain", "external-name", "headless", "clusterset",
-                     "cluster.clusterset", "pod.cluster.clusterset"]
+TargetForm = Literal[
+    "short",
+    "svc.ns",
+    "full",
+    "fqdn",
+    "nxdomain",
+    "external-name",
+    "headless",
+    "clusterset",
+    "cluster.clusterset",
+    "pod.cluster.clusterset",
+]
 PayloadSize = Literal["small", "large"]
 Reachable = Literal["yes", "no", "optional"]
 SourceExpectation = Literal["preserved", "node-ip", "global-egress", "any"]
@@ -260,8 +270,11 @@ class ClusterSet:
                     clusterset_dns_ips=tuple(c.get("clusterset_dns_ips") or ()),
                 )
             )
-        return cls(provider=data["provider"], clusters=tuple(clusters),
-                   namespace=str(data.get("namespace", CROSSNET_NAMESPACE)))
+        return cls(
+            provider=data["provider"],
+            clusters=tuple(clusters),
+            namespace=str(data.get("namespace", CROSSNET_NAMESPACE)),
+        )
 
 
 # --------------------------------------------------------------------------- cells

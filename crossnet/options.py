@@ -24,7 +24,6 @@ from crossnet.suites import build_cells
 __all__ = ["OPTIONS", "Setup", "add_options", "load_setup", "positive_count", "positive_seconds"]
 
 
-
 def positive_seconds(text: str) -> float:
     """argparse type: a positive, finite number of seconds (0, negatives, nan and inf are refused)."""
     try:
@@ -53,27 +52,68 @@ class Option:
     attrs: dict[str, Any]
 
 
-OPTIONS: dict[str, Option] = {o.flag: o for o in (
-    Option("--provider", {"choices": PROVIDER_NAMES, "default": "auto", "help":
-           "where the clusters come from: 'kind' creates real kind clusters (needs kind and docker); 'lab' emulates "
-           "kind's topology in network namespaces (needs root); 'auto' (default) picks kind when kind and docker are "
-           "usable, else the lab, and says why"}),
-    Option("--reuse", {"action": "store_true", "help":
-           "kind: use existing clusters of the configs' names (never deleted by crossnet)"}),
-    Option("--agent-image", {"default": None, "metavar": "IMAGE", "help":
-           "kind: the image the agents run on (default python:3-slim); mirror it for air-gapped clusters"}),
-    Option("--kind-config", {"action": "append", "default": None, "metavar": "FILE", "help":
-           "a kind cluster config (repeat per cluster; default: kind-configs/cluster-1.yaml and cluster-2.yaml)"}),
-    Option("--profile", {"default": None, "metavar": "NAME|PATH", "help":
-           "expectation profile: a name under profiles/ or a YAML path (default: the topology's, flat-routed)"}),
-    Option("--topology", {"default": None, "choices": sorted(TOPOLOGIES), "metavar": "NAME", "help":
-           "a named setup: 'routed' (default: kind-configs/cluster-1,2 + flat-routed) or 'globalnet' (three clusters "
-           "with identical CIDRs joined by Submariner Globalnet + the globalnet profile)"}),
-    Option("--state-dir", {"default": None, "metavar": "DIR", "help":
-           "where this run keeps its state file and sockets; must not exist yet (default .crossnet/<run-id>)"}),
-    Option("--probe-timeout", {"type": positive_seconds, "default": 2.0, "metavar": "SECONDS", "help":
-           "timeout of one probe: a positive number of seconds (default 2.0)"}),
-)}
+def _option(flag: str, help: str, **attrs: Any) -> Option:
+    return Option(flag, {**attrs, "help": help})
+
+
+OPTIONS: dict[str, Option] = {
+    o.flag: o
+    for o in (
+        _option(
+            "--provider",
+            "where the clusters come from: 'kind' creates real kind clusters (needs kind and docker); "
+            "'lab' emulates kind's topology in network namespaces (needs root); 'auto' (default) picks "
+            "kind when kind and docker are usable, else the lab, and says why",
+            choices=PROVIDER_NAMES,
+            default="auto",
+        ),
+        _option(
+            "--reuse",
+            "kind: use existing clusters of the configs' names (never deleted by crossnet)",
+            action="store_true",
+        ),
+        _option(
+            "--agent-image",
+            "kind: the image the agents run on (default python:3-slim); mirror it for air-gapped clusters",
+            default=None,
+            metavar="IMAGE",
+        ),
+        _option(
+            "--kind-config",
+            "a kind cluster config (repeat per cluster; default: kind-configs/cluster-1.yaml and cluster-2.yaml)",
+            action="append",
+            default=None,
+            metavar="FILE",
+        ),
+        _option(
+            "--profile",
+            "expectation profile: a name under profiles/ or a YAML path (default: the topology's, flat-routed)",
+            default=None,
+            metavar="NAME|PATH",
+        ),
+        _option(
+            "--topology",
+            "a named setup: 'routed' (default: kind-configs/cluster-1,2 + flat-routed) or 'globalnet' "
+            "(three clusters with identical CIDRs joined by Submariner Globalnet + the globalnet profile)",
+            default=None,
+            choices=sorted(TOPOLOGIES),
+            metavar="NAME",
+        ),
+        _option(
+            "--state-dir",
+            "where this run keeps its state file and sockets; must not exist yet (default .crossnet/<run-id>)",
+            default=None,
+            metavar="DIR",
+        ),
+        _option(
+            "--probe-timeout",
+            "timeout of one probe: a positive number of seconds (default 2.0)",
+            type=positive_seconds,
+            default=2.0,
+            metavar="SECONDS",
+        ),
+    )
+}
 
 
 class _Adds(Protocol):
@@ -107,6 +147,10 @@ def load_setup(topology: str | None, kind_configs: Sequence[str] | None, profile
     cells = build_cells(topo, loaded)
     unused = loaded.unused_rules(cell_facts(c) for c in cells)
     if unused:
-        raise ProfileError(f"{loaded.source_file}: " + "; ".join(
-            f"rule {r.ident.split('#')[1]} matches no cell of this topology (check its match keys)" for r in unused))
+        raise ProfileError(
+            f"{loaded.source_file}: "
+            + "; ".join(
+                f"rule {r.ident.split('#')[1]} matches no cell of this topology (check its match keys)" for r in unused
+            )
+        )
     return Setup(topo, loaded, cells)

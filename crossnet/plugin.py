@@ -62,14 +62,32 @@ class ProbeInfrastructureError(Exception):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("crossnet", "crossnet: networking across Kubernetes clusters")
-    add_options(group.addoption, "--provider", "--reuse", "--agent-image", "--kind-config", "--profile", "--topology",
-                "--state-dir", "--probe-timeout")
-    group.addoption("--attach", default=None, metavar="STATE_DIR",
-                    help="probe a run started by `crossnet up` instead of creating one (never torn down)")
-    group.addoption("--reports", default=str(default_reports_dir()), metavar="DIR",
-                    help="where junit.xml, report.html, matrix.html/json and summary.md go (default reports/)")
-    group.addoption("--strict-flakes", action="store_true",
-                    help="fail the run on flaky cells (failed, then passed on the re-probe)")
+    add_options(
+        group.addoption,
+        "--provider",
+        "--reuse",
+        "--agent-image",
+        "--kind-config",
+        "--profile",
+        "--topology",
+        "--state-dir",
+        "--probe-timeout",
+    )
+    group.addoption(
+        "--attach",
+        default=None,
+        metavar="STATE_DIR",
+        help="probe a run started by `crossnet up` instead of creating one (never torn down)",
+    )
+    group.addoption(
+        "--reports",
+        default=str(default_reports_dir()),
+        metavar="DIR",
+        help="where junit.xml, report.html, matrix.html/json and summary.md go (default reports/)",
+    )
+    group.addoption(
+        "--strict-flakes", action="store_true", help="fail the run on flaky cells (failed, then passed on the re-probe)"
+    )
 
 
 def _runs_suites(config: pytest.Config) -> bool:
@@ -129,15 +147,19 @@ def pytest_configure(config: pytest.Config) -> None:
         try:
             reports_dir.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
-            raise pytest.UsageError(f"--reports {reports_dir}: is a file, not a directory; pass a directory "
-                                    "for junit.xml, matrix.html and the other reports") from None
+            raise pytest.UsageError(
+                f"--reports {reports_dir}: is a file, not a directory; pass a directory "
+                "for junit.xml, matrix.html and the other reports"
+            ) from None
         except OSError as exc:
-            raise pytest.UsageError(f"--reports {reports_dir}: cannot be created ({exc.strerror}); pass a "
-                                    "directory you can write") from None
+            raise pytest.UsageError(
+                f"--reports {reports_dir}: cannot be created ({exc.strerror}); pass a directory you can write"
+            ) from None
         sigterm_as_interrupt()  # SIGTERM tears down and marks the reports interrupted, like Ctrl-C
         config.stash[CELLS_KEY], config.stash[FACTS_KEY] = [], []
-        config.pluginmanager.register(_CellCollector(config.stash[CELLS_KEY], config.stash[FACTS_KEY]),
-                                      "crossnet-cell-collector")
+        config.pluginmanager.register(
+            _CellCollector(config.stash[CELLS_KEY], config.stash[FACTS_KEY]), "crossnet-cell-collector"
+        )
         config.stash[STARTED_KEY] = time.time()
         if not getattr(config.option, "xmlpath", None):
             config.option.xmlpath = str(reports_dir / "junit.xml")
@@ -155,8 +177,11 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     provider, why = config.stash.get(PROVIDER_KEY, ("?", "workers read it from the state"))
     return [
         f"crossnet provider: {provider} ({why})",
-        "crossnet topology: " + ", ".join(f"{c.name} pods {c.pod_subnet} svc {c.service_subnet} "
-                                          f"domain {c.dns_domain} ({len(c.nodes)} nodes)" for c in topology.clusters),
+        "crossnet topology: "
+        + ", ".join(
+            f"{c.name} pods {c.pod_subnet} svc {c.service_subnet} domain {c.dns_domain} ({len(c.nodes)} nodes)"
+            for c in topology.clusters
+        ),
         f"crossnet profile: {profile.name} ({profile.source_file})",
         f"crossnet cells: {len(cells)} (expected reachable {counts['yes']}, isolated {counts['no']}, "
         f"optional {counts['optional']}); probe timeout {config.getoption('probe_timeout')}s",
@@ -177,8 +202,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         else:
             run_id = new_run_id()
             state_dir = Path(config.getoption("state_dir") or default_state_dir(run_id)).resolve()
-            run = bring_up(topology, state_dir, run_id, profile.plumbing, provider=config.stash[PROVIDER_KEY][0],
-                           reuse=config.getoption("reuse"), agent_image=config.getoption("agent_image"))
+            run = bring_up(
+                topology,
+                state_dir,
+                run_id,
+                profile.plumbing,
+                provider=config.stash[PROVIDER_KEY][0],
+                reuse=config.getoption("reuse"),
+                agent_image=config.getoption("agent_image"),
+            )
     except ProviderError as exc:
         _exit(str(exc))
         return
@@ -244,10 +276,14 @@ def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, J
         runner = config.stash.get(RUNNER_KEY, None)
         if runner is None:
             run = current_run(config)
-            runner = config.stash[RUNNER_KEY] = SuiteRunner(run.cluster_set, run.provider.agent_client,
-                                                            float(config.getoption("probe_timeout")))
-        cells = [cell for cell in (_cell_of(item) for item in request.session.items)
-                 if cell is not None and cell.suite == suite]
+            runner = config.stash[RUNNER_KEY] = SuiteRunner(
+                run.cluster_set, run.provider.agent_client, float(config.getoption("probe_timeout"))
+            )
+        cells = [
+            cell
+            for cell in (_cell_of(item) for item in request.session.items)
+            if cell is not None and cell.suite == suite
+        ]
         cache[suite] = runner.judge_cells(cells)
     return cache[suite]
 
@@ -277,31 +313,52 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
     observed = "reached" if reached else (error or "-")
     protocol = cell.probe.label
     item.user_properties += [
-        ("src", f"{cell.vantage.label} {live.src_ip}"), ("dst", live.dst_addr), ("protocol", protocol),
-        ("expected", cell.expectation.reachable), ("observed", observed), ("source-ip", obs.source_ip or ""),
+        ("src", f"{cell.vantage.label} {live.src_ip}"),
+        ("dst", live.dst_addr),
+        ("protocol", protocol),
+        ("expected", cell.expectation.reachable),
+        ("observed", observed),
+        ("source-ip", obs.source_ip or ""),
         ("latency", f"{obs.latency_ms:.3f}ms" if obs.latency_ms is not None else ""),
-        ("rule", cell.expectation.rule), ("verdict", judgement.verdict),
+        ("rule", cell.expectation.rule),
+        ("verdict", judgement.verdict),
     ] + ([("global-ip", live.global_ip)] if live.global_ip else [])
     record: CellRecord = {
-        "id": cell.id, "nodeid": item.nodeid, "suite": cell.suite, "src": f"{cell.vantage.cluster}/{cell.vantage.node}",
-        "src_kind": cell.vantage.kind, "src_ip": live.src_ip,
+        "id": cell.id,
+        "nodeid": item.nodeid,
+        "suite": cell.suite,
+        "src": f"{cell.vantage.cluster}/{cell.vantage.node}",
+        "src_kind": cell.vantage.kind,
+        "src_ip": live.src_ip,
         "dst": current_run(request.config).cluster_set.name(cell.target.label),
-        "dst_kind": cell.target.kind, "dst_addr": live.dst_addr,
+        "dst_kind": cell.target.kind,
+        "dst_addr": live.dst_addr,
         "protocol": protocol,
-        "expected": cell.expectation.reachable, "expected_source": cell.expectation.source,
-        "rule": cell.expectation.rule, "because": cell.expectation.because, "verdict": judgement.verdict,
-        "observed": observed, "source_ip": obs.source_ip, "expected_source_ip": judgement.expected_source_ip,
-        "latency_ms": obs.latency_ms, "message": judgement.message, "repro": live.repro,
-        "answers": list(obs.answers), "expected_answers": list(live.expected_answers), "retried": judgement.retried,
-        "evidence": "", "global_ip": live.global_ip or None,
+        "expected": cell.expectation.reachable,
+        "expected_source": cell.expectation.source,
+        "rule": cell.expectation.rule,
+        "because": cell.expectation.because,
+        "verdict": judgement.verdict,
+        "observed": observed,
+        "source_ip": obs.source_ip,
+        "expected_source_ip": judgement.expected_source_ip,
+        "latency_ms": obs.latency_ms,
+        "message": judgement.message,
+        "repro": live.repro,
+        "answers": list(obs.answers),
+        "expected_answers": list(live.expected_answers),
+        "retried": judgement.retried,
+        "evidence": "",
+        "global_ip": live.global_ip or None,
     }
     item.crossnet_cell = record
     if obs.error == "agent-error":
         raise ProbeInfrastructureError(f"{judgement.message}\n  {obs.detail}")
     if cell.suite == "snat" and judgement.verdict == "regression":
         del item.crossnet_cell  # not a source question: the path itself failed in its own suite
-        pytest.skip(f"the path was not reached ({judgement.message}); its source IP is judged once the "
-                    "path's own cell passes")
+        pytest.skip(
+            f"the path was not reached ({judgement.message}); its source IP is judged once the path's own cell passes"
+        )
     failing = set(FAILING_VERDICTS) | ({"flaky"} if request.config.getoption("strict_flakes") else set())
     if judgement.verdict in failing:
         evidence = _evidence(request.config, cell, live)
@@ -364,14 +421,19 @@ def _finish(config: pytest.Config, exitstatus: int) -> None:
         run = config.stash.get(RUN_KEY, None)
         matrix = {
             "schema": report.MATRIX_SCHEMA,
-            "run": {"provider": run.cluster_set.provider if run else config.stash.get(PROVIDER_KEY, ("?", ""))[0],
-                    "profile": profile.name,
-                    "clusters": [c.name for c in config.stash[SETUP_KEY][0].clusters],
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(config.stash[STARTED_KEY])),
-                    "duration_s": round(time.time() - config.stash[STARTED_KEY], 3), "exit_status": int(exitstatus),
-                    "options": {"probe_timeout": config.getoption("probe_timeout"),
-                                "strict_flakes": bool(config.getoption("strict_flakes"))},
-                    "timings": {k: round(v, 4) for k, v in (run.timings if run else {}).items()}},
+            "run": {
+                "provider": run.cluster_set.provider if run else config.stash.get(PROVIDER_KEY, ("?", ""))[0],
+                "profile": profile.name,
+                "clusters": [c.name for c in config.stash[SETUP_KEY][0].clusters],
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(config.stash[STARTED_KEY])),
+                "duration_s": round(time.time() - config.stash[STARTED_KEY], 3),
+                "exit_status": int(exitstatus),
+                "options": {
+                    "probe_timeout": config.getoption("probe_timeout"),
+                    "strict_flakes": bool(config.getoption("strict_flakes")),
+                },
+                "timings": {k: round(v, 4) for k, v in (run.timings if run else {}).items()},
+            },
             "cells": sorted(judged, key=lambda c: (c["suite"], c["id"])),
             "facts": sorted(facts, key=lambda f: str(f["id"])),
         }

@@ -11,13 +11,13 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 from crossnet import yamlsafe
 from crossnet.globalnet import DEFAULT_GLOBAL_CIDR
-from crossnet.model import MATCH_VOCABULARY, Expectation
+from crossnet.model import MATCH_VOCABULARY, Expectation, Reachable, SourceExpectation
 from crossnet.resources import PROFILES
 from crossnet.yamlsafe import clip, cut
 
@@ -26,7 +26,8 @@ __all__ = ["MATCH_KEYS", "PROFILE_DIR", "Plumbing", "Profile", "ProfileError", "
 PROFILE_DIR = PROFILES
 
 MATCH_KEYS: dict[str, frozenset[str] | None] = {
-    key: None if values is None else frozenset(values) for key, values in MATCH_VOCABULARY.items()}
+    key: None if values is None else frozenset(values) for key, values in MATCH_VOCABULARY.items()
+}
 REACHABLE = {"yes": "yes", "no": "no", "optional": "optional", True: "yes", False: "no"}
 SOURCES = frozenset({"preserved", "node-ip", "global-egress", "any"})
 PROFILE_KEYS = frozenset({"name", "description", "globalnet", "plumbing", "defaults", "rules"})
@@ -52,8 +53,8 @@ class Rule:
         return all(facts.get(key) in allowed for key, allowed in self.match.items())
 
     def expectation(self) -> Expectation:
-        return Expectation(reachable=self.reachable, source=self.source,  # type: ignore[arg-type]
-                           rule=self.ident, because=self.because)
+        reachable, source = cast(Reachable, self.reachable), cast(SourceExpectation, self.source)
+        return Expectation(reachable=reachable, source=source, rule=self.ident, because=self.because)
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,12 @@ def _plumbing(raw: Any, problems: list[str]) -> Plumbing:
         except ValueError:
             problems.append(f"plumbing: global_cidr is {cut(global_cidr)}; write an IPv4 CIDR such as 242.0.0.0/8")
             global_cidr = None
-    return Plumbing(service_routes=raw.get("service_routes") is True,
-                    masquerade_to_peer_pods=raw.get("masquerade_to_peer_pods", True) is not False,
-                    rp_filter=int(rp_filter), global_cidr=global_cidr)
+    return Plumbing(
+        service_routes=raw.get("service_routes") is True,
+        masquerade_to_peer_pods=raw.get("masquerade_to_peer_pods", True) is not False,
+        rp_filter=int(rp_filter),
+        global_cidr=global_cidr,
+    )
 
 
 def load_profile(name_or_path: str) -> Profile:
@@ -167,13 +171,16 @@ def load_profile(name_or_path: str) -> Profile:
         path = PROFILE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
-        raise ProfileError(f"profile {cut(name_or_path)} not found ({cut(str(path))}); known profiles: {known}; "
-                           "or pass a path to a YAML file")
+        raise ProfileError(
+            f"profile {cut(name_or_path)} not found ({cut(str(path))}); known profiles: {known}; "
+            "or pass a path to a YAML file"
+        )
     try:
         doc = yamlsafe.load(yamlsafe.read_text(path, "profile"), str(path))
     except OSError as exc:
-        raise ProfileError(f"{path}: cannot be read: {exc.strerror or exc.__class__.__name__}; "
-                           "pass a readable profile file") from None
+        raise ProfileError(
+            f"{path}: cannot be read: {exc.strerror or exc.__class__.__name__}; pass a readable profile file"
+        ) from None
     except yamlsafe.UnsafeYAMLError as exc:
         raise ProfileError(f"{path}: {exc.problem}\n    fix: {exc.fix}") from None
     except yaml.YAMLError as exc:
@@ -194,8 +201,7 @@ def load_profile(name_or_path: str) -> Profile:
         problems.append("defaults: must be a mapping (reachable, source, because)")
         defaults_raw = {}
     reach, source = _expect({k: v for k, v in defaults_raw.items() if k != "because"}, "defaults", problems)
-    defaults = Rule(f"{name}#defaults", {}, reach, source,
-                    str(defaults_raw.get("because") or "the profile's default"))
+    defaults = Rule(f"{name}#defaults", {}, reach, source, str(defaults_raw.get("because") or "the profile's default"))
     rules: list[Rule] = []
     raw_rules = doc.get("rules") or []
     if not isinstance(raw_rules, list):
@@ -218,5 +224,12 @@ def load_profile(name_or_path: str) -> Profile:
         if len(problems) > MAX_LISTED_PROBLEMS:
             listed.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more")
         raise ProfileError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(listed))
-    return Profile(name=name, description=str(doc.get("description", "")), globalnet=bool(doc.get("globalnet")),
-                   plumbing=plumbing, defaults=defaults, rules=tuple(rules), source_file=str(path))
+    return Profile(
+        name=name,
+        description=str(doc.get("description", "")),
+        globalnet=bool(doc.get("globalnet")),
+        plumbing=plumbing,
+        defaults=defaults,
+        rules=tuple(rules),
+        source_file=str(path),
+    )

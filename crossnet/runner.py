@@ -20,8 +20,9 @@ CONTROL_MARGIN = 5.0  # seconds the control request may take beyond the slowest 
 AGENT_CONCURRENCY = 256  # probes an agent runs at once per request (crossnet.agent.control); the rest wait
 
 
-def probe_cells(lives: Sequence[LiveCell], client_for: Callable[[str], AgentClient],
-                timeout: float) -> dict[str, Observation]:
+def probe_cells(
+    lives: Sequence[LiveCell], client_for: Callable[[str], AgentClient], timeout: float
+) -> dict[str, Observation]:
     by_agent: dict[str, list[LiveCell]] = {}
     for live in lives:
         by_agent.setdefault(live.agent, []).append(live)
@@ -32,8 +33,11 @@ def probe_cells(lives: Sequence[LiveCell], client_for: Callable[[str], AgentClie
             waves = -(-len(batch) // AGENT_CONCURRENCY)  # a batch of only timeouts takes this many timeouts
             results = client_for(agent).probe([live.probe for live in batch], timeout * waves + CONTROL_MARGIN)
         except Exception as exc:  # noqa: BLE001 - an unreachable agent is an observation, not a crash
-            failure = Observation(reached=False, error="agent-error",
-                                  detail=f"agent {agent} could not be asked: {exc.__class__.__name__}: {exc}")
+            failure = Observation(
+                reached=False,
+                error="agent-error",
+                detail=f"agent {agent} could not be asked: {exc.__class__.__name__}: {exc}",
+            )
             return {live.cell.id: failure for live in batch}
         observed: dict[str, Observation] = {}
         for result in results:
@@ -64,8 +68,9 @@ class SuiteRunner:
 
     def judge_cells(self, cells: Sequence[Cell]) -> dict[str, Judgement]:
         lives = {c.id: live_cell(c, self.cluster_set, self.timeout) for c in cells}
-        fresh = probe_cells([live for live in lives.values() if live.probe_key not in self.observed],
-                            self.client_for, self.timeout)
+        fresh = probe_cells(
+            [live for live in lives.values() if live.probe_key not in self.observed], self.client_for, self.timeout
+        )
         self.observed.update({lives[i].probe_key: obs for i, obs in fresh.items()})
         first = {i: self.observed[live.probe_key] for i, live in lives.items()}
         judgements = {i: judge(lives[i], first[i]) for i in lives}

@@ -42,11 +42,14 @@ class Suite:
     def skip_reason(self, profile: Profile) -> str:
         """Why this suite has no cell under `profile`, and what would give it some."""
         if self.requires == "globalnet":
-            return (f"the {self.name} suite needs clusters joined by Globalnet: run `pytest suites/ --topology "
-                    "globalnet`")
+            return (
+                f"the {self.name} suite needs clusters joined by Globalnet: run `pytest suites/ --topology globalnet`"
+            )
         if self.requires == "routed":
-            return (f"the {self.name} suite asks about routed clusters; under {profile.name} the globalnet suite asks "
-                    "the questions (run `--topology routed` for this one)")
+            return (
+                f"the {self.name} suite asks about routed clusters; under {profile.name} the globalnet suite asks "
+                "the questions (run `--topology routed` for this one)"
+            )
         return f"the {self.name} suite has no cell under profile {profile.name} (its rules expect nothing to judge)"
 
     def cells(self, topology: Topology, profile: Profile) -> list[Cell]:
@@ -54,11 +57,14 @@ class Suite:
 
 
 REGISTRY: tuple[Suite, ...] = (
-    Suite("pod-to-pod", "pod and host to every pod over tcp, udp, icmp and large payloads", pod_to_pod.build,
-          "routed"),
+    Suite("pod-to-pod", "pod and host to every pod over tcp, udp, icmp and large payloads", pod_to_pod.build, "routed"),
     Suite("service", "ClusterIP, NodePort, headless and ExternalName Services", service.build, "routed"),
-    Suite("dns", "the echo Service's names in every form, own and peer domains, NXDOMAIN, ExternalName",
-          dns.build, "routed"),
+    Suite(
+        "dns",
+        "the echo Service's names in every form, own and peer domains, NXDOMAIN, ExternalName",
+        dns.build,
+        "routed",
+    ),
     Suite("snat", "the source IP the target saw on every path expected to reach", snat.build, "any"),
     Suite("globalnet", "clusters with identical CIDRs through Submariner Globalnet", globalnet.build, "globalnet"),
 )

@@ -7,8 +7,17 @@ from dataclasses import dataclass
 
 from crossnet.model import CROSSNET_NAMESPACE, Topology
 
-__all__ = ["AGENT_POD", "ECHO_NODE_PORT", "ECHO_SERVICE", "HEADLESS_SERVICE", "NONEXISTENT_SERVICE",
-           "ExternalNameService", "agent_id", "external_name_services", "pod_hostname"]
+__all__ = [
+    "AGENT_POD",
+    "ECHO_NODE_PORT",
+    "ECHO_SERVICE",
+    "HEADLESS_SERVICE",
+    "NONEXISTENT_SERVICE",
+    "ExternalNameService",
+    "agent_id",
+    "external_name_services",
+    "pod_hostname",
+]
 
 AGENT_POD = "agent"
 ECHO_SERVICE = "echo"  # type NodePort: a ClusterIP plus ECHO_NODE_PORT on every node

@@ -19,8 +19,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["MAX_EXPANDED_CHARS", "MAX_NODES", "MAX_TEXT_BYTES", "UnsafeYAMLError", "clip", "cut", "load",
-           "read_text"]
+__all__ = ["MAX_EXPANDED_CHARS", "MAX_NODES", "MAX_TEXT_BYTES", "UnsafeYAMLError", "clip", "cut", "load", "read_text"]
 
 MAX_TEXT_BYTES = 1024 * 1024  # a kind config or a profile is a few KiB
 MAX_NODES = 10_000  # YAML nodes as parsed and once aliases are expanded (the shipped files have a few hundred)
@@ -49,7 +48,7 @@ def cut(value: object, limit: int = 80) -> str:
     shown through ``reprlib`` (a few items, a few levels)."""
     limit = max(limit, 16)
     if isinstance(value, str):
-        text = repr(value[:limit + 1])
+        text = repr(value[: limit + 1])
         if len(value) <= limit and len(text) <= limit + 2:
             return text
         keep = limit
@@ -63,12 +62,12 @@ def cut(value: object, limit: int = 80) -> str:
     shower.maxstring = shower.maxother = max(limit // 2, 8)
     shower.maxlong = limit
     text = shower.repr(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def clip(text: str, limit: int = 200) -> str:
     """Plain `text` (an error's own message) cut to at most `limit` characters."""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def read_text(path: Path, what: str = "file") -> str:
@@ -77,13 +76,19 @@ def read_text(path: Path, what: str = "file") -> str:
     with path.open("rb") as handle:
         data = handle.read(MAX_TEXT_BYTES + 1)
     if len(data) > MAX_TEXT_BYTES:
-        raise UnsafeYAMLError(str(path), f"is larger than {MAX_TEXT_BYTES // 1024} KiB, far larger than any {what}",
-                              f"pass the right {what}; a {what} is a few KiB of YAML")
+        raise UnsafeYAMLError(
+            str(path),
+            f"is larger than {MAX_TEXT_BYTES // 1024} KiB, far larger than any {what}",
+            f"pass the right {what}; a {what} is a few KiB of YAML",
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UnsafeYAMLError(str(path), f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-                              f"pass a {what} written as UTF-8 YAML text") from None
+        raise UnsafeYAMLError(
+            str(path),
+            f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            f"pass a {what} written as UTF-8 YAML text",
+        ) from None
 
 
 class _Refused(Exception):
@@ -105,13 +110,17 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self.composed += 1
         if self.composed > self.max_nodes:
-            raise _Refused(f"has more than {self.max_nodes} YAML nodes, far more than any crossnet file",
-                           "pass the right file; crossnet's YAML files are a few hundred nodes")
+            raise _Refused(
+                f"has more than {self.max_nodes} YAML nodes, far more than any crossnet file",
+                "pass the right file; crossnet's YAML files are a few hundred nodes",
+            )
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                raise _Refused(f"is nested more than {MAX_DEPTH} levels deep",
-                               "flatten the document; kind configs and profiles are a few levels deep")
+                raise _Refused(
+                    f"is nested more than {MAX_DEPTH} levels deep",
+                    "flatten the document; kind configs and profiles are a few levels deep",
+                )
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -186,8 +195,11 @@ def load(text: str, source: str, max_nodes: int = MAX_NODES) -> Any:
     aliases that contain themselves, and values Python refuses to build (a 5000-digit integer, 2024-13-45).
     Malformed YAML raises the usual yaml.YAMLError (whose message quotes at most a line)."""
     if len(text) > MAX_TEXT_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
-        raise UnsafeYAMLError(source, f"is larger than {MAX_TEXT_BYTES // 1024} KiB of YAML",
-                              "pass the right file; crossnet's YAML files are a few KiB")
+        raise UnsafeYAMLError(
+            source,
+            f"is larger than {MAX_TEXT_BYTES // 1024} KiB of YAML",
+            "pass the right file; crossnet's YAML files are a few KiB",
+        )
     loader = _BoundedLoader(text, max_nodes)
     try:
         try:
@@ -195,25 +207,39 @@ def load(text: str, source: str, max_nodes: int = MAX_NODES) -> Any:
         except _Refused as exc:
             raise UnsafeYAMLError(source, exc.problem, exc.fix) from None
         except RecursionError:
-            raise UnsafeYAMLError(source, "is nested too deeply to read",
-                                  "flatten the document; kind configs and profiles are a few levels deep") from None
+            raise UnsafeYAMLError(
+                source,
+                "is nested too deeply to read",
+                "flatten the document; kind configs and profiles are a few levels deep",
+            ) from None
         if node is None:
             return None
         if _expanded_size(node, max_nodes, MAX_EXPANDED_CHARS) is None:
             if _has_alias(node):
                 raise UnsafeYAMLError(
-                    source, f"its YAML aliases expand to more than {max_nodes} nodes or "
+                    source,
+                    f"its YAML aliases expand to more than {max_nodes} nodes or "
                     f"{MAX_EXPANDED_CHARS // 1024} KiB of text, or refer to themselves (a 'billion laughs' document)",
-                    ALIAS_FIX)
-            raise UnsafeYAMLError(source, f"holds more than {MAX_EXPANDED_CHARS // 1024} KiB of values",
-                                  "pass the right file; crossnet's YAML files are a few KiB")
+                    ALIAS_FIX,
+                )
+            raise UnsafeYAMLError(
+                source,
+                f"holds more than {MAX_EXPANDED_CHARS // 1024} KiB of values",
+                "pass the right file; crossnet's YAML files are a few KiB",
+            )
         try:
             return loader.construct_document(node)
         except RecursionError:
-            raise UnsafeYAMLError(source, "is nested too deeply to read",
-                                  "flatten the document; kind configs and profiles are a few levels deep") from None
+            raise UnsafeYAMLError(
+                source,
+                "is nested too deeply to read",
+                "flatten the document; kind configs and profiles are a few levels deep",
+            ) from None
         except (ValueError, OverflowError) as exc:
-            raise UnsafeYAMLError(source, f"holds a value Python cannot build: {clip(str(exc), 120)}",
-                                  "quote the value if it is meant as text") from None
+            raise UnsafeYAMLError(
+                source,
+                f"holds a value Python cannot build: {clip(str(exc), 120)}",
+                "quote the value if it is meant as text",
+            ) from None
     finally:
         loader.dispose()

@@ -22,3 +22,8 @@ def test_mypy_strict_is_clean() -> None:
     done = subprocess.run([str(BIN / "mypy"), "--strict", "crossnet", "suites", "fixtures"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_package_has_one_formatting_style() -> None:
+    done = subprocess.run([str(BIN / "ruff"), "format", "--check", "crossnet"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr + "\nfix: .venv/bin/ruff format crossnet"

@@ -39,10 +39,17 @@ async def _serve(args: argparse.Namespace, token: bytes | None) -> None:
         servers.append(await _start_unix(handler, args.control_socket))
     if args.control_port:
         if token is None:
-            print(f"crossnet-agent: the control port {args.control_port} authenticates nobody (no --token-file): "
-                  "whoever reaches it can make this agent probe", file=sys.stderr, flush=True)
-        servers.append(await asyncio.start_server(control_handler(args.id, token), args.listen, args.control_port,
-                                                  reuse_address=True, limit=MAX_LINE))
+            print(
+                f"crossnet-agent: the control port {args.control_port} authenticates nobody (no --token-file): "
+                "whoever reaches it can make this agent probe",
+                file=sys.stderr,
+                flush=True,
+            )
+        servers.append(
+            await asyncio.start_server(
+                control_handler(args.id, token), args.listen, args.control_port, reuse_address=True, limit=MAX_LINE
+            )
+        )
     stop = asyncio.get_running_loop().create_future()
 
     def request_stop() -> None:
@@ -73,11 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--listen", default="0.0.0.0", help="address of the echo services (default: all)")
     serve.add_argument("--port", type=int, default=8080, help="TCP and UDP echo port (default 8080)")
     serve.add_argument("--control-socket", help="unix socket path for the control API (lab)")
-    serve.add_argument("--control-port", type=int, default=0,
-                       help="TCP port for the control API (kind); without --token-file it authenticates nobody")
-    serve.add_argument("--token-file", metavar="FILE",
-                       help=f"a shared secret (the file's content, stripped): every control request must carry it "
-                            f"in the {TOKEN_HEADER} header, else 401")
+    serve.add_argument(
+        "--control-port",
+        type=int,
+        default=0,
+        help="TCP port for the control API (kind); without --token-file it authenticates nobody",
+    )
+    serve.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"a shared secret (the file's content, stripped): every control request must carry it "
+        f"in the {TOKEN_HEADER} header, else 401",
+    )
     probe = sub.add_parser("probe", help="run one probe from here and print what it saw (repro commands)")
     probe.add_argument("protocol", choices=PROBE_PROTOCOLS)
     probe.add_argument("dst", help="IP address, or a DNS name (dns-udp/dns-tcp; or tcp/udp to resolve then connect)")
@@ -86,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--dns-port", type=int, default=53, help="DNS server port (default 53)")
     probe.add_argument("--search", action="append", default=[], help="DNS search domain (repeatable)")
     probe.add_argument("--timeout", type=float, default=2.0)
-    probe.add_argument("--payload", type=int, default=0,
-                       help="payload bytes (tcp/udp echo), or EDNS padding bytes (dns probes)")
+    probe.add_argument(
+        "--payload", type=int, default=0, help="payload bytes (tcp/udp echo), or EDNS padding bytes (dns probes)"
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         if not AGENT_ID.fullmatch(args.id):

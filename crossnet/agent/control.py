@@ -165,8 +165,9 @@ async def _answer(request: Request, reader: asyncio.StreamReader, agent_id: str)
     if length is None:
         raise HttpError(HTTPStatus.LENGTH_REQUIRED, "POST needs a Content-Length")
     if length > MAX_BODY:
-        raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"a body of {length} bytes: at most {MAX_BODY} are accepted")
+        raise HttpError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a body of {length} bytes: at most {MAX_BODY} are accepted"
+        )
     try:
         body = await asyncio.wait_for(reader.readexactly(length), BODY_TIMEOUT)
     except TimeoutError:
@@ -186,12 +187,16 @@ async def _answer(request: Request, reader: asyncio.StreamReader, agent_id: str)
     return HTTPStatus.OK, {"agent": agent_id, "results": await run_probes(probes)}
 
 
-async def _reply(writer: asyncio.StreamWriter, status: HTTPStatus, payload: Any,
-                 headers: dict[str, str] | None = None) -> None:
+async def _reply(
+    writer: asyncio.StreamWriter, status: HTTPStatus, payload: Any, headers: dict[str, str] | None = None
+) -> None:
     body = json.dumps(payload).encode()
     extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-    writer.write(f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n".encode() + body)
+    writer.write(
+        f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n".encode()
+        + body
+    )
     await writer.drain()
 
 
@@ -226,11 +231,15 @@ def control_handler(agent_id: str, token: bytes | None = None, uids: frozenset[i
             try:
                 request = await asyncio.wait_for(_read_head(reader), HEAD_TIMEOUT)
             except TimeoutError:
-                raise HttpError(HTTPStatus.REQUEST_TIMEOUT,
-                                f"the request head did not arrive within {HEAD_TIMEOUT:g}s") from None
+                raise HttpError(
+                    HTTPStatus.REQUEST_TIMEOUT, f"the request head did not arrive within {HEAD_TIMEOUT:g}s"
+                ) from None
             if not _authorized(request, token):
-                raise HttpError(HTTPStatus.UNAUTHORIZED, f"a missing or wrong {TOKEN_HEADER} header",
-                                {"WWW-Authenticate": f'{TOKEN_HEADER} realm="crossnet-agent"'})
+                raise HttpError(
+                    HTTPStatus.UNAUTHORIZED,
+                    f"a missing or wrong {TOKEN_HEADER} header",
+                    {"WWW-Authenticate": f'{TOKEN_HEADER} realm="crossnet-agent"'},
+                )
             status, payload = await _answer(request, reader, agent_id)
             await _reply(writer, status, payload)
         except HttpError as exc:
@@ -241,8 +250,9 @@ def control_handler(agent_id: str, token: bytes | None = None, uids: frozenset[i
         except Exception as exc:  # noqa: BLE001 - a bug answers 500 and leaves the agent serving
             traceback.print_exc()
             with contextlib.suppress(OSError):
-                await _reply(writer, HTTPStatus.INTERNAL_SERVER_ERROR,
-                             {"error": f"agent bug: {exc.__class__.__name__}"})
+                await _reply(
+                    writer, HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"agent bug: {exc.__class__.__name__}"}
+                )
         finally:
             await _close(reader, writer)
 

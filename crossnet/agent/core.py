@@ -74,8 +74,14 @@ def _echo_reply(raw: bytes) -> dict[str, Any] | None:
 def _not_echo(size: int, started: float, why: str = "") -> dict[str, Any]:
     """Something answered, but not crossnet's echo: say so without repeating a byte of it (it may be
     another service's banner). `wrong-answer` keeps the verdict what it was: that target is not reached."""
-    return _result(False, "wrong-answer", latency_ms=_ms(started), peer=NOT_ECHO, reply_bytes=size,
-                   detail=f"{NOT_ECHO}: the peer answered {why or f'{size} bytes'} that are not crossnet's echo")
+    return _result(
+        False,
+        "wrong-answer",
+        latency_ms=_ms(started),
+        peer=NOT_ECHO,
+        reply_bytes=size,
+        detail=f"{NOT_ECHO}: the peer answered {why or f'{size} bytes'} that are not crossnet's echo",
+    )
 
 
 def _check_reply(raw: bytes, probe: dict[str, Any], started: float) -> dict[str, Any]:
@@ -85,11 +91,22 @@ def _check_reply(raw: bytes, probe: dict[str, Any], started: float) -> dict[str,
     responder = reply["agent"]
     expected = probe.get("expect_agents") or []
     if expected and responder not in expected:
-        return _result(False, "wrong-answer", latency_ms=_ms(started), responder=responder,
-                       source_ip=reply["seen"], detail=f"answered by {responder}, expected {' or '.join(expected)}")
+        return _result(
+            False,
+            "wrong-answer",
+            latency_ms=_ms(started),
+            responder=responder,
+            source_ip=reply["seen"],
+            detail=f"answered by {responder}, expected {' or '.join(expected)}",
+        )
     if reply["len"] != int(probe.get("payload") or 0):
-        return _result(False, "wrong-answer", latency_ms=_ms(started), responder=responder,
-                       detail=f"payload of {probe.get('payload')} bytes came back as {reply['len']}")
+        return _result(
+            False,
+            "wrong-answer",
+            latency_ms=_ms(started),
+            responder=responder,
+            detail=f"payload of {probe.get('payload')} bytes came back as {reply['len']}",
+        )
     return _result(True, latency_ms=_ms(started), source_ip=reply["seen"], responder=responder)
 
 
@@ -101,7 +118,8 @@ async def _probe_tcp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(probe["dst"], int(probe["port"]), limit=MAX_REPLY), timeout)
+            asyncio.open_connection(probe["dst"], int(probe["port"]), limit=MAX_REPLY), timeout
+        )
     except TimeoutError:
         return _result(False, "timeout", latency_ms=_ms(started), detail=f"no TCP answer within {timeout}s")
     except OSError as exc:
@@ -201,7 +219,7 @@ async def _probe_icmp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
                 raise TimeoutError
             data = await asyncio.wait_for(loop.sock_recv(sock, 65535), remaining)
             if sock.type == socket.SOCK_RAW:
-                data = data[(data[0] & 0x0F) * 4:]
+                data = data[(data[0] & 0x0F) * 4 :]
             if len(data) >= 8 and data[0] == 0:
                 _, _, _, _, got_seq = struct.unpack("!BBHHH", data[:8])
                 if got_seq == seq:
@@ -233,11 +251,11 @@ async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     resolver.retry_servfail = False
     padding = int(probe.get("payload") or 0)
     if padding:  # an EDNS Padding option (RFC 7830) makes the query itself near-MTU sized
-        resolver.use_edns(0, 0, 4096, options=[dns.edns.GenericOption(dns.edns.OptionType.PADDING,
-                                                                      b"\0" * padding)])
+        resolver.use_edns(0, 0, 4096, options=[dns.edns.GenericOption(dns.edns.OptionType.PADDING, b"\0" * padding)])
     try:
-        answer = await resolver.resolve(str(probe["qname"]), "A", tcp=probe["protocol"] == "dns-tcp",
-                                        lifetime=timeout, raise_on_no_answer=False)
+        answer = await resolver.resolve(
+            str(probe["qname"]), "A", tcp=probe["protocol"] == "dns-tcp", lifetime=timeout, raise_on_no_answer=False
+        )
     except dns.resolver.NXDOMAIN:
         return _result(False, "nxdomain", latency_ms=_ms(started), rcode="NXDOMAIN")
     except dns.resolver.NoNameservers as exc:
@@ -254,8 +272,9 @@ async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
             elif rdata.rdtype == dns.rdatatype.A:
                 records.append(rdata.address)
     del records[MAX_ANSWERS:]
-    return _result(True, latency_ms=_ms(started), rcode="NOERROR", answers=records,
-                   detail=f"resolved as {answer.qname.to_text()}")
+    return _result(
+        True, latency_ms=_ms(started), rcode="NOERROR", answers=records, detail=f"resolved as {answer.qname.to_text()}"
+    )
 
 
 PROBERS = {"tcp": _probe_tcp, "udp": _probe_udp, "icmp": _probe_icmp, "dns-udp": _probe_dns, "dns-tcp": _probe_dns}
@@ -332,8 +351,12 @@ class EchoServers:
             line = await asyncio.wait_for(reader.readline(), 5.0)
             if line.startswith(b"GET "):
                 body = json.dumps({"agent": self.agent_id, "seen": peer[0]}).encode()
-                writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                writer.write(
+                    b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
             else:
                 size = len(line) - len(HELLO) - 1 if line.startswith(HELLO) else -1
                 writer.write(json.dumps({"agent": self.agent_id, "seen": peer[0], "len": size}).encode() + b"\n")
@@ -345,10 +368,12 @@ class EchoServers:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tcp = await asyncio.start_server(self._on_tcp, self.host, self.port, reuse_address=True,
-                                               limit=MAX_LINE * 2)
-        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpEcho(self.agent_id),
-                                                           local_addr=(self.host, self.port))
+        self._tcp = await asyncio.start_server(
+            self._on_tcp, self.host, self.port, reuse_address=True, limit=MAX_LINE * 2
+        )
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpEcho(self.agent_id), local_addr=(self.host, self.port)
+        )
         self._udp = transport
 
     def close(self) -> None:

@@ -56,8 +56,10 @@ def _name(where: str, value: Any) -> str:
         raise BadRequest(f"{where}: must be a DNS name string, not {type(value).__name__}")
     labels = value[:-1].split(".") if value.endswith(".") else value.split(".")
     if len(value) > MAX_NAME + 1 or not all(LABEL.fullmatch(label) for label in labels):
-        raise BadRequest(f"{where}: not a DNS name (letters, digits, '-', '_' in dot-separated labels of at most "
-                         f"63, {MAX_NAME} in all)")
+        raise BadRequest(
+            f"{where}: not a DNS name (letters, digits, '-', '_' in dot-separated labels of at most "
+            f"63, {MAX_NAME} in all)"
+        )
     return value
 
 
@@ -91,15 +93,20 @@ def validate_probe(spec: Any, where: str = "probe") -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise BadRequest(f"{where}: must be an object, not {type(spec).__name__}")
     probe_id = spec.get("id")
-    if probe_id is not None and not ((isinstance(probe_id, str) and len(probe_id) <= MAX_ID)
-                                     or (isinstance(probe_id, int) and not isinstance(probe_id, bool))):
+    if probe_id is not None and not (
+        (isinstance(probe_id, str) and len(probe_id) <= MAX_ID)
+        or (isinstance(probe_id, int) and not isinstance(probe_id, bool))
+    ):
         raise BadRequest(f"{where}.id: must be a string of at most {MAX_ID} characters, or an integer")
     protocol = spec.get("protocol")
     if protocol not in PROBE_PROTOCOLS:
         raise BadRequest(f"{where}.protocol: must be one of {', '.join(PROBE_PROTOCOLS)}")
-    probe: dict[str, Any] = {"id": probe_id, "protocol": protocol,
-                             "timeout": _timeout(f"{where}.timeout", spec.get("timeout")),
-                             "payload": _int(f"{where}.payload", spec.get("payload") or 0, 0, MAX_PAYLOAD)}
+    probe: dict[str, Any] = {
+        "id": probe_id,
+        "protocol": protocol,
+        "timeout": _timeout(f"{where}.timeout", spec.get("timeout")),
+        "payload": _int(f"{where}.payload", spec.get("payload") or 0, 0, MAX_PAYLOAD),
+    }
     if spec.get("dst") is not None:
         probe["dst"] = _ip(f"{where}.dst", spec["dst"])
     if spec.get("port") is not None:
@@ -121,8 +128,9 @@ def validate_probe(spec: Any, where: str = "probe") -> dict[str, Any]:
     if protocol.startswith("dns") or (protocol in ("tcp", "udp") and by_name):
         for field in ("qname", "server"):
             if field not in probe:
-                raise BadRequest(f"{where}.{field}: required for {protocol}" + ("" if protocol.startswith("dns")
-                                                                                else " to a name"))
+                raise BadRequest(
+                    f"{where}.{field}: required for {protocol}" + ("" if protocol.startswith("dns") else " to a name")
+                )
     elif "dst" not in probe:
         raise BadRequest(f"{where}.dst: required for {protocol} (an IP address)")
     if protocol in ("tcp", "udp") and "port" not in probe:

@@ -26,13 +26,26 @@ def _dns_targets(topology: Topology, src: str) -> list[Target]:
         targets += [
             Target(peer.name, "dns-name", service=ECHO_SERVICE, name=full, form="full"),
             Target(peer.name, "dns-name", service=ECHO_SERVICE, name=f"{full}.", form="fqdn"),
-            Target(peer.name, "dns-name", service=NONEXISTENT_SERVICE, form="nxdomain", expect_nxdomain=True,
-                   name=f"{NONEXISTENT_SERVICE}.{NS_PLACEHOLDER}.svc.{peer.dns_domain}"),
+            Target(
+                peer.name,
+                "dns-name",
+                service=NONEXISTENT_SERVICE,
+                form="nxdomain",
+                expect_nxdomain=True,
+                name=f"{NONEXISTENT_SERVICE}.{NS_PLACEHOLDER}.svc.{peer.dns_domain}",
+            ),
         ]
     for ext in external_name_services(topology):
         domain = topology.cluster(ext.cluster).dns_domain
-        targets.append(Target(ext.cluster, "dns-name", service=ext.name, form="external-name",
-                              name=f"{ext.name}.{NS_PLACEHOLDER}.svc.{domain}"))
+        targets.append(
+            Target(
+                ext.cluster,
+                "dns-name",
+                service=ext.name,
+                form="external-name",
+                name=f"{ext.name}.{NS_PLACEHOLDER}.svc.{domain}",
+            )
+        )
     return targets
 
 
@@ -43,8 +56,8 @@ def build(topology: Topology, profile: Profile) -> list[Cell]:
             scope = scope_of(vantage, target.cluster)
             cells += [decided(profile, "dns", vantage, target, Probe(p, port=53), scope) for p in DNS_PROTOCOLS]
             if target.form == "full" and target.service == ECHO_SERVICE:  # a query padded to near the MTU
-                cells += [decided(profile, "dns", vantage, target, Probe(p, port=53, payload=LARGE_PAYLOAD), scope)
-                          for p in DNS_PROTOCOLS]
+                cells += [
+                    decided(profile, "dns", vantage, target, Probe(p, port=53, payload=LARGE_PAYLOAD), scope)
+                    for p in DNS_PROTOCOLS
+                ]
     return cells
-
-

@@ -22,14 +22,25 @@ def build(topology: Topology, profile: Profile) -> list[Cell]:
         own = vantage.cluster
         targets: list[tuple[Target, tuple[Protocol, ...]]] = [
             (Target(own, "dns-name", service=ECHO_SERVICE, name=svc, form="clusterset"), DNS_PROTOCOLS),
-            (Target(own, "dns-name", service=NOT_EXPORTED_SERVICE, form="nxdomain", expect_nxdomain=True,
-                    name=f"{NOT_EXPORTED_SERVICE}.{NS_PLACEHOLDER}.svc.{CLUSTERSET_DOMAIN}"), ("dns-udp",)),
+            (
+                Target(
+                    own,
+                    "dns-name",
+                    service=NOT_EXPORTED_SERVICE,
+                    form="nxdomain",
+                    expect_nxdomain=True,
+                    name=f"{NOT_EXPORTED_SERVICE}.{NS_PLACEHOLDER}.svc.{CLUSTERSET_DOMAIN}",
+                ),
+                ("dns-udp",),
+            ),
         ]
         for peer in topology.peers_of(own):
             by_cluster = f"{peer.name}.{svc}"
             targets += [
-                (Target(peer.name, "dns-name", service=ECHO_SERVICE, name=by_cluster, form="cluster.clusterset"),
-                 (*DNS_PROTOCOLS, *SERVICE_PROTOCOLS)),
+                (
+                    Target(peer.name, "dns-name", service=ECHO_SERVICE, name=by_cluster, form="cluster.clusterset"),
+                    (*DNS_PROTOCOLS, *SERVICE_PROTOCOLS),
+                ),
                 (Target(peer.name, "global-ip", service=ECHO_SERVICE), SERVICE_PROTOCOLS),
                 (Target(peer.name, "cluster-ip", service=ECHO_SERVICE), ("tcp",)),
             ]
@@ -37,15 +48,31 @@ def build(topology: Topology, profile: Profile) -> list[Cell]:
             for node in peer.nodes:
                 name = f"{pod_hostname(node.short)}.{headless}"
                 targets += [
-                    (Target(peer.name, "dns-name", node=node.short, service=HEADLESS_SERVICE, name=name,
-                            form="pod.cluster.clusterset"), ("dns-udp",)),
-                    (Target(peer.name, "headless", node=node.short, service=HEADLESS_SERVICE, name=name,
-                            form="pod.cluster.clusterset"), ("tcp",)),
+                    (
+                        Target(
+                            peer.name,
+                            "dns-name",
+                            node=node.short,
+                            service=HEADLESS_SERVICE,
+                            name=name,
+                            form="pod.cluster.clusterset",
+                        ),
+                        ("dns-udp",),
+                    ),
+                    (
+                        Target(
+                            peer.name,
+                            "headless",
+                            node=node.short,
+                            service=HEADLESS_SERVICE,
+                            name=name,
+                            form="pod.cluster.clusterset",
+                        ),
+                        ("tcp",),
+                    ),
                     (Target(peer.name, "pod-ip", node=node.short), ("tcp",)),
                 ]
         for target, protocols in targets:
             scope = scope_of(vantage, target.cluster, target.node)
             cells += [decided(profile, "globalnet", vantage, target, Probe(p), scope) for p in protocols]
     return cells
-
-

@@ -20,5 +20,3 @@ def build(topology: Topology, profile: Profile) -> list[Cell]:
                 scope = scope_of(vantage, dst.name, dst_node.short)
                 cells += [decided(profile, "pod-to-pod", vantage, target, probe, scope) for probe in probes]
     return cells
-
-

@@ -16,18 +16,40 @@ def _service_targets(topology: Topology) -> list[tuple[Target, tuple[Protocol, .
     for cluster in topology.clusters:
         targets.append((Target(cluster.name, "cluster-ip", service=ECHO_SERVICE), SERVICE_PROTOCOLS))
         headless = f"{HEADLESS_SERVICE}.{NS_PLACEHOLDER}.svc.{cluster.dns_domain}"
-        targets.append((Target(cluster.name, "dns-name", service=HEADLESS_SERVICE, form="headless", name=headless),
-                        ("dns-udp",)))
+        targets.append(
+            (Target(cluster.name, "dns-name", service=HEADLESS_SERVICE, form="headless", name=headless), ("dns-udp",))
+        )
         for node in cluster.nodes:
-            targets.append((Target(cluster.name, "node-port", node=node.short, service=ECHO_SERVICE),
-                            SERVICE_PROTOCOLS))
-            targets.append((Target(cluster.name, "headless", node=node.short, service=HEADLESS_SERVICE,
-                                   name=f"{pod_hostname(node.short)}.{headless}"), ("tcp",)))
+            targets.append(
+                (Target(cluster.name, "node-port", node=node.short, service=ECHO_SERVICE), SERVICE_PROTOCOLS)
+            )
+            targets.append(
+                (
+                    Target(
+                        cluster.name,
+                        "headless",
+                        node=node.short,
+                        service=HEADLESS_SERVICE,
+                        name=f"{pod_hostname(node.short)}.{headless}",
+                    ),
+                    ("tcp",),
+                )
+            )
     for ext in external_name_services(topology):
         # Connecting through the ExternalName reaches the cluster it points to.
         domain = topology.cluster(ext.cluster).dns_domain
-        targets.append((Target(ext.target_cluster, "dns-name", service=ext.name, form="external-name",
-                               name=f"{ext.name}.{NS_PLACEHOLDER}.svc.{domain}"), ("tcp",)))
+        targets.append(
+            (
+                Target(
+                    ext.target_cluster,
+                    "dns-name",
+                    service=ext.name,
+                    form="external-name",
+                    name=f"{ext.name}.{NS_PLACEHOLDER}.svc.{domain}",
+                ),
+                ("tcp",),
+            )
+        )
     return targets
 
 
@@ -39,5 +61,3 @@ def build(topology: Topology, profile: Profile) -> list[Cell]:
             scope = scope_of(vantage, target.cluster, target.node)
             cells += [decided(profile, "service", vantage, target, Probe(p), scope) for p in protocols]
     return cells
-
-

@@ -16,15 +16,20 @@ def build(topology: Topology, profile: Profile) -> list[Cell]:
     """The source IP of every path the other suites expect to reach over tcp/udp, wherever the
     profile says what the target should see (source: any is not a question worth a cell)."""
     cells = []
-    origins = (globalnet.build(topology, profile) if profile.plumbing.global_cidr is not None
-               else pod_to_pod.build(topology, profile) + service.build(topology, profile))
+    origins = (
+        globalnet.build(topology, profile)
+        if profile.plumbing.global_cidr is not None
+        else pod_to_pod.build(topology, profile) + service.build(topology, profile)
+    )
     for origin in origins:
-        if (origin.expectation.reachable != "yes" or origin.probe.protocol not in SERVICE_PROTOCOLS
-                or origin.probe.payload or origin.target.kind not in SNAT_TARGETS):
+        if (
+            origin.expectation.reachable != "yes"
+            or origin.probe.protocol not in SERVICE_PROTOCOLS
+            or origin.probe.payload
+            or origin.target.kind not in SNAT_TARGETS
+        ):
             continue
         cell = decided(profile, "snat", origin.vantage, origin.target, origin.probe, origin.scope)
         if cell.expectation.source != "any":
             cells.append(cell)
     return cells
-
-

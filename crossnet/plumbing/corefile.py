@@ -114,9 +114,7 @@ def _refuse_existing_fence(original: str, source: str) -> None:
         )
 
 
-def _peer_block(
-    corefile: Corefile, domain: str, targets: Sequence[str], source: str
-) -> tuple[str, list[str]]:
+def _peer_block(corefile: Corefile, domain: str, targets: Sequence[str], source: str) -> tuple[str, list[str]]:
     try:
         zone = single_zone(domain)
     except ValueError as err:

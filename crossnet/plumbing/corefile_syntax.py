@@ -12,11 +12,20 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_PORTS", "Corefile", "CorefileError", "Directive", "ServerBlock", "normalize_zone", "parse_corefile",
-           "single_zone"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "Corefile",
+    "CorefileError",
+    "Directive",
+    "ServerBlock",
+    "normalize_zone",
+    "parse_corefile",
+    "single_zone",
+]
 
 DEFAULT_PORTS: Mapping[str, int] = {"dns": 53, "tls": 853, "quic": 853, "grpc": 443, "https": 443}
 """Port a server block listens on when its key names none, by transport scheme."""
+
 
 class CorefileError(ValueError):
     """A Corefile, or a request to patch one, that cannot be used.
@@ -184,9 +193,7 @@ def _read_word(text: str, index: int, line: int, source: str) -> tuple[_Token, i
             break
         index += 1
     if in_quote:
-        raise CorefileError(
-            f"{source}:{start_line}: quoted string is never closed; add the missing '\"'"
-        )
+        raise CorefileError(f"{source}:{start_line}: quoted string is never closed; add the missing '\"'")
     return _Token("".join(chars), start_line, line, quoted), index
 
 
@@ -371,5 +378,3 @@ def parse_corefile(text: str, source: str = "Corefile") -> Corefile:
 
 
 # --------------------------------------------------------------------------- patch and restore
-
-

@@ -32,13 +32,26 @@ def plan_masquerade_exceptions(cluster_set: ClusterSet) -> list[NodeCommand]:
         for peer in cluster_set.clusters:
             if peer.name == cluster.name:
                 continue
-            rule = ("-d", peer.pod_subnet, "-m", "comment", "--comment", f"crossnet: keep pod IPs to {peer.name}",
-                    "-j", "RETURN")
+            rule = (
+                "-d",
+                peer.pod_subnet,
+                "-m",
+                "comment",
+                "--comment",
+                f"crossnet: keep pod IPs to {peer.name}",
+                "-j",
+                "RETURN",
+            )
             for node in cluster.nodes:
-                commands.append(NodeCommand(
-                    cluster.name, node.short, ("iptables", "-w", "5", "-t", "nat", "-I", MASQ_CHAIN, "1", *rule),
-                    ("iptables", "-w", "5", "-t", "nat", "-D", MASQ_CHAIN, *rule),
-                    f"{cluster.name}/{node.short}: no masquerade to {peer.name} pods {peer.pod_subnet}"))
+                commands.append(
+                    NodeCommand(
+                        cluster.name,
+                        node.short,
+                        ("iptables", "-w", "5", "-t", "nat", "-I", MASQ_CHAIN, "1", *rule),
+                        ("iptables", "-w", "5", "-t", "nat", "-D", MASQ_CHAIN, *rule),
+                        f"{cluster.name}/{node.short}: no masquerade to {peer.name} pods {peer.pod_subnet}",
+                    )
+                )
     return commands
 
 
@@ -46,6 +59,14 @@ def plan_rp_filter(cluster_set: ClusterSet, value: int) -> list[NodeCommand]:
     """Set rp_filter (all and default: the effective value is the max of `all` and the
     interface's) on every node; the undo restores the lab/kind default of 0."""
     keys = ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter")
-    return [NodeCommand(c.name, n.short, ("sysctl", "-qw", *(f"{k}={value}" for k in keys)),
-                        ("sysctl", "-qw", *(f"{k}=0" for k in keys)), f"{c.name}/{n.short}: rp_filter={value}")
-            for c in cluster_set.clusters for n in c.nodes]
+    return [
+        NodeCommand(
+            c.name,
+            n.short,
+            ("sysctl", "-qw", *(f"{k}={value}" for k in keys)),
+            ("sysctl", "-qw", *(f"{k}=0" for k in keys)),
+            f"{c.name}/{n.short}: rp_filter={value}",
+        )
+        for c in cluster_set.clusters
+        for n in c.nodes
+    ]

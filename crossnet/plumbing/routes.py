@@ -47,10 +47,15 @@ def plan_peer_routes(cluster_set: ClusterSet) -> list[RouteChange]:
                 continue
             for node in cluster.nodes:
                 for peer_node in peer.nodes:
-                    changes.append(RouteChange(
-                        cluster=cluster.name, node=node.short, destination=peer_node.pod_cidr,
-                        via=peer_node.ip,
-                        reason=f"pods of {peer.name}/{peer_node.short} live behind that node"))
+                    changes.append(
+                        RouteChange(
+                            cluster=cluster.name,
+                            node=node.short,
+                            destination=peer_node.pod_cidr,
+                            via=peer_node.ip,
+                            reason=f"pods of {peer.name}/{peer_node.short} live behind that node",
+                        )
+                    )
     return changes
 
 
@@ -73,6 +78,14 @@ def plan_service_routes(cluster_set: ClusterSet) -> list[RouteChange]:
             if peer.name == cluster.name:
                 continue
             gateway = service_gateway(cluster_set, peer.name)
-            changes += [RouteChange(cluster.name, node.short, peer.service_subnet, gateway,
-                                    f"Services of {peer.name} through its gateway node") for node in cluster.nodes]
+            changes += [
+                RouteChange(
+                    cluster.name,
+                    node.short,
+                    peer.service_subnet,
+                    gateway,
+                    f"Services of {peer.name} through its gateway node",
+                )
+                for node in cluster.nodes
+            ]
     return changes

@@ -57,8 +57,9 @@ class ExecTarget:
     def parse(cls, text: str) -> ExecTarget:
         parts = text.strip("/").split("/")
         if len(parts) not in (2, 3) or not all(parts):
-            raise InputError(f"{text[:80]!r} is not <cluster>/<node>[/<pod>] (e.g. cluster-1/worker or "
-                                "cluster-1/worker/agent)")
+            raise InputError(
+                f"{text[:80]!r} is not <cluster>/<node>[/<pod>] (e.g. cluster-1/worker or cluster-1/worker/agent)"
+            )
         return cls(*parts)
 
     def __str__(self) -> str:
@@ -97,6 +98,7 @@ def register(name: str) -> Callable[[Callable[..., Provider]], Callable[..., Pro
     def decorate(factory: Callable[..., Provider]) -> Callable[..., Provider]:
         PROVIDERS[name] = factory
         return factory
+
     return decorate
 
 
@@ -128,34 +130,56 @@ def state_problems(data: Any) -> list[str]:
         check(isinstance(data.get(key), dict | None), f"{key} is not an object")
     for key in ("created", "reused", "creating"):  # kind: cluster names `kind delete` is run on
         value = data.get(key)
-        check(value is None or (isinstance(value, list) and all(isinstance(v, str) and SAFE_NAME.match(v)
-                                                                 for v in value)), f"{key} is not a list of names")
+        check(
+            value is None
+            or (isinstance(value, list) and all(isinstance(v, str) and SAFE_NAME.match(v) for v in value)),
+            f"{key} is not a list of names",
+        )
     namespace = data.get("namespace")
-    check(namespace is None or (isinstance(namespace, str) and bool(SAFE_NAME.match(namespace))),
-          "namespace is not a DNS-1123 name")
+    check(
+        namespace is None or (isinstance(namespace, str) and bool(SAFE_NAME.match(namespace))),
+        "namespace is not a DNS-1123 name",
+    )
     check(isinstance(data.get("agent_token"), str | None), "agent_token is not a string")
     plan = _object(data.get("plan"))
     for node in plan.get("nodes") or []:
-        check(isinstance(node, dict) and all(isinstance(node.get(k), str) and SAFE_NAME.match(node[k])
-                                             for k in ("cluster", "short", "netns")),
-              "plan.nodes holds a node whose cluster, name or namespace is not a DNS-1123 name")
+        check(
+            isinstance(node, dict)
+            and all(isinstance(node.get(k), str) and SAFE_NAME.match(node[k]) for k in ("cluster", "short", "netns")),
+            "plan.nodes holds a node whose cluster, name or namespace is not a DNS-1123 name",
+        )
     agents = _object(data.get("agents"))
     for agent in agents.values():
-        check(isinstance(agent, dict) and isinstance(agent.get("control"), str), "agents holds an agent without "
-              "a control address")
+        check(
+            isinstance(agent, dict) and isinstance(agent.get("control"), str),
+            "agents holds an agent without a control address",
+        )
     plumbing = _object(data.get("plumbing"))
     for route in plumbing.get("routes") or []:
-        check(isinstance(route, dict) and _names_ok(route) and _network_ok(route.get("destination"))
-              and _address_ok(route.get("via")), f"plumbing.routes holds an invalid route {str(route)[:120]}")
+        check(
+            isinstance(route, dict)
+            and _names_ok(route)
+            and _network_ok(route.get("destination"))
+            and _address_ok(route.get("via")),
+            f"plumbing.routes holds an invalid route {str(route)[:120]}",
+        )
     for command in plumbing.get("node_commands") or []:
         undo = command.get("undo") if isinstance(command, dict) else None
-        check(isinstance(command, dict) and _names_ok(command) and isinstance(undo, list) and bool(undo)
-              and all(isinstance(a, str) and "\n" not in a for a in undo) and undo[0] in UNDO_PROGRAMS,
-              f"plumbing.node_commands holds an undo crossnet does not write: {str(command)[:120]}")
+        check(
+            isinstance(command, dict)
+            and _names_ok(command)
+            and isinstance(undo, list)
+            and bool(undo)
+            and all(isinstance(a, str) and "\n" not in a for a in undo)
+            and undo[0] in UNDO_PROGRAMS,
+            f"plumbing.node_commands holds an undo crossnet does not write: {str(command)[:120]}",
+        )
     corefiles = plumbing.get("corefiles") or {}
-    check(isinstance(corefiles, dict) and all(isinstance(k, str) and SAFE_NAME.match(k) and isinstance(v, str)
-                                              for k, v in corefiles.items()),
-          "plumbing.corefiles is not cluster name -> Corefile text")
+    check(
+        isinstance(corefiles, dict)
+        and all(isinstance(k, str) and SAFE_NAME.match(k) and isinstance(v, str) for k, v in corefiles.items()),
+        "plumbing.corefiles is not cluster name -> Corefile text",
+    )
     return problems
 
 
@@ -195,23 +219,30 @@ class StateFile:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            raise InputError(f"no crossnet state at {self.path}; start one with `crossnet up` "
-                                "or pass --state-dir of a running one") from None
+            raise InputError(
+                f"no crossnet state at {self.path}; start one with `crossnet up` or pass --state-dir of a running one"
+            ) from None
         except OSError as exc:
             raise InputError(f"cannot read {self.path}: {exc.strerror}") from None
         try:
             data = json.loads(raw.decode())
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise InputError(f"{self.path} is not a crossnet state file ({'empty' if not raw.strip() else exc}); "
-                                f"if its run is gone, remove it with `crossnet down --state-dir {self.dir}`") from None
+            raise InputError(
+                f"{self.path} is not a crossnet state file ({'empty' if not raw.strip() else exc}); "
+                f"if its run is gone, remove it with `crossnet down --state-dir {self.dir}`"
+            ) from None
         if isinstance(data, dict) and data.get("schema") not in (None, STATE_SCHEMA):
-            raise InputError(f"{self.path} has schema {str(data.get('schema'))[:40]!r}, this crossnet reads "
-                                f"{STATE_SCHEMA}; tear it down with the crossnet that made it")
+            raise InputError(
+                f"{self.path} has schema {str(data.get('schema'))[:40]!r}, this crossnet reads "
+                f"{STATE_SCHEMA}; tear it down with the crossnet that made it"
+            )
         problems = state_problems(data)
         if problems:
-            raise InputError(f"{self.path} is not a valid crossnet state file: {'; '.join(problems[:5])}; "
-                                f"crossnet will not act on it (remove it with `crossnet down --state-dir {self.dir}` "
-                                "if its run is gone)")
+            raise InputError(
+                f"{self.path} is not a valid crossnet state file: {'; '.join(problems[:5])}; "
+                f"crossnet will not act on it (remove it with `crossnet down --state-dir {self.dir}` "
+                "if its run is gone)"
+            )
         result: dict[str, Any] = data
         return result
 

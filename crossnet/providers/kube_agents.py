@@ -111,8 +111,15 @@ class KubeAgentClient:
         self.kube, self.namespace, self.pod, self.token = kube, namespace, pod, token
 
     def probe(self, probes: list[ProbeSpec], timeout: float) -> list[ProbeResult]:
-        body = self.kube.proxy_post(self.namespace, self.pod, CONTROL_PORT, "probe", {"probes": probes}, timeout,
-                                    headers={TOKEN_HEADER: self.token})
+        body = self.kube.proxy_post(
+            self.namespace,
+            self.pod,
+            CONTROL_PORT,
+            "probe",
+            {"probes": probes},
+            timeout,
+            headers={TOKEN_HEADER: self.token},
+        )
         if "results" not in body:
             raise ProviderError(f"agent {self.namespace}/{self.pod}: {body.get('error', 'no results')}")
         results: list[ProbeResult] = body["results"]
@@ -122,36 +129,61 @@ class KubeAgentClient:
 def agent_client(kube_of: Callable[[str], KubeCluster], namespace: str, agent: str, token: str) -> KubeAgentClient:
     """The client of the agent `<cluster>/<node>/<agent|host>` (workloads.agent_id)."""
     cluster, node, vantage = agent.split("/")
-    return KubeAgentClient(kube_of(cluster), namespace, agent_pod_name("pod" if vantage == AGENT_POD else "host", node),
-                           token)
+    return KubeAgentClient(
+        kube_of(cluster), namespace, agent_pod_name("pod" if vantage == AGENT_POD else "host", node), token
+    )
 
 
-def agent_pod(cluster: str, node: AgentNode, vantage: str, *, namespace: str, image: str,
-              labels: Mapping[str, str]) -> dict[str, Any]:
+def agent_pod(
+    cluster: str, node: AgentNode, vantage: str, *, namespace: str, image: str, labels: Mapping[str, str]
+) -> dict[str, Any]:
     """The agent pod of `vantage` ("pod" or "host") pinned to `node`."""
     spec: dict[str, Any] = {
         "nodeName": node.node_name,
         "tolerations": [{"operator": "Exists"}],  # control-plane taint: an agent on every node
         "automountServiceAccountToken": False,  # the agent never talks to the API server
-        "containers": [{
-            "name": "agent", "image": image,
-            "command": agent_command(["serve", "--id", agent_id(cluster, node.short, vantage), "--control-port",
-                                      str(CONTROL_PORT), "--token-file", TOKEN_FILE]),
-            "ports": [{"containerPort": AGENT_PORT, "protocol": "TCP"},
-                      {"containerPort": AGENT_PORT, "protocol": "UDP"}, {"containerPort": CONTROL_PORT}],
-            "readinessProbe": {"tcpSocket": {"port": CONTROL_PORT}, "periodSeconds": 1},
-            # Probes need raw ICMP sockets (NET_RAW) and nothing else; Python imports from the
-            # zipapp without writing, /tmp is a scratch emptyDir.
-            "securityContext": {"privileged": False, "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True, "seccompProfile": {"type": "RuntimeDefault"},
-                                "capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]}},
-            "volumeMounts": [{"name": "agent", "mountPath": "/crossnet", "readOnly": True},
-                             {"name": "token", "mountPath": str(Path(TOKEN_FILE).parent), "readOnly": True},
-                             {"name": "tmp", "mountPath": "/tmp"}],
-        }],
-        "volumes": [{"name": "agent", "configMap": {"name": AGENT_CONFIGMAP}},
-                    {"name": "token", "secret": {"secretName": TOKEN_SECRET, "defaultMode": 0o400}},
-                    {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}],
+        "containers": [
+            {
+                "name": "agent",
+                "image": image,
+                "command": agent_command(
+                    [
+                        "serve",
+                        "--id",
+                        agent_id(cluster, node.short, vantage),
+                        "--control-port",
+                        str(CONTROL_PORT),
+                        "--token-file",
+                        TOKEN_FILE,
+                    ]
+                ),
+                "ports": [
+                    {"containerPort": AGENT_PORT, "protocol": "TCP"},
+                    {"containerPort": AGENT_PORT, "protocol": "UDP"},
+                    {"containerPort": CONTROL_PORT},
+                ],
+                "readinessProbe": {"tcpSocket": {"port": CONTROL_PORT}, "periodSeconds": 1},
+                # Probes need raw ICMP sockets (NET_RAW) and nothing else; Python imports from the
+                # zipapp without writing, /tmp is a scratch emptyDir.
+                "securityContext": {
+                    "privileged": False,
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                    "capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]},
+                },
+                "volumeMounts": [
+                    {"name": "agent", "mountPath": "/crossnet", "readOnly": True},
+                    {"name": "token", "mountPath": str(Path(TOKEN_FILE).parent), "readOnly": True},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "agent", "configMap": {"name": AGENT_CONFIGMAP}},
+            {"name": "token", "secret": {"secretName": TOKEN_SECRET, "defaultMode": 0o400}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        ],
     }
     pod_labels = dict(labels)
     if vantage == "pod":
@@ -160,44 +192,95 @@ def agent_pod(cluster: str, node: AgentNode, vantage: str, *, namespace: str, im
     else:
         spec.update(hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet")
         pod_labels["app"] = HOST_AGENT_APP
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": agent_pod_name(vantage, node.short),
-            "namespace": namespace, "labels": pod_labels}, "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": agent_pod_name(vantage, node.short), "namespace": namespace, "labels": pod_labels},
+        "spec": spec,
+    }
 
 
 def external_names(topology: Topology, cluster: str, namespace: str) -> list[tuple[str, str]]:
     """(Service name, externalName) of the ExternalName Services `cluster` gets (workloads)."""
-    return [(ext.name, ext.external_name(topology.cluster(ext.target_cluster).dns_domain, namespace))
-            for ext in external_name_services(topology) if ext.cluster == cluster]
+    return [
+        (ext.name, ext.external_name(topology.cluster(ext.target_cluster).dns_domain, namespace))
+        for ext in external_name_services(topology)
+        if ext.cluster == cluster
+    ]
 
 
-def agent_manifests(cluster: str, nodes: Sequence[AgentNode], *, namespace: str, labels: Mapping[str, str],
-                    image: str, token: str, archive: bytes,
-                    external: Sequence[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+def agent_manifests(
+    cluster: str,
+    nodes: Sequence[AgentNode],
+    *,
+    namespace: str,
+    labels: Mapping[str, str],
+    image: str,
+    token: str,
+    archive: bytes,
+    external: Sequence[tuple[str, str]] = (),
+) -> list[dict[str, Any]]:
     """Everything one cluster gets, in the order it is applied: the Namespace, the token Secret,
     the zipapp ConfigMap, both agent pods of every node, the echo Services and the ExternalName
     Services `external` names ((name, externalName) pairs)."""
     ns, labels = namespace, dict(labels)
     manifests: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}},
-        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": TOKEN_SECRET, "namespace": ns,
-         "labels": labels}, "stringData": {"token": token}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": TOKEN_SECRET, "namespace": ns, "labels": labels},
+            "stringData": {"token": token},
+        },
         configmap_binary(AGENT_CONFIGMAP, ns, AGENT_ARCHIVE, archive, labels),
     ]
     for node in nodes:
         for vantage in VANTAGES:
             manifests.append(agent_pod(cluster, node, vantage, namespace=ns, image=image, labels=labels))
     ports = [{"name": p, "protocol": p.upper(), "port": AGENT_PORT, "targetPort": AGENT_PORT} for p in ("tcp", "udp")]
-    manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": ECHO_SERVICE, "namespace": ns,
-                      "labels": labels}, "spec": {"type": "NodePort", "selector": {"app": AGENT_APP},
-                      "ports": [{**p, "nodePort": ECHO_NODE_PORT} for p in ports]}})
-    manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": NOT_EXPORTED_SERVICE,
-                      "namespace": ns, "labels": labels}, "spec": {"selector": {"app": AGENT_APP}, "ports": ports}})
-    manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": HEADLESS_SERVICE,
-                      "namespace": ns, "labels": labels}, "spec": {"clusterIP": "None", "selector":
-                      {"app": AGENT_APP}, "ports": ports, "publishNotReadyAddresses": True}})
+    manifests.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": ECHO_SERVICE, "namespace": ns, "labels": labels},
+            "spec": {
+                "type": "NodePort",
+                "selector": {"app": AGENT_APP},
+                "ports": [{**p, "nodePort": ECHO_NODE_PORT} for p in ports],
+            },
+        }
+    )
+    manifests.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": NOT_EXPORTED_SERVICE, "namespace": ns, "labels": labels},
+            "spec": {"selector": {"app": AGENT_APP}, "ports": ports},
+        }
+    )
+    manifests.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": HEADLESS_SERVICE, "namespace": ns, "labels": labels},
+            "spec": {
+                "clusterIP": "None",
+                "selector": {"app": AGENT_APP},
+                "ports": ports,
+                "publishNotReadyAddresses": True,
+            },
+        }
+    )
     for name, target in external:
-        manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns,
-                          "labels": labels}, "spec": {"type": "ExternalName", "externalName": target}})
+        manifests.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": ns, "labels": labels},
+                "spec": {"type": "ExternalName", "externalName": target},
+            }
+        )
     return manifests
 
 
@@ -210,8 +293,9 @@ def apply_agents(kubes: Mapping[str, KubeCluster], manifests: Mapping[str, list[
         list(pool.map(lambda cluster: kubes[cluster].apply(manifests[cluster]), clusters))
 
 
-def wait_agents(kubes: Mapping[str, KubeCluster], namespace: str, image: str, timeout: float = READY_TIMEOUT,
-                poll: float = 1.0) -> None:
+def wait_agents(
+    kubes: Mapping[str, KubeCluster], namespace: str, image: str, timeout: float = READY_TIMEOUT, poll: float = 1.0
+) -> None:
     """Wait until every pod crossnet made in `namespace` is ready on every cluster; an image that
     cannot be pulled ends the wait at once, with the hint to mirror it."""
     deadline = time.monotonic() + timeout
@@ -230,22 +314,40 @@ def wait_agents(kubes: Mapping[str, KubeCluster], namespace: str, image: str, ti
         time.sleep(poll)
 
 
-def deploy_agents(kubes: Mapping[str, KubeCluster], nodes: Mapping[str, Sequence[AgentNode]], *, namespace: str,
-                  labels: Mapping[str, str], image: str, token: str,
-                  external: Mapping[str, Sequence[tuple[str, str]]] | None = None,
-                  timeout: float = READY_TIMEOUT) -> None:
+def deploy_agents(
+    kubes: Mapping[str, KubeCluster],
+    nodes: Mapping[str, Sequence[AgentNode]],
+    *,
+    namespace: str,
+    labels: Mapping[str, str],
+    image: str,
+    token: str,
+    external: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> None:
     """Build the agent zipapp, apply every cluster's manifests (`nodes` says which clusters and
     nodes; `external` each cluster's ExternalName Services) in parallel, and wait for the agents."""
     archive = build_agent_zipapp()
-    manifests = {cluster: agent_manifests(cluster, cluster_nodes, namespace=namespace, labels=labels, image=image,
-                                          token=token, archive=archive, external=(external or {}).get(cluster, ()))
-                 for cluster, cluster_nodes in nodes.items()}
+    manifests = {
+        cluster: agent_manifests(
+            cluster,
+            cluster_nodes,
+            namespace=namespace,
+            labels=labels,
+            image=image,
+            token=token,
+            archive=archive,
+            external=(external or {}).get(cluster, ()),
+        )
+        for cluster, cluster_nodes in nodes.items()
+    }
     apply_agents(kubes, manifests)
     wait_agents({cluster: kubes[cluster] for cluster in nodes}, namespace, image, timeout)
 
 
-def live_agents(kube: KubeCluster, cluster: str, namespace: str,
-                nodes: Sequence[str]) -> tuple[tuple[LivePod, ...], tuple[LiveService, ...]]:
+def live_agents(
+    kube: KubeCluster, cluster: str, namespace: str, nodes: Sequence[str]
+) -> tuple[tuple[LivePod, ...], tuple[LiveService, ...]]:
     """The agent pods of `nodes` (short names, in that order) and the Services in `namespace`, as
     the ClusterSet reports them."""
     by_name = {p.name: p for p in kube.pods(namespace, AGENT_SELECTOR)}
@@ -258,10 +360,17 @@ def live_agents(kube: KubeCluster, cluster: str, namespace: str,
     services: list[LiveService] = []
     for svc in kube.services(namespace):
         headless = svc.type == "Headless"
-        services.append(LiveService(
-            name=svc.name, namespace=namespace, type=svc.type,  # type: ignore[arg-type]
-            cluster_ip=svc.cluster_ip, external_name=svc.external_name, node_port=svc.node_port,
-            ports=(("tcp", AGENT_PORT), ("udp", AGENT_PORT)) if svc.type != "ExternalName" else (),
-            endpoints=tuple(p.ip for p in pods) if svc.type != "ExternalName" else (),
-            hostnames=tuple(pod_hostname(p.node) for p in pods) if headless else ()))
+        services.append(
+            LiveService(
+                name=svc.name,
+                namespace=namespace,
+                type=svc.type,  # type: ignore[arg-type]
+                cluster_ip=svc.cluster_ip,
+                external_name=svc.external_name,
+                node_port=svc.node_port,
+                ports=(("tcp", AGENT_PORT), ("udp", AGENT_PORT)) if svc.type != "ExternalName" else (),
+                endpoints=tuple(p.ip for p in pods) if svc.type != "ExternalName" else (),
+                hostnames=tuple(pod_hostname(p.node) for p in pods) if headless else (),
+            )
+        )
     return tuple(pods), tuple(services)

@@ -16,8 +16,15 @@ from types import ModuleType
 
 from crossnet.providers.base import Provider, ProviderError, StateFile
 
-__all__ = ["AUTO_ORDER", "PROVIDERS", "PROVIDER_NAMES", "ProviderSettings", "attach_provider", "choose_provider",
-           "make_provider"]
+__all__ = [
+    "AUTO_ORDER",
+    "PROVIDERS",
+    "PROVIDER_NAMES",
+    "ProviderSettings",
+    "attach_provider",
+    "choose_provider",
+    "make_provider",
+]
 
 PROVIDERS: dict[str, str] = {
     "lab": "crossnet.providers.lab.provider",

@@ -21,8 +21,17 @@ from typing import Any
 
 from crossnet.providers.base import RUN_ID, InputError
 
-__all__ = ["OWNER_MARK", "StateDirError", "claim_state_dir", "owner_of", "process_identity",
-           "refuse_existing_state_dir", "release_state_dir", "same_process", "write_private"]
+__all__ = [
+    "OWNER_MARK",
+    "StateDirError",
+    "claim_state_dir",
+    "owner_of",
+    "process_identity",
+    "refuse_existing_state_dir",
+    "release_state_dir",
+    "same_process",
+    "write_private",
+]
 
 OWNER_MARK = ".crossnet-owner"
 
@@ -76,14 +85,18 @@ def owner_of(state_dir: Path) -> dict[str, Any] | None:
 def _refusal(state_dir: Path) -> str:
     owner = owner_of(state_dir)
     if owner is None:
-        return (f"the state directory {state_dir} already exists and was not made by crossnet; crossnet "
-                "removes its state directory at the end, so it only uses a new one\n"
-                "    fix: pass a --state-dir that does not exist yet (or leave it out for .crossnet/<run-id>)")
+        return (
+            f"the state directory {state_dir} already exists and was not made by crossnet; crossnet "
+            "removes its state directory at the end, so it only uses a new one\n"
+            "    fix: pass a --state-dir that does not exist yet (or leave it out for .crossnet/<run-id>)"
+        )
     state = state_dir / "state.json"
-    return (f"the state directory {state_dir} belongs to crossnet run {owner['run_id']}, which may still be "
-            f"running ({state if state.exists() else 'no state file'})\n"
-            f"    fix: to probe a running lab use `pytest suites/ --attach {state_dir}`; to end it or remove "
-            f"what is left use `crossnet down --state-dir {state_dir}`; or pass a new --state-dir")
+    return (
+        f"the state directory {state_dir} belongs to crossnet run {owner['run_id']}, which may still be "
+        f"running ({state if state.exists() else 'no state file'})\n"
+        f"    fix: to probe a running lab use `pytest suites/ --attach {state_dir}`; to end it or remove "
+        f"what is left use `crossnet down --state-dir {state_dir}`; or pass a new --state-dir"
+    )
 
 
 def refuse_existing_state_dir(state_dir: Path) -> None:
@@ -107,8 +120,10 @@ def claim_state_dir(state_dir: Path, run_id: str) -> None:
             except FileExistsError:
                 pass
             except OSError as exc:
-                raise StateDirError(f"cannot create {parent}: {exc.strerror}\n    fix: pass a --state-dir in a "
-                                    "directory you can write (or run as root)") from None
+                raise StateDirError(
+                    f"cannot create {parent}: {exc.strerror}\n    fix: pass a --state-dir in a "
+                    "directory you can write (or run as root)"
+                ) from None
         try:
             os.mkdir(state_dir, 0o700)
             break
@@ -117,13 +132,17 @@ def claim_state_dir(state_dir: Path, run_id: str) -> None:
         except FileNotFoundError:
             time.sleep(0.001)
         except OSError as exc:
-            raise StateDirError(f"cannot create {state_dir}: {exc.strerror}\n    fix: pass a --state-dir in a "
-                                "directory you can write (or run as root)") from None
+            raise StateDirError(
+                f"cannot create {state_dir}: {exc.strerror}\n    fix: pass a --state-dir in a "
+                "directory you can write (or run as root)"
+            ) from None
     else:
         raise StateDirError(f"cannot create {state_dir}: its parent keeps disappearing")
     os.chmod(state_dir, 0o700)  # whatever the umask: sockets in it run commands as root
-    write_private(state_dir / OWNER_MARK, json.dumps({"run_id": run_id, "made_parent": made_parent,
-                                                      "pid": os.getpid(), "uid": os.getuid()}))
+    write_private(
+        state_dir / OWNER_MARK,
+        json.dumps({"run_id": run_id, "made_parent": made_parent, "pid": os.getpid(), "uid": os.getuid()}),
+    )
 
 
 def release_state_dir(state_dir: Path, run_id: str) -> bool:

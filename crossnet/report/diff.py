@@ -68,7 +68,6 @@ def render_diff(changes: Sequence[CellChange]) -> str:
         return "no verdict changed\n"
     width = max(len("(absent)"), *(len(v) for v in VERDICTS))
     lines = [
-        f"{c.new_verdict or '(absent)':<{width}} <- {c.old_verdict or '(absent)':<{width}}  {c.id}"
-        for c in changes
+        f"{c.new_verdict or '(absent)':<{width}} <- {c.old_verdict or '(absent)':<{width}}  {c.id}" for c in changes
     ]
     return "\n".join(lines) + "\n"

@@ -126,8 +126,16 @@ def plumbing_facts(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
     facts = matrix.get("facts")
     if not isinstance(facts, list):
         return []
-    usable = [{"id": str(f.get("id", "")), "ok": f.get("ok") is True, "expected": str(f.get("expected", "")),
-               "observed": str(f.get("observed", ""))} for f in facts if isinstance(f, dict)]
+    usable = [
+        {
+            "id": str(f.get("id", "")),
+            "ok": f.get("ok") is True,
+            "expected": str(f.get("expected", "")),
+            "observed": str(f.get("observed", "")),
+        }
+        for f in facts
+        if isinstance(f, dict)
+    ]
     return sorted(usable, key=lambda f: (f["ok"], f["id"]))
 
 

@@ -205,8 +205,13 @@ def _grid(grid: Grid, anchors: Mapping[int, str]) -> GridView:
                     continue
                 worst = min((text(c.get("verdict")) for c in here), key=severity)
                 links = [
-                    Link(anchors[id(c)], _tooltip(c), text(c.get("id")), glyph(text(c.get("verdict"))),
-                         text(c.get("source_ip")))
+                    Link(
+                        anchors[id(c)],
+                        _tooltip(c),
+                        text(c.get("id")),
+                        glyph(text(c.get("verdict"))),
+                        text(c.get("source_ip")),
+                    )
                     for c in here
                 ]
                 positions.append(Position(_verdict(worst).vclass, links))
@@ -237,8 +242,9 @@ def _failure(cell: Mapping[str, Any], anchors: Mapping[int, str]) -> Failure:
     )
 
 
-def _sections(matrix: Mapping[str, Any], ordered: Sequence[Mapping[str, Any]],
-              anchors: Mapping[int, str]) -> list[Section]:
+def _sections(
+    matrix: Mapping[str, Any], ordered: Sequence[Mapping[str, Any]], anchors: Mapping[int, str]
+) -> list[Section]:
     sections = [Section("Failures", "", [_failure(c, anchors) for c in failures(matrix, ordered)])]
     flakes = flaky(matrix, ordered)
     if flakes:
@@ -304,14 +310,25 @@ def render_html(matrix: Mapping[str, Any]) -> str:
     ordered = [cell for grid in grids for cell in grid.cells]
     tally = counts(matrix)
     failing = failing_verdicts(matrix)
-    return _environment().get_template(_TEMPLATE).render(
-        run=_run_facts(matrix),
-        total=sum(tally.values()),
-        failing=sum(n for v, n in tally.items() if v in failing or v not in VERDICTS),
-        tally=[Tally(_verdict(v), n) for v, n in tally.items()],
-        legend=_legend(matrix),
-        grids=[_grid(grid, anchors) for grid in grids],
-        sections=_sections(matrix, ordered, anchors),
-        facts=[{**f, "verdict": Verdict("holds", "v-pass", glyph("pass")) if f["ok"]
-                 else Verdict("fails", "v-regression", glyph("regression"))} for f in plumbing_facts(matrix)],
+    return (
+        _environment()
+        .get_template(_TEMPLATE)
+        .render(
+            run=_run_facts(matrix),
+            total=sum(tally.values()),
+            failing=sum(n for v, n in tally.items() if v in failing or v not in VERDICTS),
+            tally=[Tally(_verdict(v), n) for v, n in tally.items()],
+            legend=_legend(matrix),
+            grids=[_grid(grid, anchors) for grid in grids],
+            sections=_sections(matrix, ordered, anchors),
+            facts=[
+                {
+                    **f,
+                    "verdict": Verdict("holds", "v-pass", glyph("pass"))
+                    if f["ok"]
+                    else Verdict("fails", "v-regression", glyph("regression")),
+                }
+                for f in plumbing_facts(matrix)
+            ],
+        )
     )

@@ -49,7 +49,16 @@ _DST_KIND_ORDER: tuple[str, ...] = (
     "global-ip",
 )
 _PROTOCOL_ORDER: tuple[str, ...] = (
-    "tcp", "udp", "icmp", "tcp-1400b", "udp-1400b", "dns-udp", "dns-tcp", "dns-udp-1400b", "dns-tcp-1400b")
+    "tcp",
+    "udp",
+    "icmp",
+    "tcp-1400b",
+    "udp-1400b",
+    "dns-udp",
+    "dns-tcp",
+    "dns-udp-1400b",
+    "dns-tcp-1400b",
+)
 
 _DIGITS = re.compile(r"(\d+)")
 

@@ -61,16 +61,14 @@ def _md_table(grid: Grid) -> list[str]:
     width = len(grid.columns) if collapse else len(columns_full)
     if len(grid.rows) * width > _SUMMARY_MAX_GRID:
         return [
-            f"_grid of {len(grid.rows)} sources \u00d7 {width} targets is too large for the "
-            "summary; see matrix.html_"
+            f"_grid of {len(grid.rows)} sources \u00d7 {width} targets is too large for the summary; see matrix.html_"
         ]
     if collapse:
         header = [_md(column_label(c)) for c in grid.columns]
     else:
         # the target label once, over its first protocol; the others show the protocol only
         header = [
-            f"{_md(column_label(c))}<br>{_md(p)}" if p == grid.protocols[c][0] else _md(p)
-            for c, p in columns_full
+            f"{_md(column_label(c))}<br>{_md(p)}" if p == grid.protocols[c][0] else _md(p) for c, p in columns_full
         ]
     out = [
         "| source | " + " | ".join(header) + " |",
@@ -171,8 +169,10 @@ def render_summary(matrix: Mapping[str, Any], *, max_failures: int = SUMMARY_MAX
     if facts:
         broken = [f for f in facts if not f["ok"]]
         tail += [f"### Plumbing: {len(facts)} node facts, {len(broken)} failing", ""]
-        tail += [f"- `{clip(f['id'], 200)}`: expected {clip(f['expected'], 200)}; found {clip(f['observed'], 200)}"
-                 for f in broken[:max_failures]]
+        tail += [
+            f"- `{clip(f['id'], 200)}`: expected {clip(f['expected'], 200)}; found {clip(f['observed'], 200)}"
+            for f in broken[:max_failures]
+        ]
         if not broken:
             tail.append("every fact holds")
         tail.append("")

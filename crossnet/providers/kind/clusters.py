@@ -20,8 +20,10 @@ CREATE_TIMEOUT = 600.0
 
 
 def kind_install_hint() -> str:
-    return ("install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation) and docker, or run "
-            "`--provider lab`, which emulates the same topology here without them")
+    return (
+        "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation) and docker, or run "
+        "`--provider lab`, which emulates the same topology here without them"
+    )
 
 
 class KindRunner(Protocol):
@@ -50,19 +52,38 @@ class KindCli:
         except subprocess.TimeoutExpired:
             raise ProviderError(f"`kind {' '.join(argv)}` did not finish within {timeout:.0f}s") from None
         if done.returncode != 0:
-            raise ProviderError(f"`kind {' '.join(argv)}` failed (exit {done.returncode}): "
-                                f"{done.stderr.strip()[-800:]}")
+            raise ProviderError(
+                f"`kind {' '.join(argv)}` failed (exit {done.returncode}): {done.stderr.strip()[-800:]}"
+            )
         return done.stdout
 
     def clusters(self) -> list[str]:
-        return [line.strip() for line in self._run(["get", "clusters"]).splitlines()
-                if line.strip() and not line.startswith("No kind clusters")]
+        return [
+            line.strip()
+            for line in self._run(["get", "clusters"]).splitlines()
+            if line.strip() and not line.startswith("No kind clusters")
+        ]
 
     def create(self, name: str, config: Path, kubeconfig: Path, log: Path) -> None:
         with log.open("w") as out:
-            done = subprocess.run([self.binary, "create", "cluster", "--name", name, "--config", str(config),
-                                   "--kubeconfig", str(kubeconfig), "--wait", "5m"], stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=CREATE_TIMEOUT)
+            done = subprocess.run(
+                [
+                    self.binary,
+                    "create",
+                    "cluster",
+                    "--name",
+                    name,
+                    "--config",
+                    str(config),
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--wait",
+                    "5m",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=CREATE_TIMEOUT,
+            )
         if done.returncode != 0:
             tail = log.read_text(errors="replace").strip()[-800:]
             raise ProviderError(f"kind could not create {name} (exit {done.returncode}); log {log}:\n{tail}")
@@ -77,8 +98,13 @@ class KindCli:
         return self._run(["get", "kubeconfig", "--name", name])
 
 
-def create_clusters(kind: KindRunner, wanted: Sequence[tuple[str, Path]], state_dir: Path, logs_dir: Path,
-                    progress: Callable[[str], None]) -> list[str]:
+def create_clusters(
+    kind: KindRunner,
+    wanted: Sequence[tuple[str, Path]],
+    state_dir: Path,
+    logs_dir: Path,
+    progress: Callable[[str], None],
+) -> list[str]:
     """Create the clusters in parallel. If any fails, export its logs, delete every cluster this
     call created, and raise one error naming each failure. Returns the names created."""
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -109,5 +135,8 @@ def create_clusters(kind: KindRunner, wanted: Sequence[tuple[str, Path]], state_
         if name in existing:  # created by this call (failed ones may exist half-made): remove them all
             progress(f"kind: deleting {name} after the failure")
             kind.delete(name)
-    raise ProviderError("kind could not create every cluster (the others were deleted again):\n" + "\n".join(
-        f"  {name}: {exc}" for name, exc in failures) + f"\n  logs: {logs_dir}")
+    raise ProviderError(
+        "kind could not create every cluster (the others were deleted again):\n"
+        + "\n".join(f"  {name}: {exc}" for name, exc in failures)
+        + f"\n  logs: {logs_dir}"
+    )

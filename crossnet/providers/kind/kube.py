@@ -16,8 +16,20 @@ from typing import Any, Protocol
 
 from crossnet.providers.base import ProviderError
 
-__all__ = ["MANAGED_BY", "REQUEST_TIMEOUT", "RUN_LABEL", "ApiKubeCluster", "KubeCluster", "KubeNode", "KubePod",
-           "KubeService", "configmap_binary", "conflict_error", "describe", "is_ours"]
+__all__ = [
+    "MANAGED_BY",
+    "REQUEST_TIMEOUT",
+    "RUN_LABEL",
+    "ApiKubeCluster",
+    "KubeCluster",
+    "KubeNode",
+    "KubePod",
+    "KubeService",
+    "configmap_binary",
+    "conflict_error",
+    "describe",
+    "is_ours",
+]
 
 REQUEST_TIMEOUT = 30.0
 MANAGED_BY = {"app.kubernetes.io/managed-by": "crossnet"}
@@ -50,7 +62,8 @@ def conflict_error(cluster: str, manifest: dict[str, Any], existing: dict[str, s
     return ProviderError(
         f"{cluster}: {describe(manifest)} already exists and is not this run's (its labels {existing or {}} lack "
         f"{RUN_LABEL}={run_id}); crossnet does not adopt objects it did not make: delete it if it is a leftover "
-        f"(`kubectl --context kind-{cluster} delete {kind.lower()}{where} {meta['name']}`) or run with another run id")
+        f"(`kubectl --context kind-{cluster} delete {kind.lower()}{where} {meta['name']}`) or run with another run id"
+    )
 
 
 @dataclass(frozen=True)
@@ -94,8 +107,16 @@ class KubeCluster(Protocol):
     def apply(self, manifests: list[dict[str, Any]]) -> None: ...
     def delete_namespace(self, name: str) -> None: ...
     def namespace_labels(self, name: str) -> dict[str, str] | None: ...
-    def proxy_post(self, namespace: str, pod: str, port: int, path: str, body: dict[str, Any],
-                   timeout: float, headers: dict[str, str] | None = None) -> dict[str, Any]: ...
+    def proxy_post(
+        self,
+        namespace: str,
+        pod: str,
+        port: int,
+        path: str,
+        body: dict[str, Any],
+        timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]: ...
     def exec_in_pod(self, namespace: str, pod: str, argv: list[str], timeout: float) -> tuple[int, str, str]: ...
     def label_node(self, name: str, labels: dict[str, str | None]) -> None: ...  # None removes the label
     def node_labels(self, name: str) -> dict[str, str]: ...
@@ -118,8 +139,10 @@ class ApiKubeCluster:
             try:
                 self._api = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call,unused-ignore]
             except Exception as exc:  # noqa: BLE001 - the kubeconfig's own error, said once, without secrets
-                raise ProviderError(f"{name}: cannot load kubeconfig {kubeconfig} (context {context or 'current'}): "
-                                    f"{exc.__class__.__name__}") from None
+                raise ProviderError(
+                    f"{name}: cannot load kubeconfig {kubeconfig} (context {context or 'current'}): "
+                    f"{exc.__class__.__name__}"
+                ) from None
         self._core = client.CoreV1Api(self._api)
         self._client = client
 
@@ -131,8 +154,10 @@ class ApiKubeCluster:
         except ApiException as exc:
             raise ProviderError(f"{self.name}: {what}: API server said {exc.status} {exc.reason}") from None
         except OSError as exc:
-            raise ProviderError(f"{self.name}: {what}: API server unreachable ({exc.__class__.__name__}); "
-                                "is the cluster running? `kind get clusters`") from None
+            raise ProviderError(
+                f"{self.name}: {what}: API server unreachable ({exc.__class__.__name__}); "
+                "is the cluster running? `kind get clusters`"
+            ) from None
 
     def nodes(self) -> list[KubeNode]:
         result = []
@@ -140,19 +165,38 @@ class ApiKubeCluster:
             ip = next((a.address for a in node.status.addresses or [] if a.type == "InternalIP"), "")
             ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
             labels = node.metadata.labels or {}
-            result.append(KubeNode(node.metadata.name, ip, node.spec.pod_cidr or "", ready,
-                                   "node-role.kubernetes.io/control-plane" in labels))
+            result.append(
+                KubeNode(
+                    node.metadata.name,
+                    ip,
+                    node.spec.pod_cidr or "",
+                    ready,
+                    "node-role.kubernetes.io/control-plane" in labels,
+                )
+            )
         return result
 
     def pods(self, namespace: str, selector: str) -> list[KubePod]:
         result = []
-        for pod in self._call(f"list pods {selector}", self._core.list_namespaced_pod, namespace,
-                              label_selector=selector).items:
+        for pod in self._call(
+            f"list pods {selector}", self._core.list_namespaced_pod, namespace, label_selector=selector
+        ).items:
             ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-            waiting = [s.state.waiting.reason for s in pod.status.container_statuses or []
-                       if s.state and s.state.waiting and s.state.waiting.reason]
-            result.append(KubePod(pod.metadata.name, pod.spec.node_name or "", pod.status.pod_ip or "", ready,
-                                  pod.status.phase or "", ", ".join(waiting)))
+            waiting = [
+                s.state.waiting.reason
+                for s in pod.status.container_statuses or []
+                if s.state and s.state.waiting and s.state.waiting.reason
+            ]
+            result.append(
+                KubePod(
+                    pod.metadata.name,
+                    pod.spec.node_name or "",
+                    pod.status.pod_ip or "",
+                    ready,
+                    pod.status.phase or "",
+                    ", ".join(waiting),
+                )
+            )
         return result
 
     def services(self, namespace: str) -> list[KubeService]:
@@ -176,8 +220,9 @@ class ApiKubeCluster:
         if namespace is None:  # cluster-scoped, or namespaced objects in every namespace
             data = self._call(f"list {plural}", api.list_cluster_custom_object, group, version, plural)
         else:
-            data = self._call(f"list {plural} in {namespace}", api.list_namespaced_custom_object, group, version,
-                              namespace, plural)
+            data = self._call(
+                f"list {plural} in {namespace}", api.list_namespaced_custom_object, group, version, namespace, plural
+            )
         items: list[dict[str, Any]] = data.get("items", [])
         return items
 
@@ -186,8 +231,13 @@ class ApiKubeCluster:
         return dict(cm.data or {})
 
     def write_configmap_key(self, namespace: str, name: str, key: str, value: str) -> None:
-        self._call(f"patch configmap {namespace}/{name}", self._core.patch_namespaced_config_map, name, namespace,
-                   {"data": {key: value}})
+        self._call(
+            f"patch configmap {namespace}/{name}",
+            self._core.patch_namespaced_config_map,
+            name,
+            namespace,
+            {"data": {key: value}},
+        )
 
     def apply(self, manifests: list[dict[str, Any]]) -> None:
         from kubernetes import utils
@@ -210,9 +260,15 @@ class ApiKubeCluster:
         plural = _PLURALS.get(kind, kind.lower() + "s")
         where = f"/namespaces/{meta['namespace']}" if meta.get("namespace") else ""
         path = f"{base}{where}/{plural}/{meta['name']}"
-        response = self._call(f"read {describe(manifest)}", self._api.call_api, path, "GET",
-                              header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-                              _preload_content=False)
+        response = self._call(
+            f"read {describe(manifest)}",
+            self._api.call_api,
+            path,
+            "GET",
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+        )
         raw = response[0].data if isinstance(response, tuple) else response.data
         labels: dict[str, str] = (json.loads(raw).get("metadata") or {}).get("labels") or {}
         return labels
@@ -237,13 +293,26 @@ class ApiKubeCluster:
             raise ProviderError(f"{self.name}: read namespace {name}: {exc.status} {exc.reason}") from None
         return dict((ns.metadata.labels if ns.metadata else None) or {})
 
-    def proxy_post(self, namespace: str, pod: str, port: int, path: str, body: dict[str, Any],
-                   timeout: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    def proxy_post(
+        self,
+        namespace: str,
+        pod: str,
+        port: int,
+        path: str,
+        body: dict[str, Any],
+        timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         # The generated POST proxy method takes no body: call_api directly (kubernetes-client #2158).
         response = self._api.call_api(
-            f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}", "POST",
+            f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}",
+            "POST",
             header_params={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
-            body=body, auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout)
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
         raw = response[0].data if isinstance(response, tuple) else response.data
         data: dict[str, Any] = json.loads(raw)
         return data
@@ -253,11 +322,23 @@ class ApiKubeCluster:
         from kubernetes.stream import stream
 
         # stream() swaps the ApiClient's request function: give it a client of its own.
-        api = client.CoreV1Api(config.new_client_from_config(  # type: ignore[no-untyped-call,unused-ignore]
-            config_file=self._kubeconfig, context=self._context))
+        api = client.CoreV1Api(
+            config.new_client_from_config(  # type: ignore[no-untyped-call,unused-ignore]
+                config_file=self._kubeconfig, context=self._context
+            )
+        )
         command = ["timeout", str(int(timeout)), *argv]
-        resp = stream(api.connect_get_namespaced_pod_exec, pod, namespace, command=command,
-                      stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+        resp = stream(
+            api.connect_get_namespaced_pod_exec,
+            pod,
+            namespace,
+            command=command,
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+            _preload_content=False,
+        )
         resp.run_forever(timeout=timeout + 5)
         out, err = resp.read_stdout() or "", resp.read_stderr() or ""
         status = resp.read_channel(3)
@@ -271,6 +352,9 @@ class ApiKubeCluster:
 
 
 def configmap_binary(name: str, namespace: str, key: str, data: bytes, labels: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace,
-                                                                  "labels": labels},
-            "binaryData": {key: base64.b64encode(data).decode()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "binaryData": {key: base64.b64encode(data).decode()},
+    }

@@ -15,8 +15,14 @@ from typing import Any
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ProviderError
 
-__all__ = ["KIND_CLUSTER_LABEL", "KIND_ROLE_LABEL", "NodeContainer", "NodeContainers", "kind_node_name",
-           "kind_node_short"]
+__all__ = [
+    "KIND_CLUSTER_LABEL",
+    "KIND_ROLE_LABEL",
+    "NodeContainer",
+    "NodeContainers",
+    "kind_node_name",
+    "kind_node_short",
+]
 
 KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"
 KIND_ROLE_LABEL = "io.x-k8s.kind.role"
@@ -60,8 +66,10 @@ class NodeContainers:
             client.ping()
         except Exception as exc:  # noqa: BLE001 - every way of not reaching docker gets the same advice
             where = base_url or "the default docker socket (DOCKER_HOST or /var/run/docker.sock)"
-            raise ProviderError(f"no docker daemon answers at {where} ({exc.__class__.__name__}); install and start "
-                                "docker for --provider kind, or use --provider lab, which needs no docker") from None
+            raise ProviderError(
+                f"no docker daemon answers at {where} ({exc.__class__.__name__}); install and start "
+                "docker for --provider kind, or use --provider lab, which needs no docker"
+            ) from None
         return cls(client)
 
     def discover(self, cluster: str) -> list[NodeContainer]:
@@ -78,8 +86,9 @@ class NodeContainers:
             if node.short == short:
                 return node
         known = ", ".join(n.short for n in nodes) or "none (is the cluster running? `kind get clusters`)"
-        raise ProviderError(f"no kind node container {kind_node_name(cluster, short)}; known nodes of {cluster}: "
-                            f"{known}")
+        raise ProviderError(
+            f"no kind node container {kind_node_name(cluster, short)}; known nodes of {cluster}: {known}"
+        )
 
     def exec(self, container: NodeContainer | str, argv: Sequence[str], timeout: float = 30.0) -> tuple[int, str, str]:
         """Run argv in the container; rc 124 means it hit `timeout`. Never raises on a non-zero exit."""

@@ -83,11 +83,20 @@ class KindProvider:
     converge_timeout = 180.0  # the kubelet's ConfigMap sync plus CoreDNS `reload` (up to ~1 min + 30 s ± 15 s)
     multicluster_owns_corefile = True  # subctl join: Lighthouse adds the clusterset.local forward
 
-    def __init__(self, state_dir: Path, run_id: str, reuse: bool = False, agent_image: str = DEFAULT_AGENT_IMAGE,
-                 kind: KindRunner | None = None, nodes: Any | None = None,
-                 kube_factory: Callable[[str, Path], KubeCluster] | None = None,
-                 progress: Callable[[str], None] = _stderr, logs_dir: Path | None = None,
-                 global_cidr: str | None = None, subctl: SubctlRunner | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        run_id: str,
+        reuse: bool = False,
+        agent_image: str = DEFAULT_AGENT_IMAGE,
+        kind: KindRunner | None = None,
+        nodes: Any | None = None,
+        kube_factory: Callable[[str, Path], KubeCluster] | None = None,
+        progress: Callable[[str], None] = _stderr,
+        logs_dir: Path | None = None,
+        global_cidr: str | None = None,
+        subctl: SubctlRunner | None = None,
+    ) -> None:
         self.global_cidr = global_cidr  # Submariner Globalnet, deployed with subctl
         self._subctl = subctl
         self._allocations: dict[str, GlobalAllocation] = {}
@@ -153,15 +162,26 @@ class KindProvider:
         claim_state_dir(self.state_dir, self.run_id)  # new and 0700 (kubeconfigs, the agent token); never adopted
         self._owned = True
         self._token = secrets.token_urlsafe(32)
-        self.state.write({"provider": "kind", "run_id": self.run_id, "namespace": self.namespace, "created": [],
-                          "reused": [], "phase": "starting", "agent_token": self._token})
+        self.state.write(
+            {
+                "provider": "kind",
+                "run_id": self.run_id,
+                "namespace": self.namespace,
+                "created": [],
+                "reused": [],
+                "phase": "starting",
+                "agent_token": self._token,
+            }
+        )
         names = [c.name for c in topology.clusters]
         existing = set(kind.clusters())
         clash = sorted(existing & set(names))
         if clash and not self.reuse:
-            raise ProviderError(f"kind cluster(s) {', '.join(clash)} already exist; pass --reuse to use them "
-                                "(crossnet then never deletes them), or remove them with `kind delete cluster "
-                                f"--name {clash[0]}`")
+            raise ProviderError(
+                f"kind cluster(s) {', '.join(clash)} already exist; pass --reuse to use them "
+                "(crossnet then never deletes them), or remove them with `kind delete cluster "
+                f"--name {clash[0]}`"
+            )
         wanted = [(c.name, Path(c.source_file)) for c in topology.clusters if c.name not in existing]
         # Recorded before kind starts: a Ctrl-C or crash mid-creation still lets `down` find them.
         self.state.update(creating=[name for name, _ in wanted])
@@ -173,8 +193,15 @@ class KindProvider:
             _write_private(self.state_dir / f"kubeconfig-{name}", kind.kubeconfig(name))
         self._wait_ready(names)
         if self.global_cidr is not None:
-            deploy_globalnet(self._subctl_cli(), topology, {n: self.kube(n) for n in names}, self._kubeconfigs(),
-                             self.state_dir, self._progress, record=self._record_submariner)
+            deploy_globalnet(
+                self._subctl_cli(),
+                topology,
+                {n: self.kube(n) for n in names},
+                self._kubeconfigs(),
+                self.state_dir,
+                self._progress,
+                record=self._record_submariner,
+            )
         cluster_set = self._cluster_set(with_agents=False)
         self.state.update(phase="up", cluster_set=cluster_set.to_json())
         return cluster_set
@@ -204,14 +231,20 @@ class KindProvider:
     def deploy_agents(self) -> ClusterSet:
         topology = self._require_topology()
         names = [c.name for c in topology.clusters]
-        deploy_agents({n: self.kube(n) for n in names}, self._agent_nodes(topology), namespace=self.namespace,
-                      labels=run_labels(self.run_id), image=self.agent_image, token=self._agent_token(),
-                      external=None if self.global_cidr else {n: external_names(topology, n, self.namespace)
-                                                              for n in names})
+        deploy_agents(
+            {n: self.kube(n) for n in names},
+            self._agent_nodes(topology),
+            namespace=self.namespace,
+            labels=run_labels(self.run_id),
+            image=self.agent_image,
+            token=self._agent_token(),
+            external=None if self.global_cidr else {n: external_names(topology, n, self.namespace) for n in names},
+        )
         if self.global_cidr is not None:
             export_services(self._subctl_cli(), topology, self._kubeconfigs(), self.namespace)
-            self._allocations = read_allocations(topology, {c.name: self.kube(c.name) for c in topology.clusters},
-                                                 self.namespace, self._progress)
+            self._allocations = read_allocations(
+                topology, {c.name: self.kube(c.name) for c in topology.clusters}, self.namespace, self._progress
+            )
         cluster_set = self._cluster_set(with_agents=True)
         self.state.update(phase="agents-ready", cluster_set=cluster_set.to_json())
         return cluster_set
@@ -219,15 +252,18 @@ class KindProvider:
     @staticmethod
     def _agent_nodes(topology: Topology) -> dict[str, list[AgentNode]]:
         """Every node of every cluster gets agents; kind names the node `<cluster>-<node>`."""
-        return {c.name: [AgentNode(n.short, kind_node_name(c.name, n.short)) for n in c.nodes]
-                for c in topology.clusters}
+        return {
+            c.name: [AgentNode(n.short, kind_node_name(c.name, n.short)) for n in c.nodes] for c in topology.clusters
+        }
 
     def _agent_token(self) -> str:
         if self._token is None:
             token = self.state.read().get("agent_token")
             if not token:
-                raise ProviderError(f"the state at {self.state.path} has no agent token (made by a crossnet before "
-                                    "agents had one); tear that run down and bring it up again")
+                raise ProviderError(
+                    f"the state at {self.state.path} has no agent token (made by a crossnet before "
+                    "agents had one); tear that run down and bring it up again"
+                )
             self._token = str(token)
         return self._token
 
@@ -288,8 +324,10 @@ class KindProvider:
             return  # never made, or already gone
         if not is_ours(labels, run_id):
             wanted = ", ".join(f"{k}={v}" for k, v in run_labels(run_id).items())
-            _warn(f"left namespace {namespace} on cluster {cluster}: it lacks the labels {wanted} (it has "
-                  f"{labels or 'none'}), so this run did not make it; delete it yourself if it is a leftover")
+            _warn(
+                f"left namespace {namespace} on cluster {cluster}: it lacks the labels {wanted} (it has "
+                f"{labels or 'none'}), so this run did not make it; delete it yourself if it is a leftover"
+            )
             return
         kube.delete_namespace(namespace)
 
@@ -327,10 +365,12 @@ class KindProvider:
         last = written.get(cluster)
         if last is not None and self.read_corefile(cluster) not in (last, text):
             kept = self._keep_corefile(cluster, text)
-            _warn(f"left the Corefile of {cluster} (ConfigMap kube-system/coredns) as it is: it changed after "
-                  f"crossnet patched it, and restoring would undo that change; the Corefile from before crossnet is "
-                  f"in {kept}: remove the section from `# crossnet begin {self.run_id}` to `# crossnet end "
-                  f"{self.run_id}` by hand")
+            _warn(
+                f"left the Corefile of {cluster} (ConfigMap kube-system/coredns) as it is: it changed after "
+                f"crossnet patched it, and restoring would undo that change; the Corefile from before crossnet is "
+                f"in {kept}: remove the section from `# crossnet begin {self.run_id}` to `# crossnet end "
+                f"{self.run_id}` by hand"
+            )
             return
         self.state.update(corefiles_written={**written, cluster: text})  # recorded before it is made
         self.kube(cluster).write_configmap_key("kube-system", "coredns", "Corefile", text)
@@ -369,8 +409,11 @@ class KindProvider:
             return {}
         ingress = [(f"svc/{n}", ip) for n, ip in allocation.service_ips.items()]
         ingress += [(f"pod/{n}", ip) for n, ip in allocation.pod_ips.items()]
-        return {"global_cidr": allocation.cidr, "global_egress": allocation.egress_ips,
-                "global_ingress": tuple(ingress)}
+        return {
+            "global_cidr": allocation.cidr,
+            "global_egress": allocation.egress_ips,
+            "global_ingress": tuple(ingress),
+        }
 
     def _require_topology(self) -> Topology:
         if self._topology is None:
@@ -384,19 +427,35 @@ class KindProvider:
             nodes = []
             for node in sorted(kube.nodes(), key=lambda n: (not n.control_plane, n.name)):
                 short = kind_node_short(spec.name, node.name)
-                nodes.append(LiveNode(short=short, role="control-plane" if node.control_plane else "worker",
-                                      ip=node.internal_ip, pod_cidr=node.pod_cidr, handle=node.name))
+                nodes.append(
+                    LiveNode(
+                        short=short,
+                        role="control-plane" if node.control_plane else "worker",
+                        ip=node.internal_ip,
+                        pod_cidr=node.pod_cidr,
+                        handle=node.name,
+                    )
+                )
             dns_pods = kube.pods("kube-system", "k8s-app=kube-dns")
             kube_dns = next((s for s in kube.services("kube-system") if s.name == "kube-dns"), None)
             pods: tuple[LivePod, ...] = ()
             services: tuple[LiveService, ...] = ()
             if with_agents:
                 pods, services = live_agents(kube, spec.name, self.namespace, [n.short for n in nodes])
-            clusters.append(LiveCluster(
-                name=spec.name, domain=spec.dns_domain, pod_subnet=spec.pod_subnet,
-                service_subnet=spec.service_subnet, nodes=tuple(nodes), pods=pods, services=services,
-                dns_service_ip=kube_dns.cluster_ip if kube_dns and kube_dns.cluster_ip else "",
-                dns_server_ips=tuple(sorted(p.ip for p in dns_pods)), **self._global_fields(spec.name)))
+            clusters.append(
+                LiveCluster(
+                    name=spec.name,
+                    domain=spec.dns_domain,
+                    pod_subnet=spec.pod_subnet,
+                    service_subnet=spec.service_subnet,
+                    nodes=tuple(nodes),
+                    pods=pods,
+                    services=services,
+                    dns_service_ip=kube_dns.cluster_ip if kube_dns and kube_dns.cluster_ip else "",
+                    dns_server_ips=tuple(sorted(p.ip for p in dns_pods)),
+                    **self._global_fields(spec.name),
+                )
+            )
         return ClusterSet(provider="kind", clusters=tuple(clusters), namespace=self.namespace)
 
 

@@ -25,8 +25,16 @@ from crossnet.providers.base import ProviderError
 from crossnet.providers.kind.kube import KubeCluster
 from crossnet.providers.kind.nodes import kind_node_name
 
-__all__ = ["GATEWAY_LABEL", "SUBCTL_VERSION", "SubctlCli", "SubctlRunner", "deploy_globalnet", "export_services",
-           "read_allocations", "undo_globalnet"]
+__all__ = [
+    "GATEWAY_LABEL",
+    "SUBCTL_VERSION",
+    "SubctlCli",
+    "SubctlRunner",
+    "deploy_globalnet",
+    "export_services",
+    "read_allocations",
+    "undo_globalnet",
+]
 
 SUBCTL_VERSION = "0.19.2"  # the nightly workflow installs exactly this one
 GATEWAY_LABEL = "submariner.io/gateway"
@@ -47,9 +55,11 @@ class SubctlCli:
     def __post_init__(self) -> None:
         found = shutil.which(self.binary)
         if found is None:
-            raise ProviderError(f"subctl is not on PATH; Globalnet on kind needs it (version {SUBCTL_VERSION}: "
-                                "https://submariner.io/operations/deployment/subctl/), or run --topology globalnet "
-                                "with --provider lab, which emulates Submariner here")
+            raise ProviderError(
+                f"subctl is not on PATH; Globalnet on kind needs it (version {SUBCTL_VERSION}: "
+                "https://submariner.io/operations/deployment/subctl/), or run --topology globalnet "
+                "with --provider lab, which emulates Submariner here"
+            )
         self.binary = found
 
     def _run(self, argv: list[str], workdir: Path | None = None, timeout: float = 600.0) -> None:
@@ -58,8 +68,10 @@ class SubctlCli:
         except subprocess.TimeoutExpired:
             raise ProviderError(f"`subctl {argv[0]}` did not finish within {timeout:.0f}s") from None
         if done.returncode != 0:
-            raise ProviderError(f"`subctl {' '.join(argv[:2])}` failed (exit {done.returncode}): "
-                                f"{(done.stderr or done.stdout).strip()[-800:]}")
+            raise ProviderError(
+                f"`subctl {' '.join(argv[:2])}` failed (exit {done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()[-800:]}"
+            )
 
     def deploy_broker(self, kubeconfig: Path, workdir: Path) -> Path:
         self._run(["deploy-broker", "--kubeconfig", str(kubeconfig), "--globalnet"], workdir)
@@ -67,12 +79,15 @@ class SubctlCli:
 
     def join(self, kubeconfig: Path, broker_info: Path, cluster_id: str, workdir: Path) -> None:
         # kind's nodes share one docker network: no NAT traversal between gateways.
-        self._run(["join", "--kubeconfig", str(kubeconfig), str(broker_info), "--clusterid", cluster_id,
-                   "--natt=false"], workdir)
+        self._run(
+            ["join", "--kubeconfig", str(kubeconfig), str(broker_info), "--clusterid", cluster_id, "--natt=false"],
+            workdir,
+        )
 
     def export(self, kubeconfig: Path, namespace: str, service: str) -> None:
-        self._run(["export", "service", "--kubeconfig", str(kubeconfig), "--namespace", namespace, service],
-                  timeout=120.0)
+        self._run(
+            ["export", "service", "--kubeconfig", str(kubeconfig), "--namespace", namespace, service], timeout=120.0
+        )
 
     def uninstall(self, kubeconfig: Path) -> None:
         """Remove Submariner from the cluster: its join, and the broker when the cluster holds it."""
@@ -89,9 +104,15 @@ def _submariner_installed(kube: KubeCluster) -> bool:
         return False
 
 
-def deploy_globalnet(subctl: SubctlRunner, topology: Topology, kubes: Mapping[str, KubeCluster],
-                     kubeconfigs: Mapping[str, Path], workdir: Path, progress: Callable[[str], None],
-                     record: Record = lambda _done: None) -> None:
+def deploy_globalnet(
+    subctl: SubctlRunner,
+    topology: Topology,
+    kubes: Mapping[str, KubeCluster],
+    kubeconfigs: Mapping[str, Path],
+    workdir: Path,
+    progress: Callable[[str], None],
+    record: Record = lambda _done: None,
+) -> None:
     """Label each cluster's gateway node, deploy the broker (with Globalnet) on the first cluster
     and join every cluster in config order (so the global CIDRs are handed out in that order).
     Each change goes to `record` (the state file) before it is made, so teardown can undo exactly
@@ -99,16 +120,17 @@ def deploy_globalnet(subctl: SubctlRunner, topology: Topology, kubes: Mapping[st
     Submariner are refused (its uninstall would remove somebody else's deployment)."""
     running = [c.name for c in topology.clusters if _submariner_installed(kubes[c.name])]
     if running:
-        raise ProviderError(f"Submariner is already installed on {', '.join(running)}; crossnet deploys its own "
-                            "broker and would remove Submariner again at teardown: use clusters without it, or "
-                            f"uninstall it first (`subctl uninstall --kubeconfig {kubeconfigs[running[0]]}`)")
+        raise ProviderError(
+            f"Submariner is already installed on {', '.join(running)}; crossnet deploys its own "
+            "broker and would remove Submariner again at teardown: use clusters without it, or "
+            f"uninstall it first (`subctl uninstall --kubeconfig {kubeconfigs[running[0]]}`)"
+        )
     done: dict[str, Any] = {"labels": [], "broker": None, "joined": []}
     for cluster in topology.clusters:
         node = kind_node_name(cluster.name, gateway_node(topology, cluster.name))
         previous = kubes[cluster.name].node_labels(node).get(GATEWAY_LABEL)
         if previous != "true":
-            done["labels"].append({"cluster": cluster.name, "node": node, "label": GATEWAY_LABEL,
-                                   "previous": previous})
+            done["labels"].append({"cluster": cluster.name, "node": node, "label": GATEWAY_LABEL, "previous": previous})
             record(done)
             kubes[cluster.name].label_node(node, {GATEWAY_LABEL: "true"})
     first = topology.clusters[0].name
@@ -123,8 +145,14 @@ def deploy_globalnet(subctl: SubctlRunner, topology: Topology, kubes: Mapping[st
         subctl.join(kubeconfigs[cluster.name], broker, cluster.name, workdir)
 
 
-def undo_globalnet(subctl: SubctlRunner, done: Mapping[str, Any], kubes: Callable[[str], KubeCluster],
-                   kubeconfigs: Mapping[str, Path], clusters: set[str], progress: Callable[[str], None]) -> list[str]:
+def undo_globalnet(
+    subctl: SubctlRunner,
+    done: Mapping[str, Any],
+    kubes: Callable[[str], KubeCluster],
+    kubeconfigs: Mapping[str, Path],
+    clusters: set[str],
+    progress: Callable[[str], None],
+) -> list[str]:
     """Undo what `deploy_globalnet` recorded in `done`, on `clusters` only (the others are being
     deleted): `subctl uninstall` where crossnet joined or deployed the broker, then each gateway
     label put back as it was (removed when crossnet added it). Returns what could not be undone."""
@@ -148,16 +176,20 @@ def undo_globalnet(subctl: SubctlRunner, done: Mapping[str, Any], kubes: Callabl
     return problems
 
 
-def export_services(subctl: SubctlRunner, topology: Topology, kubeconfigs: Mapping[str, Path],
-                    namespace: str) -> None:
+def export_services(subctl: SubctlRunner, topology: Topology, kubeconfigs: Mapping[str, Path], namespace: str) -> None:
     for cluster in topology.clusters:
         for service in EXPORTED_SERVICES:
             subctl.export(kubeconfigs[cluster.name], namespace, service)
 
 
-def read_allocations(topology: Topology, kubes: Mapping[str, KubeCluster], namespace: str,
-                     progress: Callable[[str], None], timeout: float = ALLOCATION_TIMEOUT,
-                     pause: float = 2.0) -> dict[str, GlobalAllocation]:
+def read_allocations(
+    topology: Topology,
+    kubes: Mapping[str, KubeCluster],
+    namespace: str,
+    progress: Callable[[str], None],
+    timeout: float = ALLOCATION_TIMEOUT,
+    pause: float = 2.0,
+) -> dict[str, GlobalAllocation]:
     """Wait (bounded) until Globalnet has allocated every cluster's egress IPs and the ingress IPs
     of the exported Service and of each headless pod, then return them as read from the objects."""
     deadline = time.monotonic() + timeout
@@ -170,8 +202,10 @@ def read_allocations(topology: Topology, kubes: Mapping[str, KubeCluster], names
             kube = kubes[cluster.name]
             try:
                 allocation = allocation_from_objects(
-                    cluster.name, kube.custom_objects("submariner.io", "v1", "globalingressips", namespace),
-                    kube.custom_objects("submariner.io", "v1", "clusterglobalegressips", None))
+                    cluster.name,
+                    kube.custom_objects("submariner.io", "v1", "globalingressips", namespace),
+                    kube.custom_objects("submariner.io", "v1", "clusterglobalegressips", None),
+                )
             except GlobalnetObjectsError as exc:
                 last[cluster.name] = str(exc)
                 continue
@@ -179,11 +213,14 @@ def read_allocations(topology: Topology, kubes: Mapping[str, KubeCluster], names
                 found[cluster.name] = allocation
                 progress(f"submariner: {cluster.name} has {allocation.cidr}, egress {allocation.egress_range}")
             else:
-                last[cluster.name] = (f"{len(allocation.service_ips)} Service and {len(allocation.pod_ips)} pod "
-                                      "global ingress IPs so far")
+                last[cluster.name] = (
+                    f"{len(allocation.service_ips)} Service and {len(allocation.pod_ips)} pod global ingress IPs so far"
+                )
         if len(found) == len(topology.clusters):
             return found
         if time.monotonic() > deadline:
-            raise ProviderError("Globalnet did not allocate every global IP in time: " + "; ".join(
-                f"{name}: {why}" for name, why in last.items() if name not in found))
+            raise ProviderError(
+                "Globalnet did not allocate every global IP in time: "
+                + "; ".join(f"{name}: {why}" for name, why in last.items() if name not in found)
+            )
         time.sleep(pause)

@@ -52,8 +52,9 @@ class UnixAgentClient:
     def probe(self, probes: list[ProbeSpec], timeout: float) -> list[ProbeResult]:
         conn = _UnixHTTPConnection(self.path, timeout)
         try:
-            conn.request("POST", "/probe", body=json.dumps({"probes": probes}),
-                         headers={"Content-Type": "application/json"})
+            conn.request(
+                "POST", "/probe", body=json.dumps({"probes": probes}), headers={"Content-Type": "application/json"}
+            )
             response = conn.getresponse()
             body = json.loads(response.read())
         finally:
@@ -105,8 +106,10 @@ class LabProvider:
     def up(self, topology: Topology) -> ClusterSet:
         longest = self.state_dir / "agents" / f"a{2 * sum(len(c.nodes) for c in topology.clusters)}.sock.tmp"
         if len(str(longest)) > UNIX_PATH_MAX:
-            raise InputError(f"the state directory path is too long for the lab's unix sockets ({len(str(longest))} > "
-                             f"{UNIX_PATH_MAX} bytes: {longest})\n    fix: pass a shorter --state-dir")
+            raise InputError(
+                f"the state directory path is too long for the lab's unix sockets ({len(str(longest))} > "
+                f"{UNIX_PATH_MAX} bytes: {longest})\n    fix: pass a shorter --state-dir"
+            )
         refuse_existing_state_dir(self.state_dir)  # the sandbox itself creates it (0700, owner mark)
         try:
             self._sandbox = start_sandbox(self.state_dir, self.detached, self.run_id)
@@ -117,10 +120,18 @@ class LabProvider:
             raise ProviderError(str(exc)) from None
         pid = self._sandbox.process.pid
         try:  # from here a kill of this process ends the sandbox, which removes the state directory
-            self.state.write({"provider": "lab", "run_id": self.run_id, "owner_pid": os.getpid(),
-                              "owner_identity": process_identity(os.getpid()), "sandbox_pid": pid,
-                              "sandbox_identity": process_identity(pid), "detached": self.detached,
-                              "phase": "starting"})
+            self.state.write(
+                {
+                    "provider": "lab",
+                    "run_id": self.run_id,
+                    "owner_pid": os.getpid(),
+                    "owner_identity": process_identity(os.getpid()),
+                    "sandbox_pid": pid,
+                    "sandbox_identity": process_identity(pid),
+                    "detached": self.detached,
+                    "phase": "starting",
+                }
+            )
             plan = self._plan = lab.plan_lab(topology, self.global_cidr)
             self._check(self.sandbox.exec(None, ["ip", "-batch", "-"], input=lab.link_batch(plan)), "create namespaces")
             jobs: list[tuple[str, str, str]] = [(lab.UNDERLAY_NETNS, lab.underlay_script(plan), "underlay")]
@@ -133,8 +144,9 @@ class LabProvider:
             for result, what in results:
                 self._check(result, f"configure {what}")
             cluster_set = lab.live_cluster_set(plan)
-            self.state.update(phase="up", cluster_set=cluster_set.to_json(), plan=_plan_json(plan),
-                              namespaces=[j[0] for j in jobs])
+            self.state.update(
+                phase="up", cluster_set=cluster_set.to_json(), plan=_plan_json(plan), namespaces=[j[0] for j in jobs]
+            )
         except BaseException:
             self.down()
             raise
@@ -151,32 +163,53 @@ class LabProvider:
             (cdir / "Corefile").write_text(lab.stock_corefile(cluster.spec.dns_domain))
             (cdir / "records.json").write_text(json.dumps(_records(cluster), indent=1))
             ready = cdir / "dns.ready"
-            self.sandbox.spawn_python(cluster.dns_pod.netns, "dns", [
-                "--corefile", str(cdir / "Corefile"), "--records", str(cdir / "records.json"), "--ready", str(ready)],
-                self.state_dir / "logs" / f"dns-{cluster.spec.name}.log")
+            self.sandbox.spawn_python(
+                cluster.dns_pod.netns,
+                "dns",
+                ["--corefile", str(cdir / "Corefile"), "--records", str(cdir / "records.json"), "--ready", str(ready)],
+                self.state_dir / "logs" / f"dns-{cluster.spec.name}.log",
+            )
             waits.append(ready)
             if cluster.globalnet is not None:  # Lighthouse: clusterset.local names -> global IPs
                 corefile = f"{CLUSTERSET_DOMAIN}:53 {{\n    errors\n    lighthouse\n}}\n"
                 (cdir / "Corefile.lighthouse").write_text(corefile)
-                (cdir / "records.lighthouse.json").write_text(json.dumps(
-                    {"services": [], "pods": [], "clusterset": _clusterset_names(plan)}, indent=1))
+                (cdir / "records.lighthouse.json").write_text(
+                    json.dumps({"services": [], "pods": [], "clusterset": _clusterset_names(plan)}, indent=1)
+                )
                 ready = cdir / "lighthouse.ready"
-                self.sandbox.spawn_python(cluster.globalnet.lighthouse_pod.netns, "dns", [
-                    "--corefile", str(cdir / "Corefile.lighthouse"), "--records", str(cdir / "records.lighthouse.json"),
-                    "--ready", str(ready)], self.state_dir / "logs" / f"lighthouse-{cluster.spec.name}.log")
+                self.sandbox.spawn_python(
+                    cluster.globalnet.lighthouse_pod.netns,
+                    "dns",
+                    [
+                        "--corefile",
+                        str(cdir / "Corefile.lighthouse"),
+                        "--records",
+                        str(cdir / "records.lighthouse.json"),
+                        "--ready",
+                        str(ready),
+                    ],
+                    self.state_dir / "logs" / f"lighthouse-{cluster.spec.name}.log",
+                )
                 waits.append(ready)
             for node in cluster.nodes:
-                for agent_id, netns in ((f"{node.cluster}/{node.short}/agent", f"{node.netns}.agent"),
-                                        (f"{node.cluster}/{node.short}/host", node.netns)):
+                for agent_id, netns in (
+                    (f"{node.cluster}/{node.short}/agent", f"{node.netns}.agent"),
+                    (f"{node.cluster}/{node.short}/host", node.netns),
+                ):
                     # Short names: a unix socket path holds at most 107 bytes.
                     control = self.state_dir / "agents" / f"a{len(agents)}.sock"
                     control.parent.mkdir(exist_ok=True)
                     if len(str(control)) + len(".tmp") > UNIX_PATH_MAX:
-                        raise ProviderError(f"the state directory path is too long for the agents' unix sockets "
-                                            f"({control}); fix: pass a shorter --state-dir")
-                    self.sandbox.spawn_python(netns, "agent", ["serve", "--id", agent_id, "--control-socket",
-                                                               str(control)],
-                                              self.state_dir / "logs" / f"agent-{_agent_slug(agent_id)}.log")
+                        raise ProviderError(
+                            f"the state directory path is too long for the agents' unix sockets "
+                            f"({control}); fix: pass a shorter --state-dir"
+                        )
+                    self.sandbox.spawn_python(
+                        netns,
+                        "agent",
+                        ["serve", "--id", agent_id, "--control-socket", str(control)],
+                        self.state_dir / "logs" / f"agent-{_agent_slug(agent_id)}.log",
+                    )
                     agents[agent_id] = {"control": str(control), "netns": netns}
                     waits.append(control)
         deadline = time.monotonic() + READY_TIMEOUT
@@ -184,8 +217,9 @@ class LabProvider:
             while not path.exists():
                 if time.monotonic() > deadline:
                     log = sorted((self.state_dir / "logs").glob("*.log"))
-                    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-600:]}" for p in log
-                                      if p.stat().st_size)
+                    tails = "\n".join(
+                        f"--- {p.name}\n{p.read_text(errors='replace')[-600:]}" for p in log if p.stat().st_size
+                    )
                     raise ProviderError(f"lab: {path.name} not ready within {READY_TIMEOUT:.0f}s\n{tails}")
                 time.sleep(0.003)
         self._wait_links_up(plan)
@@ -197,11 +231,13 @@ class LabProvider:
         """Wait until every interface is operationally UP. The kernel's linkwatch applies carrier
         changes at most once a second, and until it does a new veth drops what it is given
         (measured: the first cross-cluster packet after bring-up was delayed ~1 s in 1 of 3 runs)."""
-        namespaces = [lab.UNDERLAY_NETNS] + [n.netns for n in plan.nodes] + [p.netns for n in plan.nodes
-                                                                               for p in n.pods]
+        namespaces = (
+            [lab.UNDERLAY_NETNS] + [n.netns for n in plan.nodes] + [p.netns for n in plan.nodes for p in n.pods]
+        )
         with ThreadPoolExecutor(max_workers=8) as pool:
-            results = list(pool.map(lambda ns: (self.sandbox.exec(ns, ["sh", "-c", lab.WAIT_LINKS_UP]), ns),
-                                    namespaces))
+            results = list(
+                pool.map(lambda ns: (self.sandbox.exec(ns, ["sh", "-c", lab.WAIT_LINKS_UP]), ns), namespaces)
+            )
         for result, netns in results:
             self._check(result, f"links of {netns} up")
 
@@ -266,8 +302,9 @@ class LabProvider:
         def apply(item: tuple[tuple[str, str], list[RouteChange]]) -> None:
             (cluster, node), node_changes = item
             batch = "".join(" ".join((c.undo_argv if undo else c.apply_argv)[1:]) + "\n" for c in node_changes)
-            result = self.sandbox.exec(f"{cluster}.{node}", ["ip", "-force", "-batch", "-"] if undo
-                                       else ["ip", "-batch", "-"], input=batch)
+            result = self.sandbox.exec(
+                f"{cluster}.{node}", ["ip", "-force", "-batch", "-"] if undo else ["ip", "-batch", "-"], input=batch
+            )
             if not undo:
                 self._check(result, f"routes on {cluster}/{node}")
 
@@ -304,20 +341,19 @@ class LabProvider:
         nodes = self._nodes
         node = nodes.get(f"{target.cluster}/{target.node}")
         if node is None:
-            raise InputError(f"no node {target.cluster}/{target.node} in this lab; "
-                                f"known: {', '.join(sorted(nodes))}")
+            raise InputError(f"no node {target.cluster}/{target.node} in this lab; known: {', '.join(sorted(nodes))}")
         if not target.pod:
             return str(node["netns"])
         if target.pod not in node["pods"]:
-            raise InputError(f"no pod {target.pod!r} on {target.cluster}/{target.node}; known: "
-                                f"{', '.join(node['pods'])}")
+            raise InputError(
+                f"no pod {target.pod!r} on {target.cluster}/{target.node}; known: {', '.join(node['pods'])}"
+            )
         return f"{node['netns']}.{target.pod}"
 
     @staticmethod
     def _check(result: Any, what: str) -> None:
         if result.rc != 0:
             raise ProviderError(f"lab: {what} failed (exit {result.rc}): {result.stderr.strip()[-800:]}")
-
 
 
 def _clusterset_names(plan: lab.LabPlan) -> dict[str, list[str]]:
@@ -341,19 +377,33 @@ def _records(cluster: lab.LabCluster) -> dict[str, Any]:
     """What the lab DNS's `kubernetes` plugin serves (the API view of CoreDNS)."""
     return {
         # A NodePort Service resolves like a ClusterIP one.
-        "services": [{"name": s.name, "namespace": s.namespace, "cluster_ip": s.cluster_ip,
-                      "type": "ClusterIP" if s.type == "NodePort" else s.type,
-                      "external_name": s.external_name, "ports": [[p, port] for p, port, _ in s.ports],
-                      "endpoints": [{"ip": ip, "hostname": host} for ip, host in s.endpoints]}
-                     for s in cluster.services],
-        "pods": [{"ip": p.ip, "namespace": CROSSNET_NAMESPACE if p.name == "agent" else "kube-system"}
-                 for n in cluster.nodes for p in n.pods],
+        "services": [
+            {
+                "name": s.name,
+                "namespace": s.namespace,
+                "cluster_ip": s.cluster_ip,
+                "type": "ClusterIP" if s.type == "NodePort" else s.type,
+                "external_name": s.external_name,
+                "ports": [[p, port] for p, port, _ in s.ports],
+                "endpoints": [{"ip": ip, "hostname": host} for ip, host in s.endpoints],
+            }
+            for s in cluster.services
+        ],
+        "pods": [
+            {"ip": p.ip, "namespace": CROSSNET_NAMESPACE if p.name == "agent" else "kube-system"}
+            for n in cluster.nodes
+            for p in n.pods
+        ],
     }
 
 
 def _plan_json(plan: lab.LabPlan) -> dict[str, Any]:
-    return {"nodes": [{"cluster": n.cluster, "short": n.short, "ip": n.ip, "netns": n.netns,
-                       "pods": [p.name for p in n.pods]} for n in plan.nodes]}
+    return {
+        "nodes": [
+            {"cluster": n.cluster, "short": n.short, "ip": n.ip, "netns": n.netns, "pods": [p.name for p in n.pods]}
+            for n in plan.nodes
+        ]
+    }
 
 
 def _wait_gone(pid: int, identity: str | None, timeout: float = 5.0) -> None:

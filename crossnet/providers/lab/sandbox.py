@@ -19,8 +19,15 @@ from typing import Any
 from crossnet.providers.base import ProviderError
 from crossnet.providers.lab.supervisor import SOCKET_NAME
 
-__all__ = ["PR_SET_PDEATHSIG", "UNIX_PATH_MAX", "CommandResult", "Sandbox", "SandboxClient", "SandboxError",
-           "start_sandbox"]
+__all__ = [
+    "PR_SET_PDEATHSIG",
+    "UNIX_PATH_MAX",
+    "CommandResult",
+    "Sandbox",
+    "SandboxClient",
+    "SandboxError",
+    "start_sandbox",
+]
 
 PR_SET_PDEATHSIG = 1
 UNIX_PATH_MAX = 107
@@ -76,21 +83,44 @@ def start_sandbox(state_dir: Path, detached: bool, run_id: str, timeout: float =
     """
     sock = state_dir / SOCKET_NAME
     if len(str(sock)) > UNIX_PATH_MAX:
-        raise SandboxError(f"the state directory path is too long for a unix socket ({len(str(sock))} > "
-                           f"{UNIX_PATH_MAX} bytes): {state_dir}\n    fix: pass a shorter --state-dir")
+        raise SandboxError(
+            f"the state directory path is too long for a unix socket ({len(str(sock))} > "
+            f"{UNIX_PATH_MAX} bytes): {state_dir}\n    fix: pass a shorter --state-dir"
+        )
     package_root = str(Path(__file__).resolve().parents[3])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH", "")]))
     read_end, write_end = os.pipe()  # the lifeline: both ends close-on-exec unless passed on
-    argv = ["unshare", "--mount", "--pid", "--net", "--fork", "--kill-child=SIGTERM", "--propagation", "private",
-            sys.executable, "-m", "crossnet.providers.lab.supervisor", str(state_dir), run_id, str(read_end)]
+    argv = [
+        "unshare",
+        "--mount",
+        "--pid",
+        "--net",
+        "--fork",
+        "--kill-child=SIGTERM",
+        "--propagation",
+        "private",
+        sys.executable,
+        "-m",
+        "crossnet.providers.lab.supervisor",
+        str(state_dir),
+        run_id,
+        str(read_end),
+    ]
     # Output until the supervisor has made the state directory and moved to its log there: an
     # unlinked file, so nothing is left behind whenever this process dies.
     early = tempfile.TemporaryFile()  # noqa: SIM115 - read below if the start fails
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=early, stderr=early, env=env,
-                                start_new_session=True, pass_fds=(read_end,),
-                                preexec_fn=None if detached else _die_with_parent)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=early,
+            stderr=early,
+            env=env,
+            start_new_session=True,
+            pass_fds=(read_end,),
+            preexec_fn=None if detached else _die_with_parent,
+        )
     except FileNotFoundError as exc:
         os.close(write_end)
         early.close()
@@ -107,8 +137,9 @@ def start_sandbox(state_dir: Path, detached: bool, run_id: str, timeout: float =
             if time.monotonic() > deadline:
                 sandbox.close_lifeline()
                 proc.kill()
-                raise SandboxError(f"the lab sandbox did not become ready within {timeout:.0f}s; see "
-                                   f"{state_dir / 'supervisor.log'}")
+                raise SandboxError(
+                    f"the lab sandbox did not become ready within {timeout:.0f}s; see {state_dir / 'supervisor.log'}"
+                )
             time.sleep(0.002)
     finally:
         early.close()
@@ -122,8 +153,10 @@ def _start_failure(status: int | None, early: Any, state_dir: Path) -> str:
         text += "\n" + (state_dir / "supervisor.log").read_text(errors="replace").strip()[-4000:]
     if "already exists" in text or "belongs to crossnet run" in text:
         return str(text).replace("crossnet supervisor: ", "")
-    return (f"the lab sandbox exited at start (status {status}):\n{text.strip()}\n"
-            "    fix: run as root (network namespaces need CAP_SYS_ADMIN); `crossnet doctor`")
+    return (
+        f"the lab sandbox exited at start (status {status}):\n{text.strip()}\n"
+        "    fix: run as root (network namespaces need CAP_SYS_ADMIN); `crossnet doctor`"
+    )
 
 
 def _connect(conn: socket.socket, path: str, timeout: float) -> None:
@@ -151,8 +184,10 @@ class SandboxClient:
             try:
                 _connect(conn, self.socket_path, timeout)
             except OSError as exc:
-                raise SandboxError(f"the lab sandbox at {self.socket_path} is not running ({exc.strerror}); "
-                                   "start one with `crossnet up` or run `pytest suites/`") from None
+                raise SandboxError(
+                    f"the lab sandbox at {self.socket_path} is not running ({exc.strerror}); "
+                    "start one with `crossnet up` or run `pytest suites/`"
+                ) from None
             conn.sendall(json.dumps(request).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
@@ -167,10 +202,12 @@ class SandboxClient:
             raise SandboxError(f"lab supervisor: {reply['error']}")
         return reply
 
-    def exec(self, netns: str | None, argv: list[str], input: str | None = None,
-             timeout: float = 30.0) -> CommandResult:
-        reply = self._call({"op": "exec", "netns": netns, "argv": argv, "input": input, "timeout": timeout},
-                           timeout + 5.0)
+    def exec(
+        self, netns: str | None, argv: list[str], input: str | None = None, timeout: float = 30.0
+    ) -> CommandResult:
+        reply = self._call(
+            {"op": "exec", "netns": netns, "argv": argv, "input": input, "timeout": timeout}, timeout + 5.0
+        )
         return CommandResult(int(reply["rc"]), str(reply["stdout"]), str(reply["stderr"]))
 
     def spawn(self, netns: str | None, argv: list[str], log: Path) -> int:

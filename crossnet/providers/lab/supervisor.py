@@ -96,8 +96,12 @@ class _Zygote:
     def spawn(self, request: dict[str, Any]) -> int:
         with self.lock:
             if self.proc is None or self.proc.poll() is not None:
-                self.proc = subprocess.Popen([sys.executable, "-m", "crossnet.providers.lab.zygote"], text=True,
-                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "crossnet.providers.lab.zygote"],
+                    text=True,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
             assert self.proc.stdin is not None and self.proc.stdout is not None
             self.proc.stdin.write(json.dumps(request) + "\n")
             self.proc.stdin.flush()
@@ -117,8 +121,13 @@ def _run(request: dict[str, Any]) -> dict[str, Any]:
     if op == "exec":
         argv = netns_argv(request.get("netns"), list(request["argv"]))
         try:
-            done = subprocess.run(argv, input=request.get("input"), capture_output=True, text=True,
-                                  timeout=float(request.get("timeout") or 30.0))
+            done = subprocess.run(
+                argv,
+                input=request.get("input"),
+                capture_output=True,
+                text=True,
+                timeout=float(request.get("timeout") or 30.0),
+            )
         except subprocess.TimeoutExpired as exc:
             return {"rc": 124, "stdout": _text(exc.stdout), "stderr": _text(exc.stderr) + "\n(timed out)"}
         except OSError as exc:
@@ -154,8 +163,10 @@ class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         uid = peer_uid(self.request)
         if uid not in ALLOWED_UIDS:
-            self.wfile.write(json.dumps({"error": f"permission denied: uid {uid} is not root or the owner of "
-                                                  "this lab"}).encode() + b"\n")
+            self.wfile.write(
+                json.dumps({"error": f"permission denied: uid {uid} is not root or the owner of this lab"}).encode()
+                + b"\n"
+            )
             return
         line = self.rfile.readline()
         if not line:
@@ -216,8 +227,9 @@ def _watch_lifeline(fd: int, state_dir: Path, run_id: str) -> None:
     except OSError:
         data = b""
     if not data:
-        print("crossnet supervisor: the process that started this lab died; ending the lab", file=sys.stderr,
-              flush=True)
+        print(
+            "crossnet supervisor: the process that started this lab died; ending the lab", file=sys.stderr, flush=True
+        )
         _end_sandbox(state_dir, run_id, 143)
     os.close(fd)
 
@@ -247,8 +259,10 @@ def _claim(state_dir: Path, run_id: str) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or not argv[2].isdigit():
-        print("usage: python -m crossnet.providers.lab.supervisor STATE_DIR RUN_ID LIFELINE_FD (started by crossnet)",
-              file=sys.stderr)
+        print(
+            "usage: python -m crossnet.providers.lab.supervisor STATE_DIR RUN_ID LIFELINE_FD (started by crossnet)",
+            file=sys.stderr,
+        )
         return 2
     state_dir, run_id, lifeline = Path(argv[0]).resolve(), argv[1], int(argv[2])
     os.umask(0o077)

@@ -60,10 +60,19 @@ DNS_PORT = 53
 
 # Applied in every namespace: forward and answer at once (icmp_ratelimit=0), loose reverse-path
 # filtering like kind nodes, and unprivileged ICMP echo sockets for the agent's ICMP probes.
-NODE_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
-                "net.ipv4.icmp_ratelimit=0", "net.ipv4.ping_group_range=0 2147483647")
-POD_SYSCTLS = ("net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
-               "net.ipv4.icmp_ratelimit=0", "net.ipv4.ping_group_range=0 2147483647")
+NODE_SYSCTLS = (
+    "net.ipv4.ip_forward=1",
+    "net.ipv4.conf.all.rp_filter=0",
+    "net.ipv4.conf.default.rp_filter=0",
+    "net.ipv4.icmp_ratelimit=0",
+    "net.ipv4.ping_group_range=0 2147483647",
+)
+POD_SYSCTLS = (
+    "net.ipv4.conf.all.rp_filter=0",
+    "net.ipv4.conf.default.rp_filter=0",
+    "net.ipv4.icmp_ratelimit=0",
+    "net.ipv4.ping_group_range=0 2147483647",
+)
 
 
 @dataclass(frozen=True)
@@ -150,8 +159,10 @@ def _require_safe_names(topology: Topology) -> None:
     for cluster in topology.clusters:
         for name in (cluster.name, *(n.short for n in cluster.nodes)):
             if not SAFE_NAME.match(name) or len(name) > 63:
-                raise ProviderError(f"lab: {name[:80]!r} is not a DNS-1123 name (lowercase letters, digits, '-'); "
-                                    "it would reach the lab's commands as root. Fix: rename it in the kind config")
+                raise ProviderError(
+                    f"lab: {name[:80]!r} is not a DNS-1123 name (lowercase letters, digits, '-'); "
+                    "it would reach the lab's commands as root. Fix: rename it in the kind config"
+                )
 
 
 def plan_lab(topology: Topology, global_cidr: str | None = None) -> LabPlan:
@@ -174,8 +185,18 @@ def plan_lab(topology: Topology, global_cidr: str | None = None) -> LabPlan:
                 pods.append(dns_pod)
                 if allocations:  # Lighthouse's DNS server, where clusterset.local is forwarded
                     pods.append(_pod(netns, cidr, LIGHTHOUSE_POD, 4))
-            nodes.append(LabNode(cluster=cluster.name, short=spec.short, role=spec.role, ip=str(next(node_ips)),
-                                 pod_cidr=str(cidr), netns=netns, underlay_if=f"u{node_index}", pods=tuple(pods)))
+            nodes.append(
+                LabNode(
+                    cluster=cluster.name,
+                    short=spec.short,
+                    role=spec.role,
+                    ip=str(next(node_ips)),
+                    pod_cidr=str(cidr),
+                    netns=netns,
+                    underlay_if=f"u{node_index}",
+                    pods=tuple(pods),
+                )
+            )
             node_index += 1
         assert dns_pod is not None  # config validation guarantees a control-plane
         svc_net = cluster.service_network
@@ -183,37 +204,67 @@ def plan_lab(topology: Topology, global_cidr: str | None = None) -> LabPlan:
         agent_eps = tuple((p.ip, pod_hostname(n.short)) for n in nodes for p in n.pods if p.name == AGENT_POD)
         echo_ports = (("tcp", AGENT_PORT, AGENT_PORT), ("udp", AGENT_PORT, AGENT_PORT))
         services = [
-            LabService("kube-dns", "kube-system", "ClusterIP", dns_ip, (("udp", 53, 53), ("tcp", 53, 53)),
-                       ((dns_pod.ip, "coredns"),)),
-            LabService(ECHO_SERVICE, CROSSNET_NAMESPACE, "NodePort", str(svc_net[100]), echo_ports, agent_eps,
-                       node_port=ECHO_NODE_PORT, external_ips=tuple(
-                           allocations[cluster.name].service_ips.values()) if allocations else ()),
+            LabService(
+                "kube-dns",
+                "kube-system",
+                "ClusterIP",
+                dns_ip,
+                (("udp", 53, 53), ("tcp", 53, 53)),
+                ((dns_pod.ip, "coredns"),),
+            ),
+            LabService(
+                ECHO_SERVICE,
+                CROSSNET_NAMESPACE,
+                "NodePort",
+                str(svc_net[100]),
+                echo_ports,
+                agent_eps,
+                node_port=ECHO_NODE_PORT,
+                external_ips=tuple(allocations[cluster.name].service_ips.values()) if allocations else (),
+            ),
             LabService(HEADLESS_SERVICE, CROSSNET_NAMESPACE, "Headless", None, echo_ports, agent_eps),
-            LabService(NOT_EXPORTED_SERVICE, CROSSNET_NAMESPACE, "ClusterIP", str(svc_net[101]), echo_ports,
-                       agent_eps),
+            LabService(NOT_EXPORTED_SERVICE, CROSSNET_NAMESPACE, "ClusterIP", str(svc_net[101]), echo_ports, agent_eps),
         ]
         for ext in () if allocations else external_name_services(topology):
             if ext.cluster == cluster.name:
                 target_domain = topology.cluster(ext.target_cluster).dns_domain
-                services.append(LabService(ext.name, CROSSNET_NAMESPACE, "ExternalName", None,
-                                           external_name=ext.external_name(target_domain)))
+                services.append(
+                    LabService(
+                        ext.name,
+                        CROSSNET_NAMESPACE,
+                        "ExternalName",
+                        None,
+                        external_name=ext.external_name(target_domain),
+                    )
+                )
         clusters.append(LabCluster(cluster, tuple(nodes), tuple(services), dns_ip, dns_pod))
     if allocations:
         clusters = _with_globalnet(topology, clusters, allocations)
     return LabPlan(tuple(clusters))
 
 
-def _with_globalnet(topology: Topology, clusters: list[LabCluster],
-                    allocations: dict[str, GlobalAllocation]) -> list[LabCluster]:
-    gateways = {c.spec.name: next(n for n in c.nodes if n.short == gateway_node(topology, c.spec.name))
-                for c in clusters}
+def _with_globalnet(
+    topology: Topology, clusters: list[LabCluster], allocations: dict[str, GlobalAllocation]
+) -> list[LabCluster]:
+    gateways = {
+        c.spec.name: next(n for n in c.nodes if n.short == gateway_node(topology, c.spec.name)) for c in clusters
+    }
     result = []
     for cluster in clusters:
         lighthouse = next(p for n in cluster.nodes for p in n.pods if p.name == LIGHTHOUSE_POD)
-        peers = tuple((allocations[c.spec.name].cidr, gateways[c.spec.name].ip) for c in clusters
-                      if c.spec.name != cluster.spec.name)
-        result.append(replace(cluster, globalnet=LabGlobalnet(allocations[cluster.spec.name],
-                                                               gateways[cluster.spec.name].short, lighthouse, peers)))
+        peers = tuple(
+            (allocations[c.spec.name].cidr, gateways[c.spec.name].ip)
+            for c in clusters
+            if c.spec.name != cluster.spec.name
+        )
+        result.append(
+            replace(
+                cluster,
+                globalnet=LabGlobalnet(
+                    allocations[cluster.spec.name], gateways[cluster.spec.name].short, lighthouse, peers
+                ),
+            )
+        )
     return result
 
 
@@ -242,8 +293,10 @@ def submariner_rules(cluster: LabCluster, node: LabNode) -> tuple[list[str], lis
     chains = ["SUBMARINER-POSTROUTING"]
     first = ["-A POSTROUTING -j SUBMARINER-POSTROUTING"]
     # Remote global sources keep their address: no kube-proxy or kindnet masquerade for them.
-    own = [f'-A SUBMARINER-POSTROUTING -s {everything} -m comment --comment "submariner: ingress keeps the '
-           'remote global egress IP" -j ACCEPT']
+    own = [
+        f'-A SUBMARINER-POSTROUTING -s {everything} -m comment --comment "submariner: ingress keeps the '
+        'remote global egress IP" -j ACCEPT'
+    ]
     if node.short == gn.gateway:
         chains += ["SUBMARINER-GN-EGRESS", "SUBMARINER-GN-INGRESS"]
         first.insert(0, "-A PREROUTING -j SUBMARINER-GN-INGRESS")
@@ -252,8 +305,11 @@ def submariner_rules(cluster: LabCluster, node: LabNode) -> tuple[list[str], lis
         own.append(f"-A SUBMARINER-GN-EGRESS -s {cluster.spec.pod_subnet} -j SNAT --to-source {egress}")
         own += [f"-A SUBMARINER-GN-EGRESS -s {n.ip}/32 -j SNAT --to-source {egress}" for n in cluster.nodes]
         pods = {host: ip for svc in cluster.services if svc.name == HEADLESS_SERVICE for ip, host in svc.endpoints}
-        own += [f'-A SUBMARINER-GN-INGRESS -d {gip}/32 -m comment --comment "HeadlessServicePod {host}" '
-                f"-j DNAT --to-destination {pods[host]}" for host, gip in gn.allocation.pod_ips.items()]
+        own += [
+            f'-A SUBMARINER-GN-INGRESS -d {gip}/32 -m comment --comment "HeadlessServicePod {host}" '
+            f"-j DNAT --to-destination {pods[host]}"
+            for host, gip in gn.allocation.pod_ips.items()
+        ]
     else:  # to the gateway with the pod's own address: the gateway SNATs
         own += [f"-A SUBMARINER-POSTROUTING -d {cidr} -j ACCEPT" for cidr, _ in gn.peers]
     return chains, first, own
@@ -288,8 +344,10 @@ def stock_corefile(domain: str) -> str:
 
 
 # Polls until no interface but lo is in another operational state than UP (bounded: 3 s).
-WAIT_LINKS_UP = ("i=0; while ip -o link show | grep -v ': lo:' | grep -qv 'state UP'; do i=$((i+1)); "
-                 "[ $i -gt 300 ] && { ip -o link show >&2; exit 1; }; sleep 0.01; done")
+WAIT_LINKS_UP = (
+    "i=0; while ip -o link show | grep -v ': lo:' | grep -qv 'state UP'; do i=$((i+1)); "
+    "[ $i -gt 300 ] && { ip -o link show >&2; exit 1; }; sleep 0.01; done"
+)
 
 
 def link_batch(plan: LabPlan) -> str:
@@ -299,8 +357,9 @@ def link_batch(plan: LabPlan) -> str:
         lines.append(f"netns add {node.netns}")
         lines += [f"netns add {pod.netns}" for pod in node.pods]
     for node in plan.nodes:
-        lines.append(f"link add name {node.underlay_if} netns {UNDERLAY_NETNS} type veth "
-                     f"peer name eth0 netns {node.netns}")
+        lines.append(
+            f"link add name {node.underlay_if} netns {UNDERLAY_NETNS} type veth peer name eth0 netns {node.netns}"
+        )
         for pod in node.pods:
             lines.append(f"link add name {pod.host_if} netns {node.netns} type veth peer name eth0 netns {pod.netns}")
     return "\n".join(lines) + "\n"
@@ -315,8 +374,12 @@ def _script(sysctls: tuple[str, ...], batch: list[str], iptables: str = "") -> s
 
 
 def underlay_script(plan: LabPlan) -> str:
-    batch = ["link set dev lo up", "link add name br0 type bridge",
-             f"addr add {UNDERLAY_GATEWAY}/{UNDERLAY_CIDR.prefixlen} dev br0", "link set dev br0 up"]
+    batch = [
+        "link set dev lo up",
+        "link add name br0 type bridge",
+        f"addr add {UNDERLAY_GATEWAY}/{UNDERLAY_CIDR.prefixlen} dev br0",
+        "link set dev br0 up",
+    ]
     for node in plan.nodes:
         batch += [f"link set dev {node.underlay_if} master br0", f"link set dev {node.underlay_if} up"]
     # The gateway forwards nothing beyond the underlay: unrouted lab traffic gets "network
@@ -325,19 +388,30 @@ def underlay_script(plan: LabPlan) -> str:
 
 
 def pod_script(node: LabNode, pod: LabPod) -> str:
-    batch = ["link set dev lo up", f"addr add {pod.ip}/32 dev eth0", "link set dev eth0 up",
-             f"route add {node.gateway} dev eth0 scope link",
-             f"route add default via {node.gateway} dev eth0 onlink"]
+    batch = [
+        "link set dev lo up",
+        f"addr add {pod.ip}/32 dev eth0",
+        "link set dev eth0 up",
+        f"route add {node.gateway} dev eth0 scope link",
+        f"route add default via {node.gateway} dev eth0 onlink",
+    ]
     return _script(POD_SYSCTLS, batch)
 
 
 def node_script(cluster: LabCluster, node: LabNode) -> str:
     """A node's addresses, pod veths, intra-cluster routes and nat rules (plus Globalnet's)."""
-    batch = ["link set dev lo up", f"addr add {node.ip}/{UNDERLAY_CIDR.prefixlen} dev eth0", "link set dev eth0 up",
-             f"route add default via {UNDERLAY_GATEWAY} dev eth0"]
+    batch = [
+        "link set dev lo up",
+        f"addr add {node.ip}/{UNDERLAY_CIDR.prefixlen} dev eth0",
+        "link set dev eth0 up",
+        f"route add default via {UNDERLAY_GATEWAY} dev eth0",
+    ]
     for pod in node.pods:
-        batch += [f"addr add {node.gateway}/32 dev {pod.host_if}", f"link set dev {pod.host_if} up",
-                  f"route add {pod.ip}/32 dev {pod.host_if}"]
+        batch += [
+            f"addr add {node.gateway}/32 dev {pod.host_if}",
+            f"link set dev {pod.host_if} up",
+            f"route add {pod.ip}/32 dev {pod.host_if}",
+        ]
     for other in cluster.nodes:  # kindnet: routes to the other nodes' podCIDRs inside the cluster
         if other.short != node.short:
             batch.append(f"route add {other.pod_cidr} via {other.ip} dev eth0")
@@ -356,13 +430,15 @@ def nat_rules(cluster: LabCluster, node: LabNode) -> str:
     pod_subnet = cluster.spec.pod_subnet
     sub_chains, sub_first, sub_rules = submariner_rules(cluster, node)
     chains = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KIND-MASQ-AGENT", *sub_chains]
-    rules = [*sub_first, *sub_rules,
+    rules = [
+        *sub_first,
+        *sub_rules,
         '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
         '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
         '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
         '-A POSTROUTING -m addrtype ! --dst-type LOCAL -m comment --comment "kind-masq-agent: ensure nat '
         'POSTROUTING directs all non-LOCAL destination traffic to our custom KIND-MASQ-AGENT chain" '
-        '-j KIND-MASQ-AGENT',
+        "-j KIND-MASQ-AGENT",
         f'-A KIND-MASQ-AGENT -d {pod_subnet} -m comment --comment "kind-masq-agent: local traffic is not '
         'subject to MASQUERADE" -j RETURN',
         '-A KIND-MASQ-AGENT -m comment --comment "kind-masq-agent: outbound traffic is subject to MASQUERADE '
@@ -385,15 +461,21 @@ def nat_rules(cluster: LabCluster, node: LabNode) -> str:
             if svc.node_port is not None:  # externalTrafficPolicy Cluster: masquerade, then the same endpoints
                 ext_chain = _chain("KUBE-EXT-", svc.namespace, svc.name, protocol, str(port))
                 chains.append(ext_chain)
-                rules.append(f"-A KUBE-NODEPORTS -p {protocol} -m {protocol} --dport {svc.node_port} "
-                             f'-m comment --comment "{svc.namespace}/{svc.name}:{protocol}-{port}" -j {ext_chain}')
-                rules.append(f'-A {ext_chain} -m comment --comment "masquerade traffic for {svc.namespace}/'
-                             f'{svc.name}:{protocol}-{port} external destinations" -j KUBE-MARK-MASQ')
+                rules.append(
+                    f"-A KUBE-NODEPORTS -p {protocol} -m {protocol} --dport {svc.node_port} "
+                    f'-m comment --comment "{svc.namespace}/{svc.name}:{protocol}-{port}" -j {ext_chain}'
+                )
+                rules.append(
+                    f'-A {ext_chain} -m comment --comment "masquerade traffic for {svc.namespace}/'
+                    f'{svc.name}:{protocol}-{port} external destinations" -j KUBE-MARK-MASQ'
+                )
                 rules.append(f"-A {ext_chain} -j {svc_chain}")
                 for external_ip in svc.external_ips:
-                    rules.append(f"-A KUBE-SERVICES -d {external_ip}/32 -p {protocol} -m {protocol} --dport {port} "
-                                 f'-m comment --comment "{svc.namespace}/{svc.name}:{protocol}-{port} external IP" '
-                                 f"-j {ext_chain}")
+                    rules.append(
+                        f"-A KUBE-SERVICES -d {external_ip}/32 -p {protocol} -m {protocol} --dport {port} "
+                        f'-m comment --comment "{svc.namespace}/{svc.name}:{protocol}-{port} external IP" '
+                        f"-j {ext_chain}"
+                    )
             count = len(svc.endpoints)
             for index, (ip, _) in enumerate(svc.endpoints):
                 sep_chain = _chain("KUBE-SEP-", svc.namespace, svc.name, protocol, str(port), ip)
@@ -403,8 +485,10 @@ def nat_rules(cluster: LabCluster, node: LabNode) -> str:
                 rules.append(f"-A {svc_chain} {pick}-j {sep_chain}")
                 rules.append(f"-A {sep_chain} -s {ip}/32 -j KUBE-MARK-MASQ")
                 rules.append(f"-A {sep_chain} -p {protocol} -m {protocol} -j DNAT --to-destination {ip}:{target_port}")
-    rules.append('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the '
-                 'last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
+    rules.append(
+        '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the '
+        'last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'
+    )
     header = ["*nat", *(f":{c} - [0:0]" for c in chains)]
     return "\n".join([*header, *rules, "COMMIT"]) + "\n"
 
@@ -414,21 +498,41 @@ def live_cluster_set(plan: LabPlan) -> ClusterSet:
     clusters = []
     for cluster in plan.clusters:
         services = tuple(
-            LiveService(name=s.name, namespace=s.namespace, type=s.type,  # type: ignore[arg-type]
-                        cluster_ip=s.cluster_ip, external_name=s.external_name, node_port=s.node_port,
-                        ports=tuple((p, port) for p, port, _ in s.ports),
-                        endpoints=tuple(ip for ip, _ in s.endpoints),
-                        hostnames=tuple(host for _, host in s.endpoints))
-            for s in cluster.services)
-        clusters.append(LiveCluster(
-            name=cluster.spec.name, domain=cluster.spec.dns_domain, pod_subnet=cluster.spec.pod_subnet,
-            service_subnet=cluster.spec.service_subnet,
-            nodes=tuple(LiveNode(short=n.short, role=n.role, ip=n.ip, pod_cidr=n.pod_cidr, handle=n.netns)
-                        for n in cluster.nodes),
-            pods=tuple(LivePod(name=p.name, node=n.short, ip=p.ip, agent=f"{n.cluster}/{n.short}/agent")
-                       for n in cluster.nodes for p in n.pods if p.name == "agent"),
-            services=services, dns_service_ip=cluster.dns_service_ip, dns_server_ips=(cluster.dns_pod.ip,),
-            **_global_fields(cluster)))
+            LiveService(
+                name=s.name,
+                namespace=s.namespace,
+                type=s.type,  # type: ignore[arg-type]
+                cluster_ip=s.cluster_ip,
+                external_name=s.external_name,
+                node_port=s.node_port,
+                ports=tuple((p, port) for p, port, _ in s.ports),
+                endpoints=tuple(ip for ip, _ in s.endpoints),
+                hostnames=tuple(host for _, host in s.endpoints),
+            )
+            for s in cluster.services
+        )
+        clusters.append(
+            LiveCluster(
+                name=cluster.spec.name,
+                domain=cluster.spec.dns_domain,
+                pod_subnet=cluster.spec.pod_subnet,
+                service_subnet=cluster.spec.service_subnet,
+                nodes=tuple(
+                    LiveNode(short=n.short, role=n.role, ip=n.ip, pod_cidr=n.pod_cidr, handle=n.netns)
+                    for n in cluster.nodes
+                ),
+                pods=tuple(
+                    LivePod(name=p.name, node=n.short, ip=p.ip, agent=f"{n.cluster}/{n.short}/agent")
+                    for n in cluster.nodes
+                    for p in n.pods
+                    if p.name == "agent"
+                ),
+                services=services,
+                dns_service_ip=cluster.dns_service_ip,
+                dns_server_ips=(cluster.dns_pod.ip,),
+                **_global_fields(cluster),
+            )
+        )
     return ClusterSet(provider="lab", clusters=tuple(clusters))
 
 
@@ -438,5 +542,9 @@ def _global_fields(cluster: LabCluster) -> dict[str, Any]:
         return {}
     ingress = [(f"svc/{name}", ip) for name, ip in gn.allocation.service_ips.items()]
     ingress += [(f"pod/{host}", ip) for host, ip in gn.allocation.pod_ips.items()]
-    return {"global_cidr": gn.allocation.cidr, "global_egress": gn.allocation.egress_ips,
-            "global_ingress": tuple(ingress), "clusterset_dns_ips": (gn.lighthouse_pod.ip,)}
+    return {
+        "global_cidr": gn.allocation.cidr,
+        "global_egress": gn.allocation.egress_ips,
+        "global_ingress": tuple(ingress),
+        "clusterset_dns_ips": (gn.lighthouse_pod.ip,),
+    }

@@ -20,8 +20,8 @@ __all__ = ["main"]
 
 _EPILOG = f"""\
 {RECORDS_FORMAT}
-plugins: {' '.join(IMPLEMENTED_PLUGINS)}
-  (+ no-ops: {' '.join(sorted(NO_OP_PLUGINS))}); any other plugin is an error.
+plugins: {" ".join(IMPLEMENTED_PLUGINS)}
+  (+ no-ops: {" ".join(sorted(NO_OP_PLUGINS))}); any other plugin is an error.
   forward never reads /etc/resolv.conf.
 
 exit status: 0 after SIGTERM/SIGINT, 1 if the address cannot be bound, 2 if the Corefile or
@@ -49,16 +49,30 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--corefile", required=True, type=Path, metavar="PATH", help="the Corefile to serve")
-    parser.add_argument("--records", required=True, type=Path, metavar="PATH",
-                        help="the records JSON the kubernetes plugin answers from")
-    parser.add_argument("--ready", type=Path, metavar="PATH",
-                        help="create this file (atomically, JSON with pid/listen/port) once listening; "
-                        "removed on exit")
+    parser.add_argument(
+        "--records",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="the records JSON the kubernetes plugin answers from",
+    )
+    parser.add_argument(
+        "--ready",
+        type=Path,
+        metavar="PATH",
+        help="create this file (atomically, JSON with pid/listen/port) once listening; removed on exit",
+    )
     parser.add_argument("--listen", default="0.0.0.0", metavar="ADDR", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, metavar="N",
-                        help="port to bind instead of the Corefile's (0: any free port)")
-    parser.add_argument("--forward-timeout", type=float, default=FORWARD_TIMEOUT, metavar="SECONDS",
-                        help="per-upstream forward timeout (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, metavar="N", help="port to bind instead of the Corefile's (0: any free port)"
+    )
+    parser.add_argument(
+        "--forward-timeout",
+        type=float,
+        default=FORWARD_TIMEOUT,
+        metavar="SECONDS",
+        help="per-upstream forward timeout (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -66,9 +80,11 @@ async def _serve_until_signalled(server: LabDnsServer, ready: Path | None) -> in
     try:
         port = await server.start()
     except OSError as err:
-        log(f"crossnet lab dns: cannot listen on {server.listen} port {server.configured_port}: "
+        log(
+            f"crossnet lab dns: cannot listen on {server.listen} port {server.configured_port}: "
             f"{err.strerror or err}; check that --listen is an address of this host and that the port is "
-            "free, or pass --port")
+            "free, or pass --port"
+        )
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -31,13 +31,35 @@ from crossnet.providers.lab.dns.records import (
 
 # Options CoreDNS has that change nothing the lab DNS answers: accepted and ignored.
 _KUBERNETES_IGNORED = frozenset(
-    {"endpoint", "tls", "kubeconfig", "labels", "namespace_labels", "endpoint_pod_names",
-     "noendpoints", "ignore", "startup_timeout", "multicluster", "apiserver_qps",
-     "apiserver_burst", "apiserver_max_inflight"}
+    {
+        "endpoint",
+        "tls",
+        "kubeconfig",
+        "labels",
+        "namespace_labels",
+        "endpoint_pod_names",
+        "noendpoints",
+        "ignore",
+        "startup_timeout",
+        "multicluster",
+        "apiserver_qps",
+        "apiserver_burst",
+        "apiserver_max_inflight",
+    }
 )
 _FORWARD_IGNORED = frozenset(
-    {"tls", "tls_servername", "expire", "max_fails", "health_check", "max_concurrent", "next",
-     "failfast_all_unhealthy_upstreams", "max_age", "max_idle_conns"}
+    {
+        "tls",
+        "tls_servername",
+        "expire",
+        "max_fails",
+        "health_check",
+        "max_concurrent",
+        "next",
+        "failfast_all_unhealthy_upstreams",
+        "max_age",
+        "max_idle_conns",
+    }
 )
 _CACHE_IGNORED = frozenset({"prefetch", "serve_stale", "servfail", "keepttl"})
 
@@ -77,8 +99,12 @@ def load_runtime(corefile: Path, records_path: Path, forward_timeout: float) -> 
         raise LabDnsConfigError(f"{corefile}:1: the Corefile has no server block; add one, e.g. '.:53 {{ ... }}'")
     ports = sorted({server.port for server in parsed.servers})
     if len(ports) > 1:
-        raise config_error(corefile, parsed.servers[0].line, f"server blocks use ports {ports}, but the lab DNS "
-                           "serves one", "give every server block the same port (53)")
+        raise config_error(
+            corefile,
+            parsed.servers[0].line,
+            f"server blocks use ports {ports}, but the lab DNS serves one",
+            "give every server block the same port (53)",
+        )
     builder = _BlockBuilder(corefile, records, forward_timeout)
     return Runtime(tuple(builder.block(server) for server in parsed.servers), ports[0])
 
@@ -95,8 +121,11 @@ class _BlockBuilder:
 
     def block(self, server: ServerBlock) -> Block:
         if server.transport != "dns":
-            raise self.error(server.line, f"{server.transport}:// server blocks are not served by the lab DNS",
-                             "serve the zone over plain DNS (no scheme, or dns://)")
+            raise self.error(
+                server.line,
+                f"{server.transport}:// server blocks are not served by the lab DNS",
+                "serve the zone over plain DNS (no scheme, or dns://)",
+            )
         zones = tuple(dns.name.from_text(zone) for zone in server.zones)
         self._refuse_unknown_and_doubled(server)
         plugins: list[Plugin] = []
@@ -115,8 +144,11 @@ class _BlockBuilder:
                 )
             if directive.name in first_line:
                 first = first_line[directive.name]
-                raise self.error(directive.line, f"plugin {directive.name!r} is already used at line {first} "
-                                 "of this server block", "keep one of the two")
+                raise self.error(
+                    directive.line,
+                    f"plugin {directive.name!r} is already used at line {first} of this server block",
+                    "keep one of the two",
+                )
             first_line[directive.name] = directive.line
 
     def plugin(self, zones: tuple[dns.name.Name, ...], directive: Directive) -> Plugin:
@@ -144,20 +176,29 @@ class _BlockBuilder:
     def integer(self, option: Directive, low: int, high: int, position: int = 0) -> int:
         text = option.args[position] if len(option.args) > position else ""
         if not text.isdigit() or not low <= int(text) <= high:
-            raise self.error(option.line, f"{option.name} needs a number from {low} to {high}, got {text!r}",
-                             f"write e.g. '{option.name} {max(low, min(high, 30))}'")
+            raise self.error(
+                option.line,
+                f"{option.name} needs a number from {low} to {high}, got {text!r}",
+                f"write e.g. '{option.name} {max(low, min(high, 30))}'",
+            )
         return int(text)
 
     def choice(self, option: Directive, choices: tuple[str, ...]) -> str:
         if len(option.args) != 1 or option.args[0] not in choices:
             given = " ".join(option.args)
-            raise self.error(option.line, f"{option.name} takes one of {', '.join(choices)}, got {given!r}",
-                             f"write e.g. '{option.name} {choices[0]}'")
+            raise self.error(
+                option.line,
+                f"{option.name} takes one of {', '.join(choices)}, got {given!r}",
+                f"write e.g. '{option.name} {choices[0]}'",
+            )
         return option.args[0]
 
     def unknown_option(self, plugin: str, option: Directive) -> LabDnsConfigError:
-        return self.error(option.line, f"unknown {plugin} option {option.name!r}",
-                          f"remove it or check the CoreDNS {plugin} plugin documentation")
+        return self.error(
+            option.line,
+            f"unknown {plugin} option {option.name!r}",
+            f"remove it or check the CoreDNS {plugin} plugin documentation",
+        )
 
     def fallthrough(self, option: Directive) -> Fallthrough:
         return Fallthrough(True, self.zones(option.args, option.line))
@@ -244,8 +285,9 @@ class _BlockBuilder:
 
     def forward(self, directive: Directive) -> ForwardPlugin:
         if len(directive.args) < 2:
-            raise self.error(directive.line, "forward needs a zone and at least one target",
-                             "write e.g. 'forward . 10.20.0.3:53'")
+            raise self.error(
+                directive.line, "forward needs a zone and at least one target", "write e.g. 'forward . 10.20.0.3:53'"
+            )
         from_zone = self.zones(directive.args[:1], directive.line)[0]
         upstreams, files = self.forward_targets(directive.args[1:], directive.line)
         excepted: tuple[dns.name.Name, ...] = ()
@@ -271,7 +313,10 @@ class _BlockBuilder:
                 continue
             upstream = Upstream.parse(target.removeprefix("dns://"))
             if upstream is None:
-                raise self.error(line, f"forward target {target!r} is not an IP, IP:port or /etc/resolv.conf",
-                                 "the lab DNS forwards over plain DNS to IPs only, e.g. 10.20.0.3:53")
+                raise self.error(
+                    line,
+                    f"forward target {target!r} is not an IP, IP:port or /etc/resolv.conf",
+                    "the lab DNS forwards over plain DNS to IPs only, e.g. 10.20.0.3:53",
+                )
             upstreams.append(upstream)
         return tuple(upstreams), tuple(files)

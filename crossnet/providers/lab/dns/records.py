@@ -193,7 +193,7 @@ class _RecordsReader:
 
     def endpoints(self, value: object, where: str) -> tuple[EndpointRecord, ...]:
         if not isinstance(value, list):
-            raise self.error(where, "expected a list of {\"ip\": ..., \"hostname\": ...} objects")
+            raise self.error(where, 'expected a list of {"ip": ..., "hostname": ...} objects')
         endpoints = []
         for i, entry in enumerate(value):
             item = self.mapping(entry, f"{where}[{i}]")

@@ -141,8 +141,10 @@ class LabDnsServer:
             log(f"[ERROR] plugin/reload: {err} (keeping the previous configuration)")
             return
         if self.requested_port is None and self.port is not None and runtime.port != self.port:
-            log(f"[WARNING] plugin/reload: the Corefile now asks for port {runtime.port}; still serving "
-                f"port {self.port} until the lab DNS is restarted")
+            log(
+                f"[WARNING] plugin/reload: the Corefile now asks for port {runtime.port}; still serving "
+                f"port {self.port} until the lab DNS is restarted"
+            )
         self._runtime = runtime
         log("[INFO] plugin/reload: reloaded the Corefile and records")
 

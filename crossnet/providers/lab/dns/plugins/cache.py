@@ -45,8 +45,13 @@ class CachePlugin:
         if most_specific(self.zones, query.qname) is None:
             return await next_plugin(query)
         request = query.request
-        key: _CacheKey = (query.qname, query.qtype, request.question[0].rdclass,
-                          bool(request.ednsflags & dns.flags.DO), bool(request.flags & dns.flags.CD))
+        key: _CacheKey = (
+            query.qname,
+            query.qtype,
+            request.question[0].rdclass,
+            bool(request.ednsflags & dns.flags.DO),
+            bool(request.flags & dns.flags.CD),
+        )
         now = time.monotonic()
         entry = self.entries.get(key)
         if entry is not None and entry.expires > now:

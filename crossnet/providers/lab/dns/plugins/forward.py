@@ -69,8 +69,10 @@ class ForwardPlugin:
             return await next_plugin(query)
         if not self.upstreams:
             files = " ".join(self.unread_files)
-            return servfail(query, f"forward: no upstream for {query.qname}: the lab never reads {files} "
-                                   "(traffic stays inside the lab)")
+            return servfail(
+                query,
+                f"forward: no upstream for {query.qname}: the lab never reads {files} (traffic stays inside the lab)",
+            )
         transport = self.transport or query.transport
         for upstream in self._in_policy_order():
             reply = await self._ask(query, upstream, transport)
