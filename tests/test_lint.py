@@ -25,5 +25,6 @@ def test_mypy_strict_is_clean() -> None:
 
 
 def test_the_package_has_one_formatting_style() -> None:
-    done = subprocess.run([str(BIN / "ruff"), "format", "--check", "crossnet"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([str(BIN / "ruff"), "format", "--check", "crossnet"], cwd=ROOT, capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stdout + done.stderr + "\nfix: .venv/bin/ruff format crossnet"
