@@ -23,7 +23,7 @@ from crossnet import report
 from crossnet.config import ConfigError
 from crossnet.lifecycle import attach, bring_up, default_state_dir, new_run_id, sigterm_as_interrupt, tear_down
 from crossnet.model import ClusterSet
-from crossnet.options import add_options, load_setup, positive_count, positive_seconds
+from crossnet.options import add_options, fingerprint, load_setup, positive_count, positive_seconds
 from crossnet.profile import ProfileError
 from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
 from crossnet.providers.select import attach_provider, choose_provider
@@ -79,6 +79,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         reuse=args.reuse,
         agent_image=args.agent_image,
     )
+    run.provider.state.update(setup=fingerprint(setup))  # --attach checks it asks about this setup
     print(f"crossnet: run {run_id} is up (provider {provider}, profile {profile.name})")
     print(f"  state:   {run.state_dir / 'state.json'}")
     print(f"  probe:   pytest suites/ --attach {run.state_dir}")

@@ -375,6 +375,7 @@ class Observation:
     rcode: str | None = None  # DNS rcode text
     responder: str | None = None  # agent id that answered
     detail: str = ""
+    loop_lag_ms: float | None = None  # how late the agent's event loop ran meanwhile (a starved agent)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Observation:

@@ -8,9 +8,11 @@ a probe, and an unknown provider or topology is a usage error naming the choices
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from crossnet.cells import cell_facts
@@ -21,7 +23,16 @@ from crossnet.providers.select import PROVIDER_NAMES
 from crossnet.resources import KIND_CONFIGS
 from crossnet.suites import build_cells
 
-__all__ = ["OPTIONS", "Setup", "add_options", "load_setup", "positive_count", "positive_seconds"]
+__all__ = [
+    "OPTIONS",
+    "Setup",
+    "add_options",
+    "fingerprint",
+    "load_setup",
+    "positive_count",
+    "positive_seconds",
+    "setup_mismatch",
+]
 
 
 def positive_seconds(text: str) -> float:
@@ -154,3 +165,40 @@ def load_setup(topology: str | None, kind_configs: Sequence[str] | None, profile
             )
         )
     return Setup(topo, loaded, cells)
+
+
+def fingerprint(setup: Setup) -> dict[str, Any]:
+    """What a run was brought up for, recorded in its state file so that `--attach` with another
+    profile or topology is refused instead of judged against plumbing that was never applied."""
+
+    def digest(path: str) -> str:
+        try:
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            return ""
+
+    return {
+        "profile": setup.profile.name,
+        "profile_sha256": digest(setup.profile.source_file),
+        "clusters": [c.name for c in setup.topology.clusters],
+        "configs_sha256": [digest(c.source_file) for c in setup.topology.clusters],
+    }
+
+
+def setup_mismatch(recorded: Any, setup: Setup) -> str | None:
+    """Why a run recorded as `recorded` (state.json "setup") is not the one `setup` asks about."""
+    if not isinstance(recorded, dict):
+        return None  # a run from before fingerprints: nothing to compare
+    wanted = fingerprint(setup)
+    if recorded.get("clusters") != wanted["clusters"] or recorded.get("configs_sha256") != wanted["configs_sha256"]:
+        return (
+            f"it was brought up from other kind configs (clusters {', '.join(map(str, recorded.get('clusters') or []))}"
+            f"; this session asks about {', '.join(wanted['clusters'])})"
+        )
+    if recorded.get("profile") != wanted["profile"] or recorded.get("profile_sha256") != wanted["profile_sha256"]:
+        return (
+            f"it was brought up with profile {recorded.get('profile')!s:.80} and its plumbing; this session "
+            f"judges against profile {wanted['profile']} (pass --profile {recorded.get('profile')!s:.80}, or "
+            "bring up a run with this profile)"
+        )
+    return None

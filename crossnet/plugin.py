@@ -33,13 +33,13 @@ from crossnet.lifecycle import (
 )
 from crossnet.live import LiveCell
 from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Protocol, Scope, Topology, VantageKind
-from crossnet.options import add_options, load_setup
+from crossnet.options import Setup, add_options, load_setup, setup_mismatch
 from crossnet.profile import Profile, ProfileError
 from crossnet.providers.base import ProviderError, StateFile
 from crossnet.providers.select import choose_provider
 from crossnet.resources import SUITES as SUITES_DIR
 from crossnet.resources import default_reports_dir
-from crossnet.runner import SuiteRunner
+from crossnet.runner import INFRASTRUCTURE_ERRORS, SuiteRunner
 from crossnet.suites import SUITES
 from crossnet.suites import suite as suite_named
 from crossnet.wire import CellRecord
@@ -50,6 +50,9 @@ STATE_KEY = pytest.StashKey[Path]()
 PROVIDER_KEY = pytest.StashKey[tuple[str, str]]()
 CELLS_KEY = pytest.StashKey[list[dict[str, Any]]]()
 FACTS_KEY = pytest.StashKey[list[dict[str, Any]]]()
+COLLECTOR_KEY = pytest.StashKey["_CellCollector"]()
+REPORTS_STARTED_KEY = pytest.StashKey[bool]()
+LOADED_KEY = pytest.StashKey[Setup]()
 STARTED_KEY = pytest.StashKey[float]()
 BATCH_KEY = pytest.StashKey[dict[str, dict[str, Judgement]]]()
 RUNNER_KEY = pytest.StashKey[SuiteRunner]()
@@ -132,6 +135,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except (ConfigError, ProfileError) as exc:
         raise pytest.UsageError(str(exc)) from None
     topology, profile, cells = setup.topology, setup.profile, setup.cells
+    config.stash[LOADED_KEY] = setup
     config.stash[SETUP_KEY] = (topology, profile, cells)
     if _is_controller(config):
         try:
@@ -157,9 +161,8 @@ def pytest_configure(config: pytest.Config) -> None:
             ) from None
         sigterm_as_interrupt()  # SIGTERM tears down and marks the reports interrupted, like Ctrl-C
         config.stash[CELLS_KEY], config.stash[FACTS_KEY] = [], []
-        config.pluginmanager.register(
-            _CellCollector(config.stash[CELLS_KEY], config.stash[FACTS_KEY]), "crossnet-cell-collector"
-        )
+        config.stash[COLLECTOR_KEY] = _CellCollector(config.stash[CELLS_KEY], config.stash[FACTS_KEY])
+        config.pluginmanager.register(config.stash[COLLECTOR_KEY], "crossnet-cell-collector")
         config.stash[STARTED_KEY] = time.time()
         if not getattr(config.option, "xmlpath", None):
             config.option.xmlpath = str(reports_dir / "junit.xml")
@@ -196,9 +199,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         config.stash[STATE_KEY] = Path(config.workerinput["crossnet_state_dir"])  # type: ignore[attr-defined]
         return
     topology, profile, _ = config.stash[SETUP_KEY]
+    # Until this run ends, its reports say it has not: an earlier run's green matrix never looks
+    # current after a Ctrl-C, a failed bring-up or a kill -9 of this one.
+    report.write_reports(_matrix(config, None), Path(config.getoption("reports")))
+    config.stash[REPORTS_STARTED_KEY] = True
     try:
         if config.getoption("attach"):
             run = attach(Path(config.getoption("attach")).resolve())
+            why = setup_mismatch(run.provider.state.read().get("setup"), config.stash[LOADED_KEY])
+            if why:
+                raise pytest.UsageError(f"--attach {config.getoption('attach')}: {why}")
         else:
             run_id = new_run_id()
             state_dir = Path(config.getoption("state_dir") or default_state_dir(run_id)).resolve()
@@ -293,7 +303,15 @@ JudgeCell = Callable[[Cell], None]
 
 @pytest.fixture
 def judge_cell(request: pytest.FixtureRequest) -> JudgeCell:
-    """The one fixture a suite needs: probes the suite once (batched) and judges the test's cell."""
+    """The one fixture a suite needs: probes the suite once (batched) and judges the test's cell.
+    A cell that could not be probed (an agent or the sandbox gone, the harness starved) is a
+    pytest *error* raised here, in setup: never a network verdict."""
+    cell = _cell_of(request.node)
+    if cell is not None:
+        judgement = _suite_judgements(request, cell.suite)[cell.id]
+        obs = judgement.observation
+        if obs.error in INFRASTRUCTURE_ERRORS:
+            raise ProbeInfrastructureError(f"not probed ({obs.error}): {obs.detail or judgement.message}")
 
     def judge(cell: Cell) -> None:
         __tracebackhide__ = True
@@ -352,8 +370,6 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
         "global_ip": live.global_ip or None,
     }
     item.crossnet_cell = record
-    if obs.error == "agent-error":
-        raise ProbeInfrastructureError(f"{judgement.message}\n  {obs.detail}")
     if cell.suite == "snat" and judgement.verdict == "regression":
         del item.crossnet_cell  # not a source question: the path itself failed in its own suite
         pytest.skip(
@@ -395,8 +411,11 @@ class _CellCollector:
 
     def __init__(self, cells: list[dict[str, Any]], facts: list[dict[str, Any]]) -> None:
         self.cells, self.facts = cells, facts
+        self.not_probed: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "setup" and report.failed and "ProbeInfrastructureError" in str(report.longrepr):
+            self.not_probed.append(report.nodeid)
         if report.when != "call":
             return
         cell, fact = getattr(report, "crossnet_cell", None), getattr(report, "crossnet_fact", None)
@@ -414,29 +433,41 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         _finish(config, exitstatus)
 
 
-def _finish(config: pytest.Config, exitstatus: int) -> None:
+def _matrix(config: pytest.Config, exitstatus: int | None) -> dict[str, Any]:
+    """The matrix document of this session so far; exitstatus None: the run has not ended yet."""
     judged, facts = config.stash.get(CELLS_KEY, []), config.stash.get(FACTS_KEY, [])
-    if judged or facts:
-        _, profile, _ = config.stash[SETUP_KEY]
-        run = config.stash.get(RUN_KEY, None)
-        matrix = {
-            "schema": report.MATRIX_SCHEMA,
-            "run": {
-                "provider": run.cluster_set.provider if run else config.stash.get(PROVIDER_KEY, ("?", ""))[0],
-                "profile": profile.name,
-                "clusters": [c.name for c in config.stash[SETUP_KEY][0].clusters],
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(config.stash[STARTED_KEY])),
-                "duration_s": round(time.time() - config.stash[STARTED_KEY], 3),
-                "exit_status": int(exitstatus),
-                "options": {
-                    "probe_timeout": config.getoption("probe_timeout"),
-                    "strict_flakes": bool(config.getoption("strict_flakes")),
-                },
-                "timings": {k: round(v, 4) for k, v in (run.timings if run else {}).items()},
+    _, profile, _ = config.stash[SETUP_KEY]
+    run = config.stash.get(RUN_KEY, None)
+    interrupted = exitstatus == int(pytest.ExitCode.INTERRUPTED)
+    return {
+        "schema": report.MATRIX_SCHEMA,
+        "run": {
+            "provider": run.cluster_set.provider if run else config.stash.get(PROVIDER_KEY, ("?", ""))[0],
+            "profile": profile.name,
+            "clusters": [c.name for c in config.stash[SETUP_KEY][0].clusters],
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(config.stash[STARTED_KEY])),
+            "duration_s": round(time.time() - config.stash[STARTED_KEY], 3),
+            "exit_status": exitstatus,
+            "interrupted": interrupted,
+            # A run is complete when it ended with a verdict (0 all good, 1 failing cells); anything
+            # else (interrupted, bring-up failed, still running or killed) must not look current.
+            "complete": exitstatus in (int(pytest.ExitCode.OK), int(pytest.ExitCode.TESTS_FAILED)),
+            "not_probed": len(config.stash[COLLECTOR_KEY].not_probed),
+            "options": {
+                "probe_timeout": config.getoption("probe_timeout"),
+                "strict_flakes": bool(config.getoption("strict_flakes")),
             },
-            "cells": sorted(judged, key=lambda c: (c["suite"], c["id"])),
-            "facts": sorted(facts, key=lambda f: str(f["id"])),
-        }
+            "timings": {k: round(v, 4) for k, v in (run.timings if run else {}).items()},
+        },
+        "cells": sorted(judged, key=lambda c: (c["suite"], c["id"])),
+        "facts": sorted(facts, key=lambda f: str(f["id"])),
+    }
+
+
+def _finish(config: pytest.Config, exitstatus: int) -> None:
+    if config.stash.get(REPORTS_STARTED_KEY, False):
+        config.stash[REPORTS_STARTED_KEY] = False  # written once, with how the run ended
+        matrix = _matrix(config, int(exitstatus))
         written = report.write_reports(matrix, Path(config.getoption("reports")))
         terminal = config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None:
@@ -448,7 +479,12 @@ def _finish(config: pytest.Config, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    _tear_down(config)  # also after Ctrl-C during start-up, when sessionfinish never runs
+    # After Ctrl-C/SIGTERM during bring-up pytest never calls sessionfinish: the reports still say
+    # how the run ended, then the teardown runs.
+    if config.stash.get(REPORTS_STARTED_KEY, False) and _is_controller(config):
+        with signals_deferred():
+            _finish(config, int(pytest.ExitCode.INTERRUPTED))
+    _tear_down(config)
 
 
 def _tear_down(config: pytest.Config) -> None:

@@ -5,30 +5,118 @@ that failed are re-probed once, and a pass then is `flaky`. Probes report; the j
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from crossnet.judge import judge
 from crossnet.live import LiveCell, live_cell
 from crossnet.model import Cell, ClusterSet, Judgement, Observation
 from crossnet.providers.base import AgentClient
 
-__all__ = ["SuiteRunner", "probe_cells"]
+__all__ = ["INFRASTRUCTURE_ERRORS", "PACING", "Pacing", "SuiteRunner", "probe_cells"]
 
 CONTROL_MARGIN = 5.0  # seconds the control request may take beyond the slowest probe
+STARVED_FRACTION = 0.25  # loop lag (share of the timeout) that makes a timeout the agent's, not the network's
+STARVED_RETRIES = 2
+INFRASTRUCTURE_ERRORS = frozenset({"agent-error", "starved"})  # the harness, not the network, failed
 AGENT_CONCURRENCY = 256  # probes an agent runs at once per request (crossnet.agent.control); the rest wait
 
 
-def probe_cells(
-    lives: Sequence[LiveCell], client_for: Callable[[str], AgentClient], timeout: float
-) -> dict[str, Observation]:
+@dataclass(frozen=True)
+class Pacing:
+    """How hard a run may push the network it measures (and the harness itself): probes go to an
+    agent in chunks; at most `workers` chunks are in flight at once across all agents (so at most
+    workers x chunk probes), at most `per_dns_server` of the chunks that ask a DNS server at once
+    per server, and an agent never gets a second chunk before its first is answered. A chunk's
+    probes are spread over targets, so no target gets more than a few at once. Cells expected to
+    be unreachable (they mostly wait out their timeout) travel in larger chunks of their own."""
+
+    chunk: int = 24
+    quiet_chunk: int = 128  # cells expected isolated: they send little and mostly wait
+    workers: int = 12
+    per_dns_server: int = 3
+
+
+PACING = Pacing()
+
+
+def _spread(batch: list[LiveCell]) -> list[LiveCell]:
+    """Interleave the probes of a batch by target, so consecutive probes aim at different ones."""
+    by_target: dict[str, list[LiveCell]] = {}
+    for live in batch:
+        by_target.setdefault(str(live.probe.get("qname") or live.probe.get("dst")), []).append(live)
+    queues = [by_target[key] for key in sorted(by_target)]
+    spread: list[LiveCell] = []
+    while queues:
+        spread += [queue.pop(0) for queue in queues]
+        queues = [queue for queue in queues if queue]
+    return spread
+
+
+def _chunks(lives: Sequence[LiveCell], pacing: Pacing) -> list[tuple[str, list[LiveCell]]]:
+    """(agent, probes) chunks, agents taking turns so every agent progresses from the start."""
+    per_agent: dict[str, list[list[LiveCell]]] = {}
     by_agent: dict[str, list[LiveCell]] = {}
     for live in lives:
         by_agent.setdefault(live.agent, []).append(live)
+    for agent, batch in sorted(by_agent.items()):
+        loud = _spread([live for live in batch if live.cell.expectation.reachable != "no"])
+        quiet = _spread([live for live in batch if live.cell.expectation.reachable == "no"])
+        per_agent[agent] = [loud[i : i + pacing.chunk] for i in range(0, len(loud), pacing.chunk)]
+        per_agent[agent] += [quiet[i : i + pacing.quiet_chunk] for i in range(0, len(quiet), pacing.quiet_chunk)]
+    ordered: list[tuple[str, list[LiveCell]]] = []
+    while any(per_agent.values()):
+        for agent in sorted(per_agent):
+            if per_agent[agent]:
+                ordered.append((agent, per_agent[agent].pop(0)))
+    return ordered
 
-    def run(agent: str) -> dict[str, Observation]:
-        batch = by_agent[agent]
+
+class _Gates:
+    """The scheduler's bounds: one chunk per agent at a time, `per_dns_server` chunks per DNS server."""
+
+    def __init__(self, pacing: Pacing) -> None:
+        self.pacing = pacing
+        self.lock = threading.Condition()
+        self.busy_agents: set[str] = set()
+        self.dns_load: dict[str, int] = {}
+
+    def _free(self, agent: str, servers: set[str]) -> bool:
+        return agent not in self.busy_agents and all(
+            self.dns_load.get(s, 0) < self.pacing.per_dns_server for s in servers
+        )
+
+    def enter(self, agent: str, servers: set[str]) -> None:
+        with self.lock:
+            self.lock.wait_for(lambda: self._free(agent, servers))
+            self.busy_agents.add(agent)
+            for server in servers:
+                self.dns_load[server] = self.dns_load.get(server, 0) + 1
+
+    def leave(self, agent: str, servers: set[str]) -> None:
+        with self.lock:
+            self.busy_agents.discard(agent)
+            for server in servers:
+                self.dns_load[server] -= 1
+            self.lock.notify_all()
+
+
+def probe_cells(
+    lives: Sequence[LiveCell],
+    client_for: Callable[[str], AgentClient],
+    timeout: float,
+    pacing: Pacing = PACING,
+) -> dict[str, Observation]:
+    """Observe every cell once, paced (see Pacing). Never judges; an agent that cannot be asked
+    gives its cells an `agent-error` observation (an infrastructure error, not a verdict)."""
+    gates = _Gates(pacing)
+    pending = _chunks(lives, pacing)
+    queue_lock = threading.Lock()
+
+    def ask(agent: str, batch: list[LiveCell]) -> dict[str, Observation]:
         try:
             waves = -(-len(batch) // AGENT_CONCURRENCY)  # a batch of only timeouts takes this many timeouts
             results = client_for(agent).probe([live.probe for live in batch], timeout * waves + CONTROL_MARGIN)
@@ -46,13 +134,38 @@ def probe_cells(
         missing = Observation(reached=False, error="agent-error", detail=f"agent {agent} returned no result")
         return {live.cell.id: observed.get(live.cell.id, missing) for live in batch}
 
+    def take() -> tuple[str, list[LiveCell], set[str]] | None:
+        """The next chunk whose agent and DNS servers are free now (else the first pending one)."""
+        with queue_lock:
+            if not pending:
+                return None
+            with gates.lock:
+                index = next((i for i, (agent, batch) in enumerate(pending) if gates._free(agent, _servers(batch))), 0)
+            agent, batch = pending.pop(index)
+        return agent, batch, _servers(batch)
+
+    def worker() -> dict[str, Observation]:
+        seen: dict[str, Observation] = {}
+        while (job := take()) is not None:
+            agent, batch, servers = job
+            gates.enter(agent, servers)
+            try:
+                seen.update(ask(agent, batch))
+            finally:
+                gates.leave(agent, servers)
+        return seen
+
     observations: dict[str, Observation] = {}
-    if not by_agent:
+    if not pending:
         return observations
-    with ThreadPoolExecutor(max_workers=min(32, len(by_agent))) as pool:
-        for part in pool.map(run, sorted(by_agent)):
-            observations.update(part)
+    with ThreadPoolExecutor(max_workers=min(pacing.workers, len(pending))) as pool:
+        for part in [pool.submit(worker) for _ in range(min(pacing.workers, len(pending)))]:
+            observations.update(part.result())
     return observations
+
+
+def _servers(batch: list[LiveCell]) -> set[str]:
+    return {str(live.probe["server"]) for live in batch if live.probe.get("server")}
 
 
 @dataclass
@@ -71,12 +184,70 @@ class SuiteRunner:
         fresh = probe_cells(
             [live for live in lives.values() if live.probe_key not in self.observed], self.client_for, self.timeout
         )
+        fresh = self._unstarved(lives, fresh)
         self.observed.update({lives[i].probe_key: obs for i, obs in fresh.items()})
         first = {i: self.observed[live.probe_key] for i, live in lives.items()}
         judgements = {i: judge(lives[i], first[i]) for i in lives}
-        again = [lives[i] for i, judged in judgements.items() if judged.verdict == "regression"]
+        again = [
+            lives[i]
+            for i, judged in judgements.items()
+            if judged.verdict == "regression" and first[i].error not in INFRASTRUCTURE_ERRORS
+        ]
         if again:  # expected reachable and failed: re-probed once; a pass now is `flaky`
-            retried = probe_cells(again, self.client_for, self.timeout)
+            retried = self._unstarved(lives, probe_cells(again, self.client_for, self.timeout))
             judgements.update({i: judge(lives[i], first[i], retried[i]) for i in retried})
+        judgements.update(self._dead_targets(lives, judgements))
         self.lives.update(lives)
         return judgements
+
+    def _dead_targets(self, lives: dict[str, LiveCell], judgements: dict[str, Judgement]) -> dict[str, Judgement]:
+        """Regressions whose target is one of crossnet's own agents that no longer answers its control
+        API: the harness lost its echo, the network was not asked. They become infrastructure errors."""
+        failed = {i: j for i, j in judgements.items() if j.verdict == "regression"}
+        wanted = {a for i in failed for a in lives[i].probe.get("expect_agents") or ()}
+        if not wanted:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
+            alive = dict(zip(sorted(wanted), pool.map(self._answers, sorted(wanted)), strict=True))
+        changed = {}
+        for i, judged in failed.items():
+            dead = sorted(a for a in lives[i].probe.get("expect_agents") or () if not alive[a])
+            if dead:
+                detail = f"the target's agent {', '.join(dead)} does not answer its control API (it died)"
+                changed[i] = replace(
+                    judged, observation=replace(judged.observation, error="agent-error", detail=detail)
+                )
+        return changed
+
+    def _answers(self, agent: str) -> bool:
+        try:
+            self.client_for(agent).probe([], CONTROL_MARGIN)
+        except Exception:  # noqa: BLE001 - any failure to answer means gone
+            return False
+        return True
+
+    def starved(self, observation: Observation) -> bool:
+        """A timeout while the agent's own event loop ran late by a quarter of the timeout or more:
+        it says the agent (or the machine) was starved, not that the network dropped the probe."""
+        lag = observation.loop_lag_ms or 0.0
+        return observation.error == "timeout" and lag >= STARVED_FRACTION * self.timeout * 1000
+
+    def _unstarved(self, lives: dict[str, LiveCell], observed: dict[str, Observation]) -> dict[str, Observation]:
+        """Probe starved cells again (after a pause), up to STARVED_RETRIES times; what stays starved
+        becomes an infrastructure error ("starved"), never a network verdict."""
+        result = dict(observed)
+        for attempt in range(STARVED_RETRIES):
+            starved = [i for i, obs in result.items() if self.starved(obs)]
+            if not starved:
+                break
+            time.sleep(0.5 * (attempt + 1))  # let the machine catch up
+            result.update(probe_cells([lives[i] for i in starved], self.client_for, self.timeout))
+        for i, obs in result.items():
+            if self.starved(obs):
+                result[i] = replace(
+                    obs,
+                    error="starved",
+                    detail=f"timed out while the agent's event loop ran {obs.loop_lag_ms:.0f} ms late, "
+                    f"{STARVED_RETRIES + 1} times: the harness or the machine is overloaded",
+                )
+        return result

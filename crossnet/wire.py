@@ -44,6 +44,7 @@ class ProbeResult(TypedDict, total=False):
     detail: str
     peer: str  # "not-crossnet-echo" when something else answered (its bytes are never returned)
     reply_bytes: int  # how many bytes that peer sent
+    loop_lag_ms: float  # how late the agent's event loop ran during the probe (starvation, not the network)
 
 
 class CellRecord(TypedDict):

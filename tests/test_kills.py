@@ -158,6 +158,17 @@ def test_sigterm_tears_down_like_ctrl_c(workdir: Path) -> None:
     assert hit, output[-2000:]
     assert "torn down" in output, output[-2000:]
     assert "Traceback" not in output
+    # An interrupted run never leaves a matrix that looks current.
+    summary = (workdir / "reports" / "summary.md").read_text()
+    assert summary.startswith("**the run did not complete** (exit status 2, interrupted)"), summary[:300]
+
+
+@needs_lab
+def test_a_killed_run_leaves_reports_that_say_so(workdir: Path) -> None:
+    hit, _ = trial(workdir, SUITE, during_probing, signal.SIGKILL)
+    assert hit
+    summary = (workdir / "reports" / "summary.md").read_text()
+    assert summary.startswith("**the run did not complete** (still running, or killed"), summary[:300]
 
 
 @needs_lab

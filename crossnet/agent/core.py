@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import ipaddress
 import json
@@ -295,8 +296,50 @@ async def _resolve_then(probe: dict[str, Any], timeout: float) -> dict[str, Any]
     return result
 
 
+class LoopLag:
+    """How late this agent's event loop runs: a ticker sleeps TICK seconds and records how much
+    later it woke. A probe that timed out while the loop was late by a good part of its timeout
+    says more about a starved agent than about the network (`loop_lag_ms` in every result)."""
+
+    TICK = 0.02
+
+    def __init__(self) -> None:
+        self.samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=8192)
+        self.task: asyncio.Task[None] | None = None
+
+    def ensure_running(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self.TICK)
+            now = loop.time()
+            self.samples.append((now, max(0.0, now - started - self.TICK)))
+
+    def worst_since(self, since: float) -> float:
+        """The worst lateness (seconds) seen since `since` (loop time), counting a tick overdue now."""
+        now = asyncio.get_running_loop().time()
+        last = self.samples[-1][0] if self.samples else since
+        overdue = max(0.0, now - max(last, since) - self.TICK)
+        return max([late for at, late in self.samples if at >= since] + [overdue])
+
+
+LOOP_LAG = LoopLag()
+
+
 async def run_probe(probe: dict[str, Any]) -> dict[str, Any]:
     """Run one probe; every failure comes back as data, never as an exception."""
+    LOOP_LAG.ensure_running()
+    started = asyncio.get_running_loop().time()
+    result = await _run_probe(probe)
+    result["loop_lag_ms"] = round(LOOP_LAG.worst_since(started) * 1000, 1)
+    return result
+
+
+async def _run_probe(probe: dict[str, Any]) -> dict[str, Any]:
     timeout = float(probe.get("timeout") or 2.0)
     prober = PROBERS.get(str(probe.get("protocol")))
     if prober is None:

@@ -14,6 +14,8 @@ compared (``diff_matrices``) without a live topology. The package follows the da
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -62,8 +64,10 @@ def write_reports(matrix: Mapping[str, Any], out_dir: Path) -> list[Path]:
         ("summary.md", render_summary(matrix)),
     )
     written: list[Path] = []
-    for name, content in documents:
+    for name, content in documents:  # each atomically: two runs at once never leave a torn file
         path = out_dir / name
-        path.write_text(content, encoding="utf-8")
+        temporary = out_dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        temporary.write_text(content, encoding="utf-8")
+        os.replace(temporary, path)
         written.append(path)
     return written

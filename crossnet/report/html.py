@@ -265,6 +265,12 @@ def _run_facts(matrix: Mapping[str, Any]) -> dict[str, str | None]:
         "started": text(run.get("started")),
         "duration": f"{duration:.1f} s" if isinstance(duration, (int, float)) else text(duration),
         "exit_status": None if exit_status is None else text(exit_status),
+        "incomplete": (
+            ("still running, or killed before it could say" if exit_status is None else f"exit status {exit_status}")
+            if run.get("complete") is False
+            else None
+        ),
+        "not_probed": text(run.get("not_probed")) if run.get("not_probed") else None,
     }
 
 

@@ -131,7 +131,27 @@ def _md_head(matrix: Mapping[str, Any], cells: int, failing: int) -> list[str]:
         f"duration {duration_text}" if duration_text else "",
         f"exit status {_md(text(run.get('exit_status')))}" if run.get("exit_status") is not None else "",
     )
+    not_probed = run.get("not_probed") if isinstance(run.get("not_probed"), int) else 0
+    incomplete = run.get("complete") is False
+    if incomplete or not_probed:
+        status = "\u2717"
+    ended = (
+        "still running, or killed before it could say"
+        if run.get("exit_status") is None
+        else f"exit status {text(run.get('exit_status'))}" + (", interrupted" if run.get("interrupted") else "")
+    )
+    warnings = [
+        f"**the run did not complete** ({_md(ended)}): only the cells judged before it ended are below"
+        if incomplete
+        else "",
+        f"**infrastructure error: {not_probed} cells not probed** (an agent or the sandbox failed; see the "
+        "pytest errors: these are not network verdicts)"
+        if not_probed
+        else "",
+    ]
+    shown = [w for w in warnings if w]
     return [
+        *([*shown, ""] if shown else []),
         (
             f"## {status} crossnet {_md(text(run.get('profile')))} "
             f"({_md(text(run.get('provider')))}): {cells} cells, {failing} failing "

@@ -1,0 +1,160 @@
+"""Verdicts you can trust: probing is paced (no agent, DNS server or the harness gets a burst), a
+timeout while the agent was starved is re-probed and otherwise an infrastructure error (never a
+regression), a dead agent gives pytest errors and a headline saying how many cells were not
+probed, `--attach` refuses a run brought up for another profile, and reports never pretend a run
+that did not end finished."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crossnet.live import live_cell
+from crossnet.options import load_setup
+from crossnet.providers.lab.sandbox import SandboxClient
+from crossnet.providers.lab.topology import live_cluster_set, plan_lab
+from crossnet.runner import Pacing, SuiteRunner, probe_cells
+from crossnet.wire import ProbeResult, ProbeSpec
+from tests.lab_helpers import load_matrix, needs_lab, run_suites
+
+SETUP = load_setup("routed", None, None)
+CLUSTER_SET = live_cluster_set(plan_lab(SETUP.topology))
+
+
+class RecordingAgents:
+    """Fake agents that answer every probe as reached, recording how much was in flight at once."""
+
+    def __init__(self, answer: Any = None) -> None:
+        self.lock = threading.Lock()
+        self.agents_busy: Counter[str] = Counter()
+        self.dns_busy: Counter[str] = Counter()
+        self.max_agent = self.max_in_flight = self.in_flight = 0
+        self.max_dns: Counter[str] = Counter()
+        self.sizes: list[int] = []
+        self.answer = answer or (lambda agent, probe, n: {"id": probe["id"], "reached": True, "loop_lag_ms": 0.0})
+        self.calls: Counter[str] = Counter()
+
+    def client(self, agent: str) -> RecordingAgents.Client:
+        return RecordingAgents.Client(self, agent)
+
+    class Client:
+        def __init__(self, outer: RecordingAgents, agent: str) -> None:
+            self.outer, self.agent = outer, agent
+
+        def probe(self, probes: list[ProbeSpec], timeout: float) -> list[ProbeResult]:
+            o = self.outer
+            servers = {str(p["server"]) for p in probes if p.get("server")}
+            with o.lock:
+                o.agents_busy[self.agent] += 1
+                o.max_agent = max(o.max_agent, o.agents_busy[self.agent])
+                o.in_flight += len(probes)
+                o.max_in_flight = max(o.max_in_flight, o.in_flight)
+                for server in servers:
+                    o.dns_busy[server] += 1
+                    o.max_dns[server] = max(o.max_dns[server], o.dns_busy[server])
+                if probes:
+                    o.sizes.append(len(probes))
+            time.sleep(0.002)
+            with o.lock:
+                o.agents_busy[self.agent] -= 1
+                o.in_flight -= len(probes)
+                for server in servers:
+                    o.dns_busy[server] -= 1
+                results = []
+                for p in probes:
+                    o.calls[str(p["id"])] += 1
+                    results.append(o.answer(self.agent, p, o.calls[str(p["id"])]))
+            return results
+
+
+def test_probing_is_paced_per_agent_per_dns_server_and_overall() -> None:
+    pacing = Pacing(chunk=24, quiet_chunk=128, workers=6, per_dns_server=2)
+    lives = [live_cell(c, CLUSTER_SET, 2.0) for c in SETUP.cells]
+    agents = RecordingAgents()
+    observed = probe_cells(lives, agents.client, 2.0, pacing)
+    assert len(observed) == len(lives) and all(o.reached for o in observed.values())
+    assert agents.max_agent == 1  # an agent gets its next chunk only when the last one was answered
+    assert max(agents.max_dns.values()) <= 2
+    assert agents.max_in_flight <= pacing.workers * pacing.quiet_chunk
+    loud = [size for size in agents.sizes if size <= pacing.chunk]
+    assert loud and max(agents.sizes) <= pacing.quiet_chunk
+    assert len(agents.sizes) > len({live.agent for live in lives})  # batches were really cut into chunks
+
+
+def test_a_timeout_while_the_agent_was_starved_is_re_probed_not_a_regression() -> None:
+    cells = [c for c in SETUP.cells if c.suite == "pod-to-pod" and c.expectation.reachable == "yes"][:20]
+
+    def starved_once(agent: str, probe: ProbeSpec, attempt: int) -> ProbeResult:
+        if attempt == 1:
+            return {"id": probe["id"], "reached": False, "error": "timeout", "loop_lag_ms": 1500.0}
+        return {"id": probe["id"], "reached": True, "loop_lag_ms": 3.0}
+
+    agents = RecordingAgents(starved_once)
+    judged = SuiteRunner(CLUSTER_SET, agents.client, 2.0).judge_cells(cells)
+    assert {j.verdict for j in judged.values()} <= {"pass", "source-mismatch"}  # not flaky: the network never failed
+    assert "flaky" not in {j.verdict for j in judged.values()}
+
+    def always_starved(agent: str, probe: ProbeSpec, attempt: int) -> ProbeResult:
+        return {"id": probe["id"], "reached": False, "error": "timeout", "loop_lag_ms": 1500.0}
+
+    judged = SuiteRunner(CLUSTER_SET, RecordingAgents(always_starved).client, 2.0).judge_cells(cells)
+    assert {j.observation.error for j in judged.values()} == {"starved"}
+    assert all("overloaded" in j.observation.detail for j in judged.values())
+
+
+def test_a_timeout_with_a_lively_agent_stays_a_network_verdict() -> None:
+    cells = [c for c in SETUP.cells if c.suite == "pod-to-pod" and c.expectation.reachable == "yes"][:5]
+
+    def lost(agent: str, probe: ProbeSpec, attempt: int) -> ProbeResult:
+        return {"id": probe["id"], "reached": False, "error": "timeout", "loop_lag_ms": 4.0}
+
+    judged = SuiteRunner(CLUSTER_SET, RecordingAgents(lost).client, 2.0).judge_cells(cells)
+    assert {j.verdict for j in judged.values()} == {"regression"}
+
+
+# ---------------------------------------------------------------- on a live lab
+
+
+@needs_lab
+def test_attach_refuses_a_run_brought_up_for_another_profile(lab: Path, tmp_path: Path) -> None:
+    done = run_suites("suites/test_dns.py", "--attach", str(lab), "--profile", "flat-routed-svc",
+                      "--reports", str(tmp_path))
+    out = done.stdout + done.stderr
+    assert done.returncode == 4 and "brought up with profile flat-routed" in out and "Traceback" not in out
+    same = run_suites("suites/test_dns.py", "--attach", str(lab), "--reports", str(tmp_path))
+    assert same.returncode == 0, same.stdout[-2000:]
+
+
+@needs_lab
+def test_a_dead_agent_gives_errors_and_an_honest_headline(lab: Path, tmp_path: Path) -> None:
+    # `ip netns pids` reads the host's /proc: the pids are the host's, so the host ends them.
+    pids = SandboxClient(lab).exec(None, ["ip", "netns", "pids", "cluster-1.worker.agent"]).stdout.split()
+    assert pids
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+    done = run_suites("suites/test_pod_to_pod.py", "-k", "tcp and not 1400b", "--attach", str(lab), "-rE",
+                      "--reports", str(tmp_path))
+    out = done.stdout
+    assert "ProbeInfrastructureError" in out and " error" in out.splitlines()[-1], out[-2500:]
+    matrix = load_matrix(tmp_path)
+    assert matrix["run"]["not_probed"] > 0
+    assert not [c["id"] for c in matrix["cells"] if c["verdict"] == "regression"]  # no network verdict from it
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"infrastructure error: {matrix['run']['not_probed']} cells not probed" in summary
+
+
+@needs_lab
+@pytest.mark.parametrize("lab", [["--profile", "flat-routed"]], indirect=True)
+def test_the_run_records_what_it_was_brought_up_for(lab: Path) -> None:
+    import json
+
+    recorded = json.loads((lab / "state.json").read_text())["setup"]
+    assert recorded["profile"] == "flat-routed" and recorded["clusters"] == ["cluster-1", "cluster-2"]
+    assert all(len(h) == 64 for h in [recorded["profile_sha256"], *recorded["configs_sha256"]])
