@@ -35,15 +35,18 @@ def _service_targets(topology: Topology) -> list[tuple[Target, tuple[Protocol, .
                     ("tcp",),
                 )
             )
-    for ext in external_name_services(topology):
-        # Connecting through the ExternalName reaches the cluster it points to.
+    externals = external_name_services(topology)
+    for ext in externals:
+        # Connecting through the ExternalName reaches the cluster it points to. With three or more
+        # clusters several clusters own an ExternalName of that name: the id says whose it is.
         domain = topology.cluster(ext.cluster).dns_domain
+        owned = f"{ext.name}@{ext.cluster}" if sum(e.name == ext.name for e in externals) > 1 else ext.name
         targets.append(
             (
                 Target(
                     ext.target_cluster,
                     "dns-name",
-                    service=ext.name,
+                    service=owned,
                     form="external-name",
                     name=f"{ext.name}.{NS_PLACEHOLDER}.svc.{domain}",
                 ),
