@@ -8,6 +8,7 @@ a probe, and an unknown provider or topology is a usage error naming the choices
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import math
 from collections.abc import Sequence
@@ -180,6 +181,7 @@ def fingerprint(setup: Setup) -> dict[str, Any]:
     return {
         "profile": setup.profile.name,
         "profile_sha256": digest(setup.profile.source_file),
+        "plumbing": dataclasses.asdict(setup.profile.plumbing),
         "clusters": [c.name for c in setup.topology.clusters],
         "configs_sha256": [digest(c.source_file) for c in setup.topology.clusters],
     }
@@ -195,10 +197,19 @@ def setup_mismatch(recorded: Any, setup: Setup) -> str | None:
             f"it was brought up from other kind configs (clusters {', '.join(map(str, recorded.get('clusters') or []))}"
             f"; this session asks about {', '.join(wanted['clusters'])})"
         )
-    if recorded.get("profile") != wanted["profile"] or recorded.get("profile_sha256") != wanted["profile_sha256"]:
+    if recorded.get("plumbing") is not None and recorded.get("plumbing") != wanted["plumbing"]:
+        # Another profile on the same plumbing is a fair question (other expectations, same network);
+        # another plumbing would be judged against routes and rules that were never applied.
         return (
-            f"it was brought up with profile {recorded.get('profile')!s:.80} and its plumbing; this session "
-            f"judges against profile {wanted['profile']} (pass --profile {recorded.get('profile')!s:.80}, or "
-            "bring up a run with this profile)"
+            f"it was brought up with profile {recorded.get('profile')!s:.80}, whose plumbing "
+            f"({_plumbing_text(recorded.get('plumbing'))}) differs from profile {wanted['profile']}'s "
+            f"({_plumbing_text(wanted['plumbing'])}); pass --profile {recorded.get('profile')!s:.80} or a "
+            "profile with the same plumbing, or bring up a run with this profile"
         )
     return None
+
+
+def _plumbing_text(plumbing: Any) -> str:
+    if not isinstance(plumbing, dict):
+        return "unknown"
+    return ", ".join(f"{k}={str(v)[:40]}" for k, v in sorted(plumbing.items()))

@@ -10,7 +10,8 @@ from crossnet.judge import judge
 from crossnet.live import live_cell
 from crossnet.model import Expectation, Observation
 from crossnet.profile import load_profile
-from crossnet.providers.lab.topology import live_cluster_set, plan_lab
+from crossnet.providers.lab.clusterset import live_cluster_set
+from crossnet.providers.lab.topology import plan_lab
 from crossnet.suites import build_cells
 from tests.conftest import ROOT
 

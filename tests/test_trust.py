@@ -18,8 +18,9 @@ import pytest
 
 from crossnet.live import live_cell
 from crossnet.options import load_setup
+from crossnet.providers.lab.clusterset import live_cluster_set
 from crossnet.providers.lab.sandbox import SandboxClient
-from crossnet.providers.lab.topology import live_cluster_set, plan_lab
+from crossnet.providers.lab.topology import plan_lab
 from crossnet.runner import Pacing, SuiteRunner, probe_cells
 from crossnet.wire import ProbeResult, ProbeSpec
 from tests.lab_helpers import load_matrix, needs_lab, run_suites
@@ -127,7 +128,8 @@ def test_attach_refuses_a_run_brought_up_for_another_profile(lab: Path, tmp_path
     done = run_suites("suites/test_dns.py", "--attach", str(lab), "--profile", "flat-routed-svc",
                       "--reports", str(tmp_path))
     out = done.stdout + done.stderr
-    assert done.returncode == 4 and "brought up with profile flat-routed" in out and "Traceback" not in out
+    assert done.returncode == 4 and "brought up with profile flat-routed, whose plumbing" in out, out[-1500:]
+    assert "service_routes=False" in out and "service_routes=True" in out and "Traceback" not in out
     same = run_suites("suites/test_dns.py", "--attach", str(lab), "--reports", str(tmp_path))
     assert same.returncode == 0, same.stdout[-2000:]
 

@@ -13,7 +13,8 @@ from crossnet.agent.core import run_probe
 from crossnet.agent.validate import validate_probe
 from crossnet.live import live_cell
 from crossnet.options import load_setup
-from crossnet.providers.lab.topology import live_cluster_set, plan_lab
+from crossnet.providers.lab.clusterset import live_cluster_set
+from crossnet.providers.lab.topology import plan_lab
 from crossnet.wire import ProbeResult, ProbeSpec
 
 

@@ -13,7 +13,8 @@ from crossnet.model import ClusterSet, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
 from crossnet.providers.exec_backend import exec_host
-from crossnet.providers.lab.topology import live_cluster_set, plan_lab, stock_corefile
+from crossnet.providers.lab.clusterset import live_cluster_set
+from crossnet.providers.lab.topology import plan_lab, stock_corefile
 from crossnet.wire import ProbeResult, ProbeSpec
 
 __all__ = ["FakeProvider"]

@@ -20,6 +20,7 @@ from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
 from crossnet.providers.exec_backend import exec_host
 from crossnet.providers.lab import topology as lab
+from crossnet.providers.lab.clusterset import live_cluster_set
 from crossnet.providers.lab.sandbox import UNIX_PATH_MAX, Sandbox, SandboxClient, SandboxError, start_sandbox
 from crossnet.providers.select import ProviderSettings
 from crossnet.providers.statedir import process_identity, refuse_existing_state_dir, release_state_dir, same_process
@@ -143,7 +144,7 @@ class LabProvider:
                 results = list(pool.map(lambda job: (self.sandbox.exec(job[0], ["sh", "-c", job[1]]), job[2]), jobs))
             for result, what in results:
                 self._check(result, f"configure {what}")
-            cluster_set = lab.live_cluster_set(plan)
+            cluster_set = live_cluster_set(plan)
             self.state.update(
                 phase="up", cluster_set=cluster_set.to_json(), plan=_plan_json(plan), namespaces=[j[0] for j in jobs]
             )
@@ -225,7 +226,7 @@ class LabProvider:
         self._wait_links_up(plan)
         self._agents = agents
         self.state.update(agents=agents, phase="agents-ready")
-        return lab.live_cluster_set(plan)
+        return live_cluster_set(plan)
 
     def _wait_links_up(self, plan: lab.LabPlan) -> None:
         """Wait until every interface is operationally UP. The kernel's linkwatch applies carrier
