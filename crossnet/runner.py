@@ -30,17 +30,22 @@ class Pacing:
     """How hard a run may push the network it measures (and the harness itself): probes go to an
     agent in chunks; at most `workers` chunks are in flight at once across all agents (so at most
     workers x chunk probes), at most `per_dns_server` of the chunks that ask a DNS server at once
-    per server, and an agent never gets a second chunk before its first is answered. A chunk's
-    probes are spread over targets, so no target gets more than a few at once. Cells expected to
-    be unreachable (they mostly wait out their timeout) travel in larger chunks of their own."""
+    per server and `dns_total` overall, and an agent never gets a second chunk before its first is
+    answered. A chunk's probes are spread over targets, so no target gets more than a few at once.
+    Cells expected to be unreachable (they mostly wait out their timeout) travel in larger chunks
+    of their own, at most `workers` of them at once, beside the others."""
 
     chunk: int = 24
     quiet_chunk: int = 128  # cells expected isolated: they send little and mostly wait
     workers: int = 12
     per_dns_server: int = 3
+    # Chunks asking any DNS server at once, across all: a by-name probe also loads the peer's DNS it
+    # is forwarded to (and a CNAME chased further), which per-server bounds cannot see.
+    dns_total: int = 4
 
 
 PACING = Pacing()
+Chunk = tuple[str, list[LiveCell]]
 
 
 def _spread(batch: list[LiveCell]) -> list[LiveCell]:
@@ -56,23 +61,34 @@ def _spread(batch: list[LiveCell]) -> list[LiveCell]:
     return spread
 
 
-def _chunks(lives: Sequence[LiveCell], pacing: Pacing) -> list[tuple[str, list[LiveCell]]]:
-    """(agent, probes) chunks, agents taking turns so every agent progresses from the start."""
+def _chunks(lives: Sequence[LiveCell], pacing: Pacing) -> tuple[list[Chunk], list[Chunk]]:
+    """(loud, quiet) chunks of (agent, probes). Loud: agents taking turns, so every agent progresses
+    from the start. Quiet: the cells expected isolated, which mostly wait out their timeout; they run
+    beside the loud ones from the start instead of after them."""
     per_agent: dict[str, list[list[LiveCell]]] = {}
     by_agent: dict[str, list[LiveCell]] = {}
+    quiet: list[Chunk] = []
     for live in lives:
         by_agent.setdefault(live.agent, []).append(live)
     for agent, batch in sorted(by_agent.items()):
         loud = _spread([live for live in batch if live.cell.expectation.reachable != "no"])
-        quiet = _spread([live for live in batch if live.cell.expectation.reachable == "no"])
         per_agent[agent] = [loud[i : i + pacing.chunk] for i in range(0, len(loud), pacing.chunk)]
-        per_agent[agent] += [quiet[i : i + pacing.quiet_chunk] for i in range(0, len(quiet), pacing.quiet_chunk)]
-    ordered: list[tuple[str, list[LiveCell]]] = []
+        for by_name in (False, True):  # by-name ones ask a DNS server first: small chunks keep that burst small
+            size = pacing.chunk // 3 if by_name else pacing.quiet_chunk
+            waiting = _spread(
+                [
+                    live
+                    for live in batch
+                    if live.cell.expectation.reachable == "no" and bool(live.probe.get("server")) == by_name
+                ]
+            )
+            quiet += [(agent, waiting[i : i + size]) for i in range(0, len(waiting), size)]
+    ordered: list[Chunk] = []
     while any(per_agent.values()):
         for agent in sorted(per_agent):
             if per_agent[agent]:
                 ordered.append((agent, per_agent[agent].pop(0)))
-    return ordered
+    return ordered, quiet
 
 
 class _Gates:
@@ -85,8 +101,11 @@ class _Gates:
         self.dns_load: dict[str, int] = {}
 
     def _free(self, agent: str, servers: set[str]) -> bool:
-        return agent not in self.busy_agents and all(
-            self.dns_load.get(s, 0) < self.pacing.per_dns_server for s in servers
+        dns_chunks = sum(self.dns_load.values()) if servers else 0
+        return (
+            agent not in self.busy_agents
+            and all(self.dns_load.get(s, 0) < self.pacing.per_dns_server for s in servers)
+            and dns_chunks < self.pacing.dns_total
         )
 
     def enter(self, agent: str, servers: set[str]) -> None:
@@ -113,7 +132,7 @@ def probe_cells(
     """Observe every cell once, paced (see Pacing). Never judges; an agent that cannot be asked
     gives its cells an `agent-error` observation (an infrastructure error, not a verdict)."""
     gates = _Gates(pacing)
-    pending = _chunks(lives, pacing)
+    pending, quiet = _chunks(lives, pacing)
     queue_lock = threading.Lock()
 
     def ask(agent: str, batch: list[LiveCell]) -> dict[str, Observation]:
@@ -156,11 +175,14 @@ def probe_cells(
         return seen
 
     observations: dict[str, Observation] = {}
-    if not pending:
-        return observations
-    with ThreadPoolExecutor(max_workers=min(pacing.workers, len(pending))) as pool:
-        for part in [pool.submit(worker) for _ in range(min(pacing.workers, len(pending)))]:
-            observations.update(part.result())
+    with ThreadPoolExecutor(max_workers=max(1, min(pacing.workers, len(quiet)))) as waiting:
+        parts = [waiting.submit(ask, agent, batch) for agent, batch in quiet]
+        if pending:
+            with ThreadPoolExecutor(max_workers=min(pacing.workers, len(pending))) as pool:
+                for part in [pool.submit(worker) for _ in range(min(pacing.workers, len(pending)))]:
+                    observations.update(part.result())
+        for done in parts:
+            observations.update(done.result())
     return observations
 
 

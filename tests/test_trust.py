@@ -32,7 +32,8 @@ CLUSTER_SET = live_cluster_set(plan_lab(SETUP.topology))
 class RecordingAgents:
     """Fake agents that answer every probe as reached, recording how much was in flight at once."""
 
-    def __init__(self, answer: Any = None) -> None:
+    def __init__(self, answer: Any = None, quiet: frozenset[str] = frozenset()) -> None:
+        self.quiet = quiet  # ids of cells expected isolated: their chunks wait beside the paced ones
         self.lock = threading.Lock()
         self.agents_busy: Counter[str] = Counter()
         self.dns_busy: Counter[str] = Counter()
@@ -51,9 +52,10 @@ class RecordingAgents:
 
         def probe(self, probes: list[ProbeSpec], timeout: float) -> list[ProbeResult]:
             o = self.outer
-            servers = {str(p["server"]) for p in probes if p.get("server")}
+            paced = not all(str(p["id"]) in o.quiet for p in probes)
+            servers = {str(p["server"]) for p in probes if p.get("server")} if paced else set()
             with o.lock:
-                o.agents_busy[self.agent] += 1
+                o.agents_busy[self.agent] += paced
                 o.max_agent = max(o.max_agent, o.agents_busy[self.agent])
                 o.in_flight += len(probes)
                 o.max_in_flight = max(o.max_in_flight, o.in_flight)
@@ -64,7 +66,7 @@ class RecordingAgents:
                     o.sizes.append(len(probes))
             time.sleep(0.002)
             with o.lock:
-                o.agents_busy[self.agent] -= 1
+                o.agents_busy[self.agent] -= paced
                 o.in_flight -= len(probes)
                 for server in servers:
                     o.dns_busy[server] -= 1
@@ -78,10 +80,10 @@ class RecordingAgents:
 def test_probing_is_paced_per_agent_per_dns_server_and_overall() -> None:
     pacing = Pacing(chunk=24, quiet_chunk=128, workers=6, per_dns_server=2)
     lives = [live_cell(c, CLUSTER_SET, 2.0) for c in SETUP.cells]
-    agents = RecordingAgents()
+    agents = RecordingAgents(quiet=frozenset(v.cell.id for v in lives if v.cell.expectation.reachable == "no"))
     observed = probe_cells(lives, agents.client, 2.0, pacing)
     assert len(observed) == len(lives) and all(o.reached for o in observed.values())
-    assert agents.max_agent == 1  # an agent gets its next chunk only when the last one was answered
+    assert agents.max_agent == 1  # an agent gets its next paced chunk only when the last one was answered
     assert max(agents.max_dns.values()) <= 2
     assert agents.max_in_flight <= pacing.workers * pacing.quiet_chunk
     loud = [size for size in agents.sizes if size <= pacing.chunk]
