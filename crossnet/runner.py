@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from crossnet.agent.core import cover_waves
 from crossnet.judge import judge
 from crossnet.live import LiveCell, live_cell
 from crossnet.model import Cell, ClusterSet, Judgement, Observation
@@ -138,7 +139,8 @@ def probe_cells(
     def ask(agent: str, batch: list[LiveCell]) -> dict[str, Observation]:
         try:
             waves = -(-len(batch) // AGENT_CONCURRENCY)  # a batch of only timeouts takes this many timeouts
-            results = client_for(agent).probe([live.probe for live in batch], timeout * waves + CONTROL_MARGIN)
+            longest = max(_duration_bound(live, timeout) for live in batch)
+            results = client_for(agent).probe([live.probe for live in batch], longest * waves + CONTROL_MARGIN)
         except Exception as exc:  # noqa: BLE001 - an unreachable agent is an observation, not a crash
             failure = Observation(
                 reached=False,
@@ -184,6 +186,15 @@ def probe_cells(
         for done in parts:
             observations.update(done.result())
     return observations
+
+
+def _duration_bound(live: LiveCell, timeout: float) -> float:
+    """The longest one probe may take at the agent: a by-name probe resolves then connects; a
+    Service probe connects in waves until every endpoint answered (crossnet.agent.core._cover)."""
+    stages = 2 if live.probe.get("qname") and live.probe.get("port") else 1
+    endpoints = len(live.probe.get("expect_agents") or ())
+    waves = cover_waves(endpoints) if live.probe.get("cover") and endpoints > 1 else 1
+    return timeout * stages * waves
 
 
 def _servers(batch: list[LiveCell]) -> set[str]:

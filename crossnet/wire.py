@@ -28,6 +28,7 @@ class ProbeSpec(TypedDict, total=False):
     dns_port: int  # where `server` listens (default 53)
     ndots: int  # resolv.conf ndots for the search list (default 5, as kubelet writes it)
     expect_agents: list[str]  # the agents whose echo may answer (a Service's endpoints)
+    cover: bool  # a Service: connect until every one of expect_agents answered (bounded), name a silent one
 
 
 class ProbeResult(TypedDict, total=False):

@@ -162,3 +162,23 @@ def test_the_run_records_what_it_was_brought_up_for(lab: Path) -> None:
     recorded = json.loads((lab / "state.json").read_text())["setup"]
     assert recorded["profile"] == "flat-routed" and recorded["clusters"] == ["cluster-1", "cluster-2"]
     assert all(len(h) == 64 for h in [recorded["profile_sha256"], *recorded["configs_sha256"]])
+
+
+@needs_lab
+def test_a_service_with_one_dead_endpoint_fails_naming_it(lab: Path, tmp_path: Path) -> None:
+    """kube-proxy picks an endpoint at random: one connection finds a dead endpoint of three only a
+    third of the time. A Service cell connects until every endpoint answered (bounded), so a DROP
+    in front of one endpoint fails every cell of that Service, naming the endpoint."""
+    drop = ["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP"]
+    on = SandboxClient(lab).exec("cluster-2.worker2.agent", drop)
+    assert on.rc == 0, on.stderr
+    done = run_suites("suites/test_service.py", "-k", "cluster-ip and tcp", "--attach", str(lab),
+                      "--reports", str(tmp_path))
+    cells = [c for c in load_matrix(tmp_path)["cells"] if c["id"].endswith("->cluster-2/echo:cluster-ip:tcp")]
+    reachable = [c for c in cells if c["expected"] == "yes"]
+    assert done.returncode == 1 and len(reachable) >= 6
+    assert {c["verdict"] for c in reachable} == {"regression"}, [(c["id"], c["verdict"]) for c in reachable]
+    assert all("endpoint cluster-2/worker2/agent never answered" in c["message"] for c in reachable)
+    others = [c for c in load_matrix(tmp_path)["cells"] if c["id"].endswith("->cluster-1/echo:cluster-ip:tcp")
+              and c["expected"] == "yes"]
+    assert others and {c["verdict"] for c in others} == {"pass"}  # the other cluster's Service is whole

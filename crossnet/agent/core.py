@@ -7,6 +7,7 @@ import collections
 import errno
 import ipaddress
 import json
+import math
 import os
 import re
 import socket
@@ -347,11 +348,66 @@ async def _run_probe(probe: dict[str, Any]) -> dict[str, Any]:
     if probe.get("qname") and probe["protocol"] in ("tcp", "udp"):
         prober = _resolve_then
     try:
-        result = await prober(probe, timeout)
+        endpoints = list(probe.get("expect_agents") or [])
+        if probe.get("cover") and len(endpoints) > 1 and prober in (_probe_tcp, _probe_udp):
+            result = await _cover(prober, probe, timeout, endpoints)
+        else:
+            result = await prober(probe, timeout)
     except Exception as exc:  # noqa: BLE001 - a probe reports, it never raises
         result = _result(False, "agent-error", detail=f"{exc.__class__.__name__}: {exc}")
     result["id"] = probe.get("id")
     return result
+
+
+COVER_MISS = 0.001  # a never-answering endpoint of N escapes at most this often
+
+
+def cover_waves(endpoints: int) -> int:
+    """How many waves (each as long as one probe at most) `_cover` may take."""
+    return math.ceil(cover_bound(endpoints) / endpoints)
+
+
+def cover_bound(endpoints: int) -> int:
+    """Connections that reach every one of `endpoints` equally likely endpoints (kube-proxy's
+    random choice) and miss one of them with probability at most COVER_MISS."""
+    return max(endpoints, math.ceil(math.log(COVER_MISS) / math.log(1 - 1 / endpoints)))
+
+
+async def _cover(prober: Any, probe: dict[str, Any], timeout: float, endpoints: list[str]) -> dict[str, Any]:
+    """A Service cell: connect again, a wave of len(endpoints) at once, until every endpoint has
+    answered or cover_bound() connections were made. Reached only when every endpoint answered; a
+    never-answering endpoint is named (a dead endpoint of three is caught with >= 99.9 %)."""
+    started = time.perf_counter()
+    bound, made = cover_bound(len(endpoints)), 0
+    seen: dict[str, dict[str, Any]] = {}
+    failures: list[dict[str, Any]] = []
+    while made < bound and set(endpoints) - set(seen):
+        wave = await asyncio.gather(*(prober(probe, timeout) for _ in range(min(len(endpoints), bound - made))))
+        made += len(wave)
+        for one in wave:
+            if one.get("reached") and one.get("responder") in endpoints:
+                seen.setdefault(str(one["responder"]), one)
+            elif not one.get("reached"):
+                failures.append(one)
+        if not seen:  # nothing of the Service answers: no endpoint to name, no reason to wait longer
+            break
+    missing = [e for e in endpoints if e not in seen]
+    if not missing:
+        first = seen[endpoints[0]]
+        note = f"every endpoint answered ({len(endpoints)}) in {made} connections"
+        note += f"; {len(failures)} failed on the way ({failures[0].get('error')})" if failures else ""
+        return {**first, "latency_ms": _ms(started), "detail": note}
+    # Some endpoints answered, others never did: a dead endpoint behind a working Service.
+    error = "endpoint-missing" if seen else (failures[0].get("error") or "timeout") if failures else "wrong-answer"
+    names = ", ".join(missing)
+    return _result(
+        False,
+        error,
+        latency_ms=_ms(started),
+        source_ip=next(iter(seen.values())).get("source_ip") if seen else None,
+        detail=f"endpoint {names} never answered in {made} connections"
+        + (f" ({len(failures)} failed: {failures[0].get('detail') or failures[0].get('error')})" if failures else ""),
+    )
 
 
 async def run_probes(probes: list[dict[str, Any]], concurrency: int = MAX_CONCURRENT) -> list[dict[str, Any]]:
