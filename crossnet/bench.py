@@ -19,9 +19,13 @@ STAGES = ("topology_up", "agents_ready", "plumbing", "converged", "probe", "tear
 
 
 def _one_round(
-    state_root: Path, topology_name: str | None, profile_name: str | None, timeout: float
+    state_root: Path,
+    topology_name: str | None,
+    profile_name: str | None,
+    timeout: float,
+    kind_configs: list[str] | None = None,
 ) -> tuple[dict[str, float], int, dict[str, int]]:
-    setup = load_setup(topology_name, None, profile_name)
+    setup = load_setup(topology_name, kind_configs, profile_name)
     topology, profile, cells = setup.topology, setup.profile, setup.cells
     started = time.perf_counter()
     run_id = new_run_id()
@@ -40,11 +44,17 @@ def _one_round(
     return run.timings, len(cells), verdicts
 
 
-def run_bench(rounds: int = 3, profile: str | None = None, topology: str | None = None, timeout: float = 2.0) -> int:
+def run_bench(
+    rounds: int = 3,
+    profile: str | None = None,
+    topology: str | None = None,
+    timeout: float = 2.0,
+    kind_configs: list[str] | None = None,
+) -> int:
     figures: dict[str, list[float]] = {stage: [] for stage in STAGES}
     with tempfile.TemporaryDirectory(prefix="crossnet-bench-") as tmp:
         for number in range(1, rounds + 1):
-            timings, cells, verdicts = _one_round(Path(tmp), topology, profile, timeout)
+            timings, cells, verdicts = _one_round(Path(tmp), topology, profile, timeout, kind_configs)
             for stage in STAGES:
                 figures[stage].append(timings.get(stage, 0.0))
             print(f"round {number}: {cells} cells, verdicts {verdicts}, total {timings['total']:.3f}s", flush=True)

@@ -39,3 +39,15 @@ def test_four_routed_clusters_have_unique_ids_and_right_targets(tmp_path: Path) 
         live = live_cell(cell, cluster_set, 2.0)
         assert live.probe["qname"] == f"proxy-to-cluster-1.crossnet.svc.{owner}.com"  # the owner's ExternalName
         assert set(live.probe["expect_agents"]) == {p.agent for p in cluster_set.cluster("cluster-1").pods}
+
+
+def test_scale_configs_writes_valid_distinct_kind_configs(tmp_path: Path) -> None:
+    from tests.lab_helpers import crossnet
+
+    done = crossnet("scale-configs", "--clusters", "4", "--nodes", "8", "--out", str(tmp_path / "scale"))
+    paths = sorted((tmp_path / "scale").glob("*.yaml"))
+    topology = load_topology(paths)  # valid: distinct subnets and domains, DNS-1123 names
+    assert [len(c.nodes) for c in topology.clusters] == [8, 8, 8, 8]
+    assert "--kind-config" in done.stdout
+    again = crossnet("scale-configs", "--out", str(tmp_path / "scale"), check=False)
+    assert again.returncode == 2 and "not empty" in again.stderr  # never overwrites
