@@ -193,7 +193,7 @@ def _duration_bound(live: LiveCell, timeout: float) -> float:
     Service probe connects in waves until every endpoint answered (crossnet.agent.core._cover)."""
     stages = 2 if live.probe.get("qname") and live.probe.get("port") else 1
     endpoints = len(live.probe.get("expect_agents") or ())
-    waves = cover_waves(endpoints) if live.probe.get("cover") and endpoints > 1 else 1
+    waves = cover_waves(endpoints, str(live.probe.get("protocol"))) if live.probe.get("cover") and endpoints > 1 else 1
     return timeout * stages * waves
 
 
