@@ -178,7 +178,8 @@ def test_a_service_with_one_dead_endpoint_fails_naming_it(lab: Path, tmp_path: P
     reachable = [c for c in cells if c["expected"] == "yes"]
     assert done.returncode == 1 and len(reachable) >= 6
     assert {c["verdict"] for c in reachable} == {"regression"}, [(c["id"], c["verdict"]) for c in reachable]
-    assert all("endpoint cluster-2/worker2/agent never answered" in c["message"] for c in reachable)
+    unnamed = [c["message"] for c in reachable if "endpoint cluster-2/worker2/agent never answered" not in c["message"]]
+    assert unnamed == []
     others = [c for c in load_matrix(tmp_path)["cells"] if c["id"].endswith("->cluster-1/echo:cluster-ip:tcp")
               and c["expected"] == "yes"]
     assert others and {c["verdict"] for c in others} == {"pass"}  # the other cluster's Service is whole

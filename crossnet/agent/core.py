@@ -360,11 +360,13 @@ async def _run_probe(probe: dict[str, Any]) -> dict[str, Any]:
 
 
 COVER_MISS = 0.001  # a never-answering endpoint of N escapes at most this often
+COVER_FAILURES = 6  # failed connections that end a Service cell (the first waits the timeout, the rest a quarter)
 
 
 def cover_waves(endpoints: int, protocol: str = "tcp") -> int:
-    """How many waves (each as long as one probe at most) `_cover` may take."""
-    return math.ceil(cover_bound(endpoints, protocol) / endpoints)
+    """How many probe-lengths `_cover` may take at most: its connections run one after another;
+    the first failure waits the timeout, later ones a quarter of it, COVER_FAILURES end it."""
+    return min(cover_bound(endpoints, protocol), 3)
 
 
 def cover_bound(endpoints: int, protocol: str = "tcp") -> int:
@@ -377,27 +379,30 @@ def cover_bound(endpoints: int, protocol: str = "tcp") -> int:
 
 
 async def _cover(prober: Any, probe: dict[str, Any], timeout: float, endpoints: list[str]) -> dict[str, Any]:
-    """A Service cell: connect again, a wave of len(endpoints) at once, until every endpoint has
-    answered or cover_bound() connections were made. Reached only when every endpoint answered; a
-    never-answering endpoint is named (a dead endpoint of three is caught with >= 99.9 %). Once
-    some endpoints answered and two connections failed, the silent ones are taken as dead (a wave
-    costs a full timeout when one endpoint is dead; the re-probe of a failed cell asks again)."""
+    """A Service cell: connect again and again, one connection at a time (parallel connections
+    through NAT can collide in conntrack and fail on their own), until every endpoint has answered
+    or cover_bound() connections were made. Reached only when every endpoint answered; a
+    never-answering endpoint is named (a dead endpoint of three is caught with >= 99.9 %). Failed
+    connections end it early: two, when every endpoint but one has answered (that one is dead);
+    COVER_FAILURES in all otherwise (the re-probe of a failed cell asks again)."""
     started = time.perf_counter()
     bound, made = cover_bound(len(endpoints), str(probe.get("protocol"))), 0
     seen: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
-    while made < bound and set(endpoints) - set(seen):
-        wave = await asyncio.gather(*(prober(probe, timeout) for _ in range(min(len(endpoints), bound - made))))
-        made += len(wave)
-        for one in wave:
-            if one.get("reached") and one.get("responder") in endpoints:
-                seen.setdefault(str(one["responder"]), one)
-            elif not one.get("reached"):
-                failures.append(one)
-        if not seen:  # nothing of the Service answers: no endpoint to name, no reason to wait longer
+    while made < bound and len(failures) < COVER_FAILURES:
+        unseen = set(endpoints) - set(seen)
+        if not unseen or (len(unseen) == 1 and len(failures) >= 2):  # all seen, or the one silent is dead
             break
-        if len(failures) >= 2:  # the others answer, connections fail: the silent one is the dead one
-            break
+        # After a first failure a live endpoint still answers in milliseconds: later attempts need
+        # not wait the full timeout to tell a dead one.
+        one = await prober(probe, min(timeout, max(0.5, timeout / 4)) if failures else timeout)
+        made += 1
+        if one.get("reached") and one.get("responder") in endpoints:
+            seen.setdefault(str(one["responder"]), one)
+        elif not one.get("reached"):
+            failures.append(one)
+        elif not seen:  # reached, but answered by something that is not an endpoint: say so at once
+            return {**one, "latency_ms": _ms(started)}
     missing = [e for e in endpoints if e not in seen]
     if not missing:
         first = seen[endpoints[0]]
