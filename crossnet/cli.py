@@ -21,8 +21,15 @@ from pathlib import Path
 
 from crossnet import report
 from crossnet.config import ConfigError, load_topology
-from crossnet.lifecycle import attach, bring_up, default_state_dir, new_run_id, sigterm_as_interrupt, tear_down
-from crossnet.model import ClusterSet
+from crossnet.lifecycle import (
+    attach,
+    bring_up,
+    default_state_dir,
+    new_run_id,
+    recorded_cluster_set,
+    sigterm_as_interrupt,
+    tear_down,
+)
 from crossnet.options import add_options, fingerprint, load_setup, positive_count, positive_seconds
 from crossnet.profile import ProfileError
 from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
@@ -155,12 +162,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
     if "cluster_set" not in data:
         return 0
-    try:
-        cluster_set = ClusterSet.from_json(data["cluster_set"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProviderError(
-            f"{state_dir / 'state.json'}: its cluster_set cannot be read ({exc.__class__.__name__})"
-        ) from None
+    cluster_set = recorded_cluster_set(state_dir / "state.json", dict(data))
     for cluster in cluster_set.clusters:
         print(
             f"{cluster.name}: domain {cluster.domain}, pods {cluster.pod_subnet}, services "

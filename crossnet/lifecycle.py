@@ -153,13 +153,17 @@ def attach(state_dir: Path) -> Run:
     data = provider.state.read()
     if "cluster_set" not in data or data.get("phase") != "ready":
         raise ProviderError(f"the run at {state_dir} is not ready (phase {data.get('phase')!r})")
+    return Run(provider, recorded_cluster_set(provider.state.path, data), owned=False)
+
+
+def recorded_cluster_set(path: Path, data: dict[str, Any]) -> ClusterSet:
+    """The cluster set a state file records; a malformed one is one error naming the file."""
     try:
-        cluster_set = ClusterSet.from_json(data["cluster_set"])
+        return ClusterSet.from_json(data["cluster_set"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ProviderError(
-            f"{provider.state.path}: its cluster_set cannot be read ({exc.__class__.__name__}: {str(exc)[:80]})"
+            f"{path}: its cluster_set cannot be read ({exc.__class__.__name__}: {str(exc)[:80]})"
         ) from None
-    return Run(provider, cluster_set, owned=False)
 
 
 def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plumbing: Plumbing | None = None) -> None:

@@ -186,6 +186,12 @@ def _has_alias(root: yaml.Node) -> bool:
     return False
 
 
+def _too_deep(source: str) -> UnsafeYAMLError:
+    return UnsafeYAMLError(
+        source, "is nested too deeply to read", "flatten the document; kind configs and profiles are a few levels deep"
+    )
+
+
 def load(text: str, source: str, max_nodes: int = MAX_NODES) -> Any:
     """``yaml.safe_load(text)``, refusing hostile documents with UnsafeYAMLError (a YAMLError).
 
@@ -207,11 +213,7 @@ def load(text: str, source: str, max_nodes: int = MAX_NODES) -> Any:
         except _Refused as exc:
             raise UnsafeYAMLError(source, exc.problem, exc.fix) from None
         except RecursionError:
-            raise UnsafeYAMLError(
-                source,
-                "is nested too deeply to read",
-                "flatten the document; kind configs and profiles are a few levels deep",
-            ) from None
+            raise _too_deep(source) from None
         if node is None:
             return None
         if _expanded_size(node, max_nodes, MAX_EXPANDED_CHARS) is None:
@@ -230,11 +232,7 @@ def load(text: str, source: str, max_nodes: int = MAX_NODES) -> Any:
         try:
             return loader.construct_document(node)
         except RecursionError:
-            raise UnsafeYAMLError(
-                source,
-                "is nested too deeply to read",
-                "flatten the document; kind configs and profiles are a few levels deep",
-            ) from None
+            raise _too_deep(source) from None
         except (ValueError, OverflowError) as exc:
             raise UnsafeYAMLError(
                 source,

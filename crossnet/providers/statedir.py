@@ -55,20 +55,31 @@ def write_private(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (field 3 on), or [] when no such process exists."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def process_identity(pid: int) -> str | None:
     """What tells this process apart from a later one with the same pid: its start time in clock
     ticks since boot (field 22 of /proc/PID/stat). None when no such process runs."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
+    fields = _stat_fields(pid)
     return fields[19] if len(fields) > 19 else None
 
 
 def same_process(pid: int, identity: str | None) -> bool:
     """True when `pid` is still the process whose identity was recorded (a reused pid is not)."""
     return identity is not None and process_identity(pid) == identity
+
+
+def still_running(pid: int, identity: str | None) -> bool:
+    """True while the recorded process runs; a zombie (exited, not yet reaped) counts as gone."""
+    fields = _stat_fields(pid)
+    return identity is not None and len(fields) > 19 and fields[19] == identity and fields[0] != "Z"
 
 
 def owner_of(state_dir: Path) -> dict[str, Any] | None:

@@ -23,7 +23,13 @@ from crossnet.providers.lab import topology as lab
 from crossnet.providers.lab.clusterset import live_cluster_set
 from crossnet.providers.lab.sandbox import UNIX_PATH_MAX, Sandbox, SandboxClient, SandboxError, start_sandbox
 from crossnet.providers.select import ProviderSettings
-from crossnet.providers.statedir import process_identity, refuse_existing_state_dir, release_state_dir, same_process
+from crossnet.providers.statedir import (
+    process_identity,
+    refuse_existing_state_dir,
+    release_state_dir,
+    same_process,
+    still_running,
+)
 from crossnet.wire import ProbeResult, ProbeSpec
 from crossnet.workloads import HEADLESS_SERVICE
 
@@ -412,21 +418,12 @@ def _wait_gone(pid: int, identity: str | None, timeout: float = 5.0) -> None:
     the pid still names the recorded process."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not still_running(pid, identity):
             return
         time.sleep(0.01)
     if same_process(pid, identity):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def create(state_dir: Path, run_id: str, settings: ProviderSettings) -> LabProvider:
