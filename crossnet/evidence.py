@@ -1,19 +1,32 @@
 """Failure evidence: what a failing cell needs, from BOTH ends of its path — routes, rules,
-rp_filter, the nat chains, conntrack entries of the flow, and for DNS cells the Corefile in effect.
+rp_filter, the link MTUs, the filter table with its counters, the nat chains, conntrack entries of
+the flow, the MTUs of the pods at either end, and for DNS cells the Corefile in effect.
 Plain text; never raises (a node that cannot be reached is written into the text)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from testinfra.host import Host
 
 from crossnet.facts import node_host
 from crossnet.lifecycle import Run
 from crossnet.model import ClusterSet
+from crossnet.providers.base import ExecTarget
+from crossnet.workloads import AGENT_POD
 
-__all__ = ["collect_evidence", "path_ends"]
+__all__ = ["End", "collect_evidence", "filter_excerpt", "link_mtus", "path_ends"]
+
+
+class End(NamedTuple):
+    """One end of a cell's path: its node and, when that end is a pod, the pod (else "")."""
+
+    cluster: str
+    node: str
+    pod: str = ""
+
 
 SECTION_LIMIT = 4000
 # nat chains in evidence, most telling first (a section is cut at SECTION_LIMIT): the hooks, kindnet's
@@ -55,6 +68,45 @@ def _nat_excerpt(save: str) -> str:
     return "\n".join(line for group in groups for line in group)
 
 
+_TERMINAL = re.compile(r" -j (DROP|REJECT)\b")
+
+
+def filter_excerpt(save: str) -> str:
+    """`iptables-save -c -t filter` as evidence: first what drops (DROP/REJECT rules, chains whose
+    policy is DROP), with their [packets:bytes] counters, then every other rule and policy, in
+    order; comments and COMMIT left out. A cut section loses ACCEPT detail first."""
+    drops: list[str] = []
+    rest: list[str] = []
+    for line in save.splitlines():
+        if line.startswith(("#", "*", "COMMIT")) or not line.strip():
+            continue
+        policy_drops = line.startswith(":") and line.split()[1:2] == ["DROP"]
+        (drops if policy_drops or _TERMINAL.search(line) else rest).append(line)
+    if not drops and not rest:
+        return ""
+    head = ["# what drops or rejects ([packets:bytes] since the rule was made):", *(drops or ["(no DROP/REJECT)"])]
+    return "\n".join([*head, "# the rest of the filter table:", *rest])
+
+
+_LINK = re.compile(r"^\d+:\s+(\S+?):\s+<[^>]*>\s+mtu\s+(\d+)(?:.*?\sstate\s+(\S+))?")
+# `ip -o link` where iproute2 is installed; else each interface's sysfs mtu (a kind pod's image has no `ip`).
+LINKS_COMMAND = 'ip -o link show 2>/dev/null || for i in /sys/class/net/*; do echo "${i##*/} mtu $(cat "$i/mtu")"; done'
+
+
+def link_mtus(text: str) -> str:
+    """One line per interface, `eth0@if3 mtu 1500 (UP)`, from `ip -o link show` (lines it does not
+    know, like the sysfs fallback's `eth0 mtu 1500`, pass through)."""
+    lines = []
+    for line in text.splitlines():
+        found = _LINK.match(line)
+        if found:
+            name, mtu, state = found.groups()
+            lines.append(f"{name} mtu {mtu}" + (f" ({state})" if state else ""))
+        elif line.strip():
+            lines.append(line.strip())
+    return "\n".join(lines)
+
+
 def _conntrack(host: Host, flow: tuple[str, ...]) -> tuple[str, str]:
     """(title, text) of the conntrack entries that mention one of the flow's addresses."""
     title = f"conntrack for {' '.join(flow)}"
@@ -86,11 +138,19 @@ def _node_evidence(run: Run, cluster: str, node: str, flow: tuple[str, ...]) -> 
         out = host.run("iptables-save -t nat")
         return _nat_excerpt(out.stdout) if out.rc == 0 else f"{out.stderr.strip()}\n(iptables-save: exit {out.rc})"
 
+    def filter_table() -> str:
+        out = host.run("iptables-save -c -t filter")
+        if out.rc != 0:
+            return f"{out.stderr.strip()}\n(iptables-save -c -t filter: exit {out.rc})"
+        return filter_excerpt(out.stdout)
+
     rp_filter = "sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.default.rp_filter"
     sections: list[tuple[str, Callable[[], str]]] = [
         ("ip route", lambda: command("ip route")),
         ("ip rule", lambda: command("ip rule")),
         ("rp_filter all/default", lambda: command(rp_filter)),
+        ("link MTUs", lambda: link_mtus(command(LINKS_COMMAND))),
+        ("iptables -t filter (counters)", filter_table),
         ("iptables -t nat", nat),
     ]
     parts = []
@@ -115,21 +175,37 @@ def _node_evidence(run: Run, cluster: str, node: str, flow: tuple[str, ...]) -> 
     return "".join(parts)
 
 
+def _pod_links(run: Run, end: End) -> str:
+    """The link MTUs inside a pod at one end of the path (its own namespace, not the node's)."""
+    title = f"{end.cluster}/{end.node}/{end.pod}: link MTUs"
+    try:
+        rc, out, err = run.provider.exec(ExecTarget(*end), ["sh", "-c", LINKS_COMMAND], timeout=10.0)
+    except Exception as exc:  # noqa: BLE001 - evidence never breaks a report
+        return _section(title, f"could not collect it: {exc.__class__.__name__}: {exc}")
+    return _section(title, link_mtus(out) if rc == 0 else f"{(out + err).strip()}\n(exit {rc})")
+
+
 def collect_evidence(
     run: Run,
-    src: tuple[str, str],
-    dst: tuple[str, str],
+    src: tuple[str, ...],
+    dst: tuple[str, ...],
     flow: tuple[str, ...] | str = (),
     dns_cluster: str | None = None,
 ) -> str:
-    """What a failing cell needs, from both ends of its path (`src`, `dst`: (cluster, node)): routes,
-    rules, rp_filter, the nat chains, conntrack entries for the flow's addresses ("10.10.1.2
-    10.20.2.2" or a tuple), and for DNS cells the Corefile in effect in `dns_cluster`. Plain text,
-    a `=== cluster/node: what ===` header per section, each cut to SECTION_LIMIT; never raises."""
+    """What a failing cell needs, from both ends of its path (`src`, `dst`: (cluster, node) or
+    (cluster, node, pod), as path_ends gives them): routes, rules, rp_filter, link MTUs, the filter
+    table with counters, the nat chains, conntrack entries for the flow's addresses ("10.10.1.2
+    10.20.2.2" or a tuple), the link MTUs of a pod at either end, and for DNS cells the Corefile in
+    effect in `dns_cluster`. Plain text, a `=== where: what ===` header per section, each cut to
+    SECTION_LIMIT; never raises."""
+    ends = [End(*src), End(*dst)]
     addresses = tuple(flow.split()) if isinstance(flow, str) else tuple(flow)
-    parts = [_node_evidence(run, *src, addresses)]
-    if dst != src:
-        parts.append(_node_evidence(run, *dst, addresses))
+    parts = [_node_evidence(run, ends[0].cluster, ends[0].node, addresses)]
+    if ends[1][:2] != ends[0][:2]:
+        parts.append(_node_evidence(run, ends[1].cluster, ends[1].node, addresses))
+    for index, end in enumerate(ends):
+        if end.pod and end not in ends[:index]:
+            parts.append(_pod_links(run, end))
     if dns_cluster:
         try:
             parts.append(_section(f"{dns_cluster}: Corefile", run.provider.read_corefile(dns_cluster)))
@@ -138,14 +214,17 @@ def collect_evidence(
     return "".join(parts)
 
 
-def path_ends(cs: ClusterSet, cell: Any) -> tuple[tuple[str, str], tuple[str, str], str | None]:
-    """The (cluster, node) at each end of a cell's path, and the cluster whose DNS it asked."""
-    src = (cell.vantage.cluster, cell.vantage.node)
-    target = cell.target
-    if target.kind in ("pod-ip", "node-port", "headless"):
-        dst = (target.cluster, target.node)
+def path_ends(cs: ClusterSet, cell: Any) -> tuple[End, End, str | None]:
+    """Each end of a cell's path, (cluster, node, pod): the pod is the agent pod when that end is
+    one (a pod vantage; a pod IP or headless pod target), else ""; and the cluster whose DNS it asked."""
+    vantage, target = cell.vantage, cell.target
+    src = End(vantage.cluster, vantage.node, AGENT_POD if vantage.kind == "pod" else "")
+    if target.kind in ("pod-ip", "headless"):
+        dst = End(target.cluster, target.node, AGENT_POD)
+    elif target.kind == "node-port":
+        dst = End(target.cluster, target.node)
     else:
         owner = cs.cluster(target.cluster)
-        dst = (owner.name, next((n.short for n in owner.nodes if n.role == "control-plane"), owner.nodes[0].short))
-    dns = cell.vantage.cluster if target.kind in ("dns-name", "headless") else None
+        dst = End(owner.name, next((n.short for n in owner.nodes if n.role == "control-plane"), owner.nodes[0].short))
+    dns = vantage.cluster if target.kind in ("dns-name", "headless") else None
     return src, dst, dns

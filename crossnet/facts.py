@@ -22,7 +22,7 @@ from crossnet.profile import Profile
 from crossnet.providers.base import ProviderError
 from crossnet.workloads import ECHO_SERVICE
 
-__all__ = ["FactResult", "NodeFact", "check_fact", "node_host", "planned_facts"]
+__all__ = ["FactResult", "NodeFact", "check_fact", "dns_server_ips_now", "node_host", "planned_facts", "route_text"]
 
 
 def node_host(run: Run, cluster: str, node: str) -> Host:
@@ -132,6 +132,22 @@ def _routes(host: Host, destination: str) -> list[dict[str, Any]]:
     return list(json.loads(out.stdout or "[]")) if out.rc == 0 else []
 
 
+def _unicast(route: dict[str, Any]) -> bool:
+    return str(route.get("type", "unicast")) == "unicast"
+
+
+def route_text(route: dict[str, Any]) -> str:
+    """A route of `ip -j route` as a fact shows it, keeping its type: `route 10.20.2.0/24 via
+    172.19.0.7`, `route 10.20.2.0/24 dev eth0`, or `blackhole route 10.20.2.0/24` (unreachable,
+    prohibit, throw: what the kernel does instead of forwarding), never "via None"."""
+    dst = route.get("dst", "?")
+    if not _unicast(route):
+        return f"{route.get('type')} route {dst}"
+    if route.get("gateway"):
+        return f"route {dst} via {route['gateway']}"
+    return f"route {dst}" + (f" dev {route['dev']}" if route.get("dev") else " (no next hop)")
+
+
 def _masq_rules(host: Host) -> list[str]:
     return list(host.iptables.rules("nat", "KIND-MASQ-AGENT"))
 
@@ -154,12 +170,12 @@ def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile | None = N
     if fact.kind in ("route-to", "service-route-to", "global-route-to"):
         destination, via = _planned_route(cs, fact)
         routes = _routes(host, destination)
-        seen = ", ".join(f"route {r.get('dst')} via {r.get('gateway', r.get('dev'))}" for r in routes)
+        seen = ", ".join(route_text(r) for r in routes)
         if not seen:  # say where the traffic goes instead (usually the default route, off the node network)
             taken = host.run(f"ip route get {destination.split('/')[0]}")
             way = " ".join(taken.stdout.split(" uid ")[0].split())  # "<dst> via <gw> dev <if> src <ip>"
             seen = "no route" + (f" (it would take: {way})" if taken.rc == 0 and way else "")
-        ok = any(r.get("dst") == destination and r.get("gateway") == via for r in routes)
+        ok = any(r.get("dst") == destination and r.get("gateway") == via and _unicast(r) for r in routes)
         return FactResult(ok, f"route {destination} via {via}", seen)
     if fact.kind == "global-egress":
         live = cs.cluster(fact.cluster)
@@ -204,25 +220,51 @@ def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile | None = N
     raise ProviderError(f"unknown node fact {fact.kind}")
 
 
+def dns_server_ips_now(run: Run, cluster: str) -> tuple[tuple[str, ...], str]:
+    """The DNS server pod IPs of `cluster` as they are now, and where they come from: a provider
+    that can list them live (`dns_server_ips_now(cluster)`: the lab; the API server's kube-dns
+    pods through `kube(cluster)`: kind) is asked; otherwise the IPs recorded at `crossnet up`, and
+    the source says so (a restarted CoreDNS pod gets a new IP that a forward must follow)."""
+    provider = run.provider
+    live = getattr(provider, "dns_server_ips_now", None)
+    if callable(live):
+        return tuple(sorted(str(ip) for ip in live(cluster))), "now"
+    kube = getattr(provider, "kube", None)
+    if callable(kube):
+        pods = kube(cluster).pods("kube-system", "k8s-app=kube-dns")
+        return tuple(sorted(str(p.ip) for p in pods if getattr(p, "ip", ""))), "now"
+    return tuple(sorted(run.cluster_set.cluster(cluster).dns_server_ips)), "as recorded at crossnet up"
+
+
 def _corefile_fact(run: Run, fact: NodeFact) -> FactResult:
     cs = run.cluster_set
+    source = ""
     if fact.subject == CLUSTERSET_DOMAIN:
         want = sorted(cs.cluster(fact.cluster).clusterset_dns_ips)
     else:
-        want = sorted(next(c for c in cs.clusters if c.domain == fact.subject).dns_server_ips)
+        peer = next((c for c in cs.clusters if c.domain == fact.subject), None)
+        if peer is None:
+            raise ProviderError(f"{fact.id}: no cluster of this run serves {fact.subject}")
+        try:
+            now, source = dns_server_ips_now(run, peer.name)
+        except Exception as exc:  # noqa: BLE001 - the fact fails, saying why, instead of crashing the suite
+            return FactResult(
+                False,
+                f"{fact.subject}: forward . (the DNS pod IPs of {peer.name} now)",
+                f"could not list {peer.name}'s DNS pods now: {exc.__class__.__name__}: {exc}",
+            )
+        want = list(now)
+        source = "" if source == "now" else f" ({peer.name}'s DNS pods {source})"
+    expected = f"{fact.subject}: forward . {' '.join(want) or '(no DNS pod)'}{source}"
     try:
         corefile = parse_corefile(run.provider.read_corefile(fact.cluster), f"{fact.cluster} Corefile")
     except CorefileError as exc:
-        return FactResult(False, f"a server block for {fact.subject} forwarding to {', '.join(want)}", str(exc))
+        return FactResult(False, f"a server block for {expected}", str(exc))
     block = corefile.server_for_zone(fact.subject)
     if block is None:
-        return FactResult(
-            False, f"a server block for {fact.subject} forwarding to {', '.join(want)}", "no server block for that zone"
-        )
+        return FactResult(False, f"a server block for {expected}", "no server block for that zone")
     forwards = [d for d in block.plugins("forward")]
     targets = sorted(a.split(":")[0] for d in forwards for a in d.args[1:])
     return FactResult(
-        targets == want,
-        f"{fact.subject}: forward . {' '.join(want)}",
-        f"{fact.subject}: forward . {' '.join(targets) or '(none)'}",
+        bool(want) and targets == want, expected, f"{fact.subject}: forward . {' '.join(targets) or '(none)'}"
     )

@@ -3,12 +3,13 @@ flaky, optional. Pure: judges never probe."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from crossnet.live import LiveCell
 from crossnet.model import Cell, Judgement, Observation
 
-__all__ = ["counts_by_expectation", "judge", "outcome"]
+__all__ = ["CAUSES", "TARGET_WORDS", "counts_by_expectation", "judge", "outcome"]
 
 
 def outcome(live: LiveCell, observation: Observation) -> tuple[bool, str | None]:
@@ -37,17 +38,61 @@ def _source_ok(live: LiveCell, observation: Observation) -> tuple[bool, str | No
     return observation.source_ip == expected, expected
 
 
-def _describe(observation: Observation, error: str | None) -> str:
-    if error is None:
-        return "reached"
+# One cause, one text, whatever protocol saw it: agents word the same errno differently per protocol
+# (asyncio's "Connect call failed (...)" for TCP, strerror or the ICMP sender for UDP, none for ICMP),
+# so a missing route reads three ways in one run. These causes are worded here, once; the routes of
+# both ends are in the evidence. Other classes keep the agent's detail (it is their only news).
+CAUSES = {
+    "no-route": "no-route (network or host unreachable)",
+    "refused": "refused (nothing listens on that port)",
+}
+# A refusal worded as such (a reset, ICMP port unreachable from the target); other refusals (a
+# connection closed without a reply) keep their own text.
+_PLAIN_REFUSAL = re.compile(r"^(Connect call failed|Connection refused|connection refused|nothing listens)")
+# The agents' generic timeout clause ("no TCP answer within 2.0s"): the latency already says it.
+_GENERIC_TIMEOUT = re.compile(r"^no (TCP answer|UDP answer|DNS answer|echo reply) within [\d.]+s(; |$)")
+TARGET_WORDS: dict[str, str] = {
+    "pod-ip": "pod",
+    "cluster-ip": "ClusterIP",
+    "node-port": "NodePort",
+    "headless": "headless pod",
+    "dns-name": "name",
+    "global-ip": "global IP",
+}
+"""How a message names each model.TargetKind (a ClusterIP is not a pod)."""
+
+
+def _cause(observation: Observation, error: str) -> str:
+    plain_refusal = error == "refused" and (not observation.detail or _PLAIN_REFUSAL.match(observation.detail))
+    if error == "no-route" or plain_refusal:
+        return CAUSES[error]
     text = error
     if error == "timeout" and observation.latency_ms is not None:
         text += f" after {observation.latency_ms / 1000:.1f}s"
     if error == "wrong-answer" and observation.answers:
         text += f" {list(observation.answers)}"
-    if observation.detail and error not in ("timeout",):
-        text += f" ({observation.detail})"
+    detail = observation.detail.split(": ", 1)[1] if observation.detail.startswith("resolving ") else observation.detail
+    if error in ("timeout", "mtu"):
+        detail = _GENERIC_TIMEOUT.sub("", detail)
+    if detail and detail != error:
+        text += f" ({detail})"
     return text
+
+
+def _stage(live: LiveCell, observation: Observation) -> str:
+    """For a by-name connect (resolve, then tcp/udp): which step failed."""
+    if not live.probe.get("qname") or live.cell.probe.protocol.startswith("dns"):
+        return ""
+    if observation.detail.startswith("resolving "):
+        return f"resolving {live.probe['qname']}"
+    return "connect"
+
+
+def _describe(live: LiveCell, observation: Observation, error: str | None) -> str:
+    if error is None:
+        return "reached"
+    stage = _stage(live, observation)
+    return f"{stage}: {_cause(observation, error)}" if stage else _cause(observation, error)
 
 
 def judge(live: LiveCell, first: Observation, retry: Observation | None = None) -> Judgement:
@@ -61,24 +106,27 @@ def judge(live: LiveCell, first: Observation, retry: Observation | None = None) 
         if reached_again:
             return Judgement(
                 "flaky",
-                _line(live, first, "reachable", f"{_describe(first, error)}, then reached on the re-probe"),
+                _line(live, first, "reachable", f"{_describe(live, first, error)}, then reached on the re-probe"),
                 retry,
                 retried=True,
             )
     src = f"{cell.vantage.cluster}/{cell.vantage.node} {cell.vantage.kind} {live.src_ip}"
     if expectation.reachable == "optional":
         verdict = "optional"
-        message = f"{src} -> {live.dst_addr}/{cell.probe.protocol}: optional, {_describe(observation, error)}"
+        message = f"{src} -> {live.dst_addr}/{cell.probe.label}: optional, {_describe(live, observation, error)}"
         return Judgement(verdict, message, observation, retried)  # type: ignore[arg-type]
     if expectation.reachable == "no":
         if reached:
             return Judgement("leak", _line(live, observation, "isolated", "reached"), observation, retried)
         return Judgement(
-            "isolated", _line(live, observation, "isolated", _describe(observation, error)), observation, retried
+            "isolated", _line(live, observation, "isolated", _describe(live, observation, error)), observation, retried
         )
     if not reached:
         return Judgement(
-            "regression", _line(live, observation, "reachable", _describe(observation, error)), observation, retried
+            "regression",
+            _line(live, observation, "reachable", _describe(live, observation, error)),
+            observation,
+            retried,
         )
     source_ok, expected_ip = _source_ok(live, observation)
     if not source_ok:
@@ -100,10 +148,13 @@ def judge(live: LiveCell, first: Observation, retry: Observation | None = None) 
 def _line(live: LiveCell, observation: Observation, expected: str, got: str) -> str:
     cell = live.cell
     src = f"{cell.vantage.cluster}/{cell.vantage.node} {cell.vantage.kind} {live.src_ip}"
-    what = "svc " if cell.target.kind == "dns-name" else "pod "
+    target = cell.target
+    # A by-name target's name is in dst_addr, with this run's namespace filled in (the cell's own
+    # name still says NS_PLACEHOLDER): never repeat it unfilled.
+    label = "" if target.kind == "dns-name" else f"{target.label} "
     return (
-        f"{src} -> {cell.target.cluster} {what}{cell.target.label} {live.dst_addr}/{cell.probe.protocol}: "
-        f"expected {expected} ({cell.expectation.rule}), got {got}"
+        f"{src} -> {target.cluster} {TARGET_WORDS.get(target.kind, target.kind)} {label}{live.dst_addr}/"
+        f"{cell.probe.label}: expected {expected} ({cell.expectation.rule}), got {got}"
     )
 
 

@@ -88,6 +88,8 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         probe.update({"port": port, "expect_agents": agents})
         if len(agents) > 1 and not by_name and protocol in ("tcp", "udp") and cell.expectation.reachable != "no":
             probe["cover"] = True  # a Service: every endpoint must answer, not just one
+    if target.kind == "pod-ip" and target.cluster != cell.vantage.cluster and protocol == "udp" and cell.probe.payload:
+        probe["measure_mtu"] = True  # one DF ladder per cross-cluster path: its path MTU, recorded
     payload = f" --payload {cell.probe.payload}" if cell.probe.payload else ""
     if protocol.startswith("dns"):
         dst_addr = f"{dst} @{src_cluster.dns_service_ip}"

@@ -368,7 +368,9 @@ class Observation:
     """What a probe saw. Probes report; they never judge."""
 
     reached: bool
-    error: str | None = None  # timeout | refused | no-route | nxdomain | servfail | wrong-answer | agent-error
+    # timeout | refused | rejected | no-route | mtu | nxdomain | servfail | wrong-answer | endpoint-missing;
+    # the harness's own: agent-error | starved | no-buffer (runner.INFRASTRUCTURE_ERRORS)
+    error: str | None = None
     source_ip: str | None = None  # the source address the target saw
     latency_ms: float | None = None
     answers: tuple[str, ...] = ()  # DNS: A records (CNAME chain as "cname:<name>")
@@ -376,6 +378,8 @@ class Observation:
     responder: str | None = None  # agent id that answered
     detail: str = ""
     loop_lag_ms: float | None = None  # how late the agent's event loop ran meanwhile (a starved agent)
+    path_mtu: int | None = None  # the path MTU the agent measured to the target (DF ladder), when it did
+    ttl: int | None = None  # DNS: the lowest TTL of the answer (a cached answer shows a lower one)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Observation:

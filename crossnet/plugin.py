@@ -10,6 +10,7 @@ from the configs and the profile alone, sorted, so every worker collects the sam
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -362,12 +363,14 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
         "expected_source_ip": judgement.expected_source_ip,
         "latency_ms": obs.latency_ms,
         "message": judgement.message,
-        "repro": live.repro,
+        "repro": repro_command(live.repro, current_run(request.config).state_dir, request.config),
         "answers": list(obs.answers),
         "expected_answers": list(live.expected_answers),
         "retried": judgement.retried,
         "evidence": "",
         "global_ip": live.global_ip or None,
+        "path_mtu": obs.path_mtu,
+        "ttl": obs.ttl,
     }
     item.crossnet_cell = record
     if cell.suite == "snat" and judgement.verdict == "regression":
@@ -380,7 +383,18 @@ def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
         evidence = _evidence(request.config, cell, live)
         item.crossnet_cell["evidence"] = evidence
         print(evidence)  # JUnit system-out of this cell (junit_logging = system-out)
-        pytest.fail(f"{judgement.verdict}: {judgement.message}\n  repro: {live.repro}", pytrace=False)
+        pytest.fail(f"{judgement.verdict}: {judgement.message}\n  repro: {record['repro']}", pytrace=False)
+
+
+def repro_command(repro: str, state_dir: Path, config: pytest.Config | Path) -> str:
+    """The repro command as a user pastes it where pytest ran (`config`, or that directory):
+    `crossnet exec` finds a run without --state-dir only under ./.crossnet/, and only when it is
+    the only one there; any other state directory is named, quoted for a shell."""
+    runs = (Path(config.invocation_params.dir) if isinstance(config, pytest.Config) else config) / ".crossnet"
+    default = state_dir.resolve().parent == runs.resolve() and len(list(runs.glob("*/state.json"))) <= 1
+    if default or not repro.startswith("crossnet exec "):
+        return repro
+    return f"crossnet exec --state-dir {shlex.quote(str(state_dir))} {repro.removeprefix('crossnet exec ')}"
 
 
 def _evidence(config: pytest.Config, cell: Cell, live: LiveCell) -> str:

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from crossnet.agent.core import cover_waves
+from crossnet.agent.icmp import LADDER_SECONDS
+from crossnet.agent.results import SMALL_PACKET
 from crossnet.judge import judge
 from crossnet.live import LiveCell, live_cell
 from crossnet.model import Cell, ClusterSet, Judgement, Observation
@@ -22,7 +24,8 @@ __all__ = ["INFRASTRUCTURE_ERRORS", "PACING", "Pacing", "SuiteRunner", "probe_ce
 CONTROL_MARGIN = 5.0  # seconds the control request may take beyond the slowest probe
 STARVED_FRACTION = 0.25  # loop lag (share of the timeout) that makes a timeout the agent's, not the network's
 STARVED_RETRIES = 2
-INFRASTRUCTURE_ERRORS = frozenset({"agent-error", "starved"})  # the harness, not the network, failed
+# The harness (or the machine it runs on), not the network, failed: never a network verdict.
+INFRASTRUCTURE_ERRORS = frozenset({"agent-error", "starved", "no-buffer", "slow"})
 AGENT_CONCURRENCY = 256  # probes an agent runs at once per request (crossnet.agent.control); the rest wait
 
 
@@ -32,7 +35,9 @@ class Pacing:
     agent in chunks; at most `workers` chunks are in flight at once across all agents (so at most
     workers x chunk probes), at most `per_dns_server` of the chunks that ask a DNS server at once
     per server and `dns_total` overall, and an agent never gets a second chunk before its first is
-    answered. A chunk's probes are spread over targets, so no target gets more than a few at once.
+    answered. A chunk's probes are spread over targets, so no target gets more than a few at once;
+    Service cells (each connects until every endpoint answered) and by-name cells (each asks a DNS
+    server, which may forward to another) go in chunks of a third the size.
     Cells expected to be unreachable (they mostly wait out their timeout) travel in larger chunks
     of their own, at most `workers` of them at once, beside the others."""
 
@@ -73,7 +78,12 @@ def _chunks(lives: Sequence[LiveCell], pacing: Pacing) -> tuple[list[Chunk], lis
         by_agent.setdefault(live.agent, []).append(live)
     for agent, batch in sorted(by_agent.items()):
         loud = _spread([live for live in batch if live.cell.expectation.reachable != "no"])
-        per_agent[agent] = [loud[i : i + pacing.chunk] for i in range(0, len(loud), pacing.chunk)]
+        # Service cells make tens of connections each, by-name ones load DNS servers: smaller chunks.
+        heavy = [live for live in loud if live.probe.get("cover") or live.probe.get("server")]
+        plain = [live for live in loud if not (live.probe.get("cover") or live.probe.get("server"))]
+        small = max(1, pacing.chunk // 3)
+        per_agent[agent] = [plain[i : i + pacing.chunk] for i in range(0, len(plain), pacing.chunk)]
+        per_agent[agent] += [heavy[i : i + small] for i in range(0, len(heavy), small)]
         for by_name in (False, True):  # by-name ones ask a DNS server first: small chunks keep that burst small
             size = pacing.chunk // 3 if by_name else pacing.quiet_chunk
             waiting = _spread(
@@ -194,7 +204,10 @@ def _duration_bound(live: LiveCell, timeout: float) -> float:
     stages = 2 if live.probe.get("qname") and live.probe.get("port") else 1
     endpoints = len(live.probe.get("expect_agents") or ())
     waves = cover_waves(endpoints, str(live.probe.get("protocol"))) if live.probe.get("cover") and endpoints > 1 else 1
-    return timeout * stages * waves
+    ladder = (
+        LADDER_SECONDS if live.probe.get("measure_mtu") or int(live.probe.get("payload") or 0) >= SMALL_PACKET else 0
+    )
+    return timeout * stages * waves + ladder
 
 
 def _servers(batch: list[LiveCell]) -> set[str]:
@@ -260,14 +273,17 @@ class SuiteRunner:
         return True
 
     def starved(self, observation: Observation) -> bool:
-        """A timeout while the agent's own event loop ran late by a quarter of the timeout or more:
-        it says the agent (or the machine) was starved, not that the network dropped the probe."""
+        """A timeout while the agent's own event loop ran late by a quarter of the timeout or more
+        (the agent, or the machine, was starved), or a send the sending host had no buffer for
+        (ENOBUFS for a small packet: its neighbour table or queues are full), or a Service cell
+        whose endpoints all answered but too slowly to cover them in its budget: not the network."""
         lag = observation.loop_lag_ms or 0.0
-        return observation.error == "timeout" and lag >= STARVED_FRACTION * self.timeout * 1000
+        late = observation.error == "timeout" and lag >= STARVED_FRACTION * self.timeout * 1000
+        return late or observation.error in ("no-buffer", "slow")
 
     def _unstarved(self, lives: dict[str, LiveCell], observed: dict[str, Observation]) -> dict[str, Observation]:
         """Probe starved cells again (after a pause), up to STARVED_RETRIES times; what stays starved
-        becomes an infrastructure error ("starved"), never a network verdict."""
+        becomes an infrastructure error ("starved" or "no-buffer"), never a network verdict."""
         result = dict(observed)
         for attempt in range(STARVED_RETRIES):
             starved = [i for i, obs in result.items() if self.starved(obs)]
@@ -276,7 +292,9 @@ class SuiteRunner:
             time.sleep(0.5 * (attempt + 1))  # let the machine catch up
             result.update(probe_cells([lives[i] for i in starved], self.client_for, self.timeout))
         for i, obs in result.items():
-            if self.starved(obs):
+            if obs.error in ("no-buffer", "slow"):
+                result[i] = replace(obs, detail=f"{obs.detail}, {STARVED_RETRIES + 1} times")
+            elif self.starved(obs):
                 result[i] = replace(
                     obs,
                     error="starved",

@@ -29,6 +29,7 @@ class ProbeSpec(TypedDict, total=False):
     ndots: int  # resolv.conf ndots for the search list (default 5, as kubelet writes it)
     expect_agents: list[str]  # the agents whose echo may answer (a Service's endpoints)
     cover: bool  # a Service: connect until every one of expect_agents answered (bounded), name a silent one
+    measure_mtu: bool  # also measure the path MTU to dst (a DF ladder of ICMP echoes)
 
 
 class ProbeResult(TypedDict, total=False):
@@ -46,6 +47,9 @@ class ProbeResult(TypedDict, total=False):
     peer: str  # "not-crossnet-echo" when something else answered (its bytes are never returned)
     reply_bytes: int  # how many bytes that peer sent
     loop_lag_ms: float  # how late the agent's event loop ran during the probe (starvation, not the network)
+    path_mtu: int | None  # the largest packet that reached dst and came back with DF set (measure_mtu, or
+    # a failed large probe); None: the ladder got no answer
+    ttl: int | None  # DNS: the lowest TTL in the answer (below the zone's own: a cached answer)
 
 
 class CellRecord(TypedDict):
@@ -77,6 +81,8 @@ class CellRecord(TypedDict):
     retried: bool
     evidence: str
     global_ip: str | None
+    path_mtu: int | None  # measured on this cell's path (DF ladder), when it was
+    ttl: int | None  # DNS answers: their lowest TTL
 
 
 class RouteRecord(TypedDict):

@@ -415,3 +415,19 @@ def test_truncated_peer_answer_to_a_cname_chase_is_fetched_again_over_tcp(cluste
     response = dns.query.udp(query, "127.0.0.1", port=clusters.c2, timeout=3.0)
     assert not response.flags & dns.flags.TC
     assert len(addresses(response)) == 100
+
+
+def test_a_dns_probe_records_the_answer_ttl_so_a_cached_answer_shows(clusters: TwoClusters) -> None:
+    """The agent's DNS probe reports the answer's lowest TTL: a name the cache served a while ago
+    comes back with less than the zone's own TTL, and the evidence can say it was cached."""
+    from crossnet.agent.core import run_probe
+
+    probe = {"id": "ttl", "protocol": "dns-udp", "qname": "echo.crossnet.svc.cluster-2.com.", "server": "127.0.0.1",
+             "dns_port": clusters.c1, "timeout": 2.0, "search": []}
+    first = asyncio.run(run_probe(probe))
+    time.sleep(2.1)
+    cached = asyncio.run(run_probe(probe))
+    assert first["reached"] and cached["reached"], (first, cached)
+    assert isinstance(first["ttl"], int) and isinstance(cached["ttl"], int)
+    assert cached["ttl"] <= first["ttl"] - 2, (first["ttl"], cached["ttl"])
+    assert f"TTL {cached['ttl']} s" in cached["detail"]

@@ -7,6 +7,7 @@ that did not end finished."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -112,6 +113,37 @@ def test_a_timeout_while_the_agent_was_starved_is_re_probed_not_a_regression() -
     assert all("overloaded" in j.observation.detail for j in judged.values())
 
 
+def test_a_send_the_host_had_no_buffer_for_is_an_infrastructure_error_not_a_verdict() -> None:
+    """ENOBUFS for a small packet is the sending machine's limit (e.g. Linux's host-wide neighbour
+    table): re-probed, and if it persists an infrastructure error, never a regression."""
+    cells = [c for c in SETUP.cells if c.suite == "pod-to-pod" and c.expectation.reachable == "yes"][:10]
+
+    def no_buffer(agent: str, probe: ProbeSpec, attempt: int) -> ProbeResult:
+        return {"id": probe["id"], "reached": False, "error": "no-buffer", "loop_lag_ms": 1.0, "detail": "ENOBUFS"}
+
+    agents = RecordingAgents(no_buffer)
+    judged = SuiteRunner(CLUSTER_SET, agents.client, 2.0).judge_cells(cells)
+    assert {j.observation.error for j in judged.values()} == {"no-buffer"}
+    assert set(agents.calls.values()) == {3}  # asked again twice before it is called the harness's
+
+
+def test_errno_texts_say_what_they_mean_for_the_path() -> None:
+    import errno as errnos
+
+    from crossnet.agent.results import os_error
+
+    big = {"protocol": "udp", "dst": "10.0.0.5", "port": 8080, "payload": 1400}
+    small = {"protocol": "udp", "dst": "10.0.0.5", "port": 8080, "payload": 0}
+    assert os_error(OSError(errnos.ENOBUFS, "No buffer space available"), 0.0, big)["error"] == "mtu"
+    assert os_error(OSError(errnos.ENOBUFS, "No buffer space available"), 0.0, small)["error"] == "no-buffer"
+    assert os_error(OSError(errnos.EMSGSIZE, "Message too long"), 0.0, big)["error"] == "mtu"
+    refused = OSError(errnos.ECONNREFUSED, "Connection refused")
+    by_a_hop = os_error(refused, 0.0, small, ("10.0.0.1", "port unreachable"))
+    assert by_a_hop["error"] == "rejected" and "10.0.0.1" in by_a_hop["detail"]
+    assert os_error(refused, 0.0, small, ("10.0.0.5", "port unreachable"))["error"] == "refused"
+    assert os_error(refused, 0.0, small, ("10.0.0.5", "administratively prohibited"))["error"] == "rejected"
+
+
 def test_a_timeout_with_a_lively_agent_stays_a_network_verdict() -> None:
     cells = [c for c in SETUP.cells if c.suite == "pod-to-pod" and c.expectation.reachable == "yes"][:5]
 
@@ -183,3 +215,44 @@ def test_a_service_with_one_dead_endpoint_fails_naming_it(lab: Path, tmp_path: P
     others = [c for c in load_matrix(tmp_path)["cells"] if c["id"].endswith("->cluster-1/echo:cluster-ip:tcp")
               and c["expected"] == "yes"]
     assert others and {c["verdict"] for c in others} == {"pass"}  # the other cluster's Service is whole
+
+
+@needs_lab
+def test_an_mtu_black_hole_is_caught_every_time_and_its_path_mtu_measured(lab: Path, tmp_path: Path) -> None:
+    """A link with a smaller MTU that drops big frames silently (no ICMP: a black hole) fails the
+    large-payload cells through it in every run: a path MTU the kernel learned from an earlier probe
+    never heals a later one (probes send with DF at the interface MTU). The DF ladder measures the
+    path MTU of every cross-cluster path into matrix.json, and a failed large probe names it."""
+    shrink = SandboxClient(lab).exec("cluster-2.worker", ["ip", "link", "set", "dev", "eth0", "mtu", "1300"])
+    assert shrink.rc == 0, shrink.stderr
+    into = "->cluster-2/worker:pod-ip:"
+    for attempt in range(2):
+        reports = tmp_path / f"run{attempt}"
+        run_suites("suites/test_pod_to_pod.py", "--attach", str(lab), "--reports", str(reports))
+        cells = [c for c in load_matrix(reports)["cells"] if c["src"].startswith("cluster-1/") and into in c["id"]]
+        large = [c for c in cells if c["protocol"] in ("tcp-1400b", "udp-1400b")]
+        small = [c for c in cells if c["protocol"] in ("tcp", "udp", "icmp")]
+        assert large and small
+        assert {c["verdict"] for c in large} == {"regression"}, [(c["id"], c["verdict"]) for c in large]
+        assert {c["verdict"] for c in small} == {"pass"}, [(c["id"], c["verdict"]) for c in small]
+        pod_ladders = [c for c in large if c["src_kind"] == "pod" and c["protocol"] == "udp-1400b"]
+        # a veth lets a frame 4 bytes over its MTU through (room for a VLAN tag)
+        assert pod_ladders and all(1300 <= c["path_mtu"] <= 1304 for c in pod_ladders), [c["path_mtu"] for c in pod_ladders]
+        assert all(re.search(r"path MTU to \S+ is 130[0-4] bytes", c["message"]) for c in large), large[0]["message"]
+        healthy = [c for c in load_matrix(reports)["cells"] if c["protocol"] == "udp-1400b" and c["path_mtu"]
+                   and c["src"].startswith("cluster-1/") and "->cluster-2/" in c["id"] and into not in c["id"]]
+        assert healthy and {c["path_mtu"] for c in healthy} == {1500}
+
+
+@needs_lab
+def test_a_reject_on_the_way_reads_as_rejected_and_a_closed_port_as_refused(lab: Path, tmp_path: Path) -> None:
+    """A node's REJECT answers with an ICMP error from the node, a pod without a listener from the
+    pod itself: crossnet tells them apart by who sent the ICMP (IP_RECVERR), instead of calling
+    both "refused"."""
+    reject = ["iptables", "-I", "FORWARD", "-d", "10.20.1.2", "-p", "udp", "-j", "REJECT"]
+    assert SandboxClient(lab).exec("cluster-2.worker", reject).rc == 0
+    run_suites("suites/test_pod_to_pod.py", "-k", "cluster-1/ and cluster-2/worker:pod-ip:udp", "--attach", str(lab),
+               "--reports", str(tmp_path))
+    cells = [c for c in load_matrix(tmp_path)["cells"] if c["src_kind"] == "pod"]
+    assert cells and {c["observed"] for c in cells} == {"rejected"}, [(c["id"], c["observed"]) for c in cells]
+    assert all("rejected by 172.19." in c["message"] for c in cells), cells[0]["message"]

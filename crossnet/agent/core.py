@@ -4,47 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import ipaddress
 import json
 import math
-import os
 import re
 import socket
-import struct
 import time
 from typing import Any, cast
+
+from crossnet.agent.icmp import IP_HEADER, IP_RECVERR, icmp_origin, open_probe_socket, path_mtu, probe_icmp
+from crossnet.agent.results import HELLO, SMALL_PACKET
+from crossnet.agent.results import ms_since as _ms
+from crossnet.agent.results import os_error as _os_error
+from crossnet.agent.results import packet_bytes as _packet_bytes
+from crossnet.agent.results import result as _result
 
 __all__ = ["AGENT_ID", "PROBE_PROTOCOLS", "EchoServers", "run_probe", "run_probes"]
 
 PROBE_PROTOCOLS = ("tcp", "udp", "icmp", "dns-udp", "dns-tcp")
-HELLO = b"CROSSNET "
 MAX_LINE = 65536
 NOT_ECHO = "not-crossnet-echo"  # the `peer` of a result whose reply came from something else
 MAX_CONCURRENT = 256  # probes of one request in flight at once (sockets: stay far below RLIMIT_NOFILE)
 MAX_ANSWERS = 64  # DNS records reported per probe
-
-ERRNO_CLASS = {
-    errno.ECONNREFUSED: "refused",
-    errno.EHOSTUNREACH: "no-route",
-    errno.ENETUNREACH: "no-route",
-    errno.EHOSTDOWN: "no-route",
-    errno.ETIMEDOUT: "timeout",
-}
-
-
-def _result(reached: bool, error: str | None = None, **fields: Any) -> dict[str, Any]:
-    return {"reached": reached, "error": error, **fields}
-
-
-def _os_error(exc: OSError, started: float) -> dict[str, Any]:
-    klass = ERRNO_CLASS.get(exc.errno or 0, "error")
-    return _result(False, klass, latency_ms=_ms(started), detail=f"{exc.strerror or exc}")
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000.0, 3)
-
 
 AGENT_ID = re.compile(r"[A-Za-z0-9._-]{1,63}(/[A-Za-z0-9._-]{1,63}){0,7}")  # what an echo reply may name
 MAX_REPLY = 4096  # crossnet's echo answers with one short JSON line; anything longer is someone else
@@ -118,14 +99,21 @@ def _payload(probe: dict[str, Any]) -> bytes:
 
 async def _probe_tcp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_IP, IP_RECVERR, 1)  # to tell a REJECT on the way from a closed port
+    sock.setblocking(False)
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(probe["dst"], int(probe["port"]), limit=MAX_REPLY), timeout
+        await asyncio.wait_for(
+            asyncio.get_running_loop().sock_connect(sock, (probe["dst"], int(probe["port"]))), timeout
         )
+        reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_REPLY)
     except TimeoutError:
+        sock.close()
         return _result(False, "timeout", latency_ms=_ms(started), detail=f"no TCP answer within {timeout}s")
     except OSError as exc:
-        return _os_error(exc, started)
+        origin = icmp_origin(sock)
+        sock.close()
+        return _os_error(exc, started, probe, origin)
     try:
         writer.write(_payload(probe))
         await writer.drain()
@@ -160,11 +148,12 @@ async def _probe_udp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     try:
-        sock = _error_reporting_socket(socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        sock = open_probe_socket(socket.SOCK_DGRAM, socket.IPPROTO_UDP)
         sock.connect((probe["dst"], int(probe["port"])))
         transport, waiter = await loop.create_datagram_endpoint(_DatagramWaiter, sock=sock)
     except OSError as exc:
-        return _os_error(exc, started)
+        return _os_error(exc, started, probe)
+    # asyncio reads the error from the socket; the ICMP that caused it stays in the error queue.
     try:
         transport.sendto(_payload(probe))
         data = await asyncio.wait_for(waiter.reply, timeout)
@@ -172,66 +161,20 @@ async def _probe_udp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     except TimeoutError:
         return _result(False, "timeout", latency_ms=_ms(started), detail=f"no UDP answer within {timeout}s")
     except OSError as exc:
-        return _os_error(exc, started)
+        return _os_error(exc, started, probe, icmp_origin(sock))
     finally:
         transport.close()
-
-
-IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
-
-
-def _error_reporting_socket(kind: int, proto: int) -> socket.socket:
-    """A socket that reports every ICMP error (IP_RECVERR): without it Linux keeps "network
-    unreachable" from a connected UDP socket, and an unrouted target waits for the timeout."""
-    sock = socket.socket(socket.AF_INET, kind, proto)
-    sock.setsockopt(socket.SOL_IP, IP_RECVERR, 1)
-    sock.setblocking(False)
-    return sock
-
-
-def _icmp_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return int(~total & 0xFFFF)
 
 
 async def _probe_icmp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     """ICMP echo through an unprivileged ping socket (the lab sets net.ipv4.ping_group_range)."""
     started = time.perf_counter()
-    loop = asyncio.get_running_loop()
-    try:
-        sock = _error_reporting_socket(socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
-    except OSError:
-        sock = _error_reporting_socket(socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    ident = os.getpid() & 0xFFFF
-    seq = int(time.monotonic_ns() & 0x7FFF)
-    body = b"crossnet" + b"x" * int(probe.get("payload") or 0)
-    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    packet = struct.pack("!BBHHH", 8, 0, _icmp_checksum(header + body), ident, seq) + body
-    try:
-        sock.connect((probe["dst"], 0))
-        await loop.sock_sendall(sock, packet)
-        deadline = started + timeout
-        while True:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                raise TimeoutError
-            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), remaining)
-            if sock.type == socket.SOCK_RAW:
-                data = data[(data[0] & 0x0F) * 4 :]
-            if len(data) >= 8 and data[0] == 0:
-                _, _, _, _, got_seq = struct.unpack("!BBHHH", data[:8])
-                if got_seq == seq:
-                    return _result(True, latency_ms=_ms(started))
-    except TimeoutError:
-        return _result(False, "timeout", latency_ms=_ms(started), detail=f"no echo reply within {timeout}s")
-    except OSError as exc:
-        return _os_error(exc, started)
-    finally:
-        sock.close()
+    took, error = await probe_icmp(probe, timeout)
+    if took is not None:
+        return _result(True, latency_ms=_ms(started))
+    if error is not None:
+        return _os_error(error, started, probe)
+    return _result(False, "timeout", latency_ms=_ms(started), detail=f"no echo reply within {timeout}s")
 
 
 async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -267,6 +210,9 @@ async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     except dns.exception.DNSException as exc:
         return _result(False, "error", latency_ms=_ms(started), detail=f"{exc.__class__.__name__}: {exc}"[:300])
     records: list[str] = []
+    # The lowest TTL of the answer: below what the zone serves, it was a cached answer (a moved
+    # target stays hidden until it runs out).
+    ttl = min((rrset.ttl for rrset in answer.response.answer), default=None)
     for rrset in answer.response.answer:
         for rdata in rrset:
             if rdata.rdtype == dns.rdatatype.CNAME:
@@ -275,7 +221,12 @@ async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
                 records.append(rdata.address)
     del records[MAX_ANSWERS:]
     return _result(
-        True, latency_ms=_ms(started), rcode="NOERROR", answers=records, detail=f"resolved as {answer.qname.to_text()}"
+        True,
+        latency_ms=_ms(started),
+        rcode="NOERROR",
+        answers=records,
+        ttl=ttl,
+        detail=f"resolved as {answer.qname.to_text()}" + (f" (TTL {ttl} s)" if ttl is not None else ""),
     )
 
 
@@ -288,10 +239,14 @@ async def _resolve_then(probe: dict[str, Any], timeout: float) -> dict[str, Any]
     started = time.perf_counter()
     resolved = await _probe_dns({**probe, "protocol": "dns-udp"}, timeout)
     addresses = [a for a in resolved.get("answers", []) if not a.startswith("cname:")]
-    if not resolved["reached"] or not addresses:
-        return {**resolved, "detail": f"resolving {probe['qname']}: {resolved.get('error') or 'no A record'}"}
-    remaining = max(timeout - (time.perf_counter() - started), 0.05)
-    result = await PROBERS[str(probe["protocol"])]({**probe, "dst": addresses[0]}, remaining)
+    if not resolved["reached"]:
+        return {**resolved, "detail": f"resolving {probe['qname']}: {resolved.get('error')}"}
+    if not addresses:  # resolved, but to nothing to connect to: not reached
+        detail = f"resolving {probe['qname']}: no A record"
+        return {**resolved, "reached": False, "error": "no-answer", "detail": detail}
+    # The connect gets a timeout of its own, as a client's connect has: a slow answer from a busy
+    # DNS server must not leave it milliseconds and turn into "connected, but no reply".
+    result = await PROBERS[str(probe["protocol"])]({**probe, "dst": addresses[0]}, timeout)
     result["answers"] = resolved.get("answers", [])
     result["latency_ms"] = _ms(started)
     return result
@@ -353,28 +308,60 @@ async def _run_probe(probe: dict[str, Any]) -> dict[str, Any]:
             result = await _cover(prober, probe, timeout, endpoints)
         else:
             result = await prober(probe, timeout)
+        if probe.get("dst") and (probe.get("measure_mtu") or _large_and_failed(probe, result)):
+            result.update(await _with_path_mtu(probe, result, timeout))
     except Exception as exc:  # noqa: BLE001 - a probe reports, it never raises
         result = _result(False, "agent-error", detail=f"{exc.__class__.__name__}: {exc}")
     result["id"] = probe.get("id")
     return result
 
 
-COVER_MISS = 0.001  # a never-answering endpoint of N escapes at most this often
+def _large_and_failed(probe: dict[str, Any], result: dict[str, Any]) -> bool:
+    return not result.get("reached") and int(probe.get("payload") or 0) >= SMALL_PACKET
+
+
+async def _with_path_mtu(probe: dict[str, Any], result: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """The path MTU to the probe's destination, measured now by a DF ladder; a failed large
+    probe's detail says when the path cannot carry its packet."""
+    measured = await path_mtu(str(probe["dst"]), timeout)
+    mtu = measured.get("path_mtu")
+    if result.get("reached") or probe.get("protocol") not in ("udp", "icmp", "tcp"):
+        return {"path_mtu": mtu}
+    needed = _packet_bytes(probe) if probe.get("protocol") != "tcp" else IP_HEADER + 20 + int(probe.get("payload") or 0)
+    if mtu is None:
+        note = f"; path MTU not measured: {measured.get('detail')}"
+    elif mtu < needed:  # one cause, one class: a silent drop of the big packet is the MTU too
+        note = f"; the path MTU to {probe['dst']} is {mtu} bytes (DF ladder), the probe needs {needed}"
+        return {"path_mtu": mtu, "error": "mtu", "detail": f"{result.get('detail') or result.get('error')}{note}"}
+    else:
+        note = f"; the path MTU to {probe['dst']} is {mtu} bytes (DF ladder): not an MTU problem"
+    return {"path_mtu": mtu, "detail": f"{result.get('detail') or result.get('error')}{note}"}
+
+
+# A healthy Service of N endpoints leaves one of them unseen in k random connections with
+# probability <= N (1 - 1/N)^k: k is chosen so that this false alarm stays below COVER_FALSE_ALARM
+# per cell (0 expected in 10^5 cells). It costs nothing on a healthy Service (the loop ends once
+# every endpoint answered: N ln N connections on average) and little on a broken one: a dead
+# endpoint fails the connections sent to it, and two failures with one endpoint unseen end the cell.
+COVER_FALSE_ALARM = 1e-6
 COVER_FAILURES = 6  # failed connections that end a Service cell (the first waits the timeout, the rest a quarter)
+COVER_BUDGET = 3  # a Service cell may take this many probe timeouts; beyond it the agent, not the path, is slow
 
 
 def cover_waves(endpoints: int, protocol: str = "tcp") -> int:
-    """How many probe-lengths `_cover` may take at most: its connections run one after another;
-    the first failure waits the timeout, later ones a quarter of it, COVER_FAILURES end it."""
-    return min(cover_bound(endpoints, protocol), 3)
+    """How many probe timeouts `_cover` may take at most (its time budget)."""
+    return COVER_BUDGET
 
 
 def cover_bound(endpoints: int, protocol: str = "tcp") -> int:
-    """Connections that reach every one of `endpoints` equally likely endpoints (kube-proxy's
-    random choice) and miss one of them with probability at most COVER_MISS. UDP gets twice as
-    many: a UDP conntrack entry outlives its socket, so a reused source port may repeat a choice
-    (measured: a live endpoint unseen in 18 UDP connections in about 1 of 100 cells)."""
-    bound = max(endpoints, math.ceil(math.log(COVER_MISS) / math.log(1 - 1 / endpoints)))
+    """Connections after which a never-answering endpoint of `endpoints` equally likely ones
+    (kube-proxy's random choice) is called missing: a healthy Service misses one this long with
+    probability <= COVER_FALSE_ALARM. UDP gets twice as many: a UDP conntrack entry outlives its
+    socket, so a reused source port may repeat a choice (measured: a live endpoint unseen in 18
+    UDP connections in about 1 of 100 cells)."""
+    if endpoints < 2:
+        return 1
+    bound = max(endpoints, math.ceil(math.log(COVER_FALSE_ALARM / endpoints) / math.log(1 - 1 / endpoints)))
     return 2 * bound if protocol == "udp" else bound
 
 
@@ -389,7 +376,16 @@ async def _cover(prober: Any, probe: dict[str, Any], timeout: float, endpoints: 
     bound, made = cover_bound(len(endpoints), str(probe.get("protocol"))), 0
     seen: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
+    deadline = started + COVER_BUDGET * timeout
     while made < bound and len(failures) < COVER_FAILURES:
+        if time.perf_counter() > deadline and not failures:  # slow answers, none lost: the harness is slow
+            return _result(
+                False,
+                "slow",
+                latency_ms=_ms(started),
+                detail=f"{len(seen)} of {len(endpoints)} endpoints answered in {made} connections before the "
+                f"{COVER_BUDGET * timeout:.0f} s budget ran out, none failed: the machine is too slow",
+            )
         unseen = set(endpoints) - set(seen)
         if not unseen or (len(unseen) == 1 and len(failures) >= 2):  # all seen, or the one silent is dead
             break

@@ -121,10 +121,11 @@ def validate_probe(spec: Any, where: str = "probe") -> dict[str, Any]:
         probe["dns_port"] = _int(f"{where}.dns_port", spec["dns_port"], 1, 65535)
     if spec.get("ndots") is not None:
         probe["ndots"] = _int(f"{where}.ndots", spec["ndots"], 0, 15)
-    if spec.get("cover") is not None:
-        if not isinstance(spec["cover"], bool):
-            raise BadRequest(f"{where}.cover: must be true or false")
-        probe["cover"] = spec["cover"]
+    for flag in ("cover", "measure_mtu"):
+        if spec.get(flag) is not None:
+            if not isinstance(spec[flag], bool):
+                raise BadRequest(f"{where}.{flag}: must be true or false")
+            probe[flag] = spec[flag]
     if spec.get("expect_agents") is not None:
         probe["expect_agents"] = _strings(f"{where}.expect_agents", spec["expect_agents"], _agent_id)
     # What each protocol needs: an address to reach, or a name and the server that resolves it.

@@ -36,6 +36,8 @@ from crossnet.workloads import HEADLESS_SERVICE
 __all__ = ["LabProvider", "UnixAgentClient", "attach", "create", "usable"]
 
 READY_TIMEOUT = 15.0
+# Before every `exec` command: a private mount namespace with a fresh /proc (of the lab's pid namespace).
+OWN_PROC = ("unshare", "--mount", "--propagation", "private", "--mount-proc", "--")
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -144,7 +146,7 @@ class LabProvider:
             jobs: list[tuple[str, str, str]] = [(lab.UNDERLAY_NETNS, lab.underlay_script(plan), "underlay")]
             for cluster in plan.clusters:
                 for node in cluster.nodes:
-                    jobs.append((node.netns, lab.node_script(cluster, node), f"node {node.netns}"))
+                    jobs.append((node.netns, lab.node_script(plan, cluster, node), f"node {node.netns}"))
                     jobs += [(pod.netns, lab.pod_script(node, pod), f"pod {pod.netns}") for pod in node.pods]
             with ThreadPoolExecutor(max_workers=8) as pool:
                 results = list(pool.map(lambda job: (self.sandbox.exec(job[0], ["sh", "-c", job[1]]), job[2]), jobs))
@@ -287,8 +289,30 @@ class LabProvider:
     # ------------------------------------------------------------------ the provider seam
 
     def exec(self, target: ExecTarget, argv: list[str], timeout: float = 30.0) -> tuple[int, str, str]:
-        result = self.sandbox.exec(self._netns_of(target), argv, timeout=timeout)
+        """Run `argv` in a node's or pod's network namespace, with a /proc of its own: the sandbox
+        inherits the host's /proc, where `ps` fails ("lookup self") and pids are the host's. The
+        command gets a private mount namespace with a fresh proc of the lab's pid namespace
+        (`unshare --mount-proc` execs in place: one process, ended by the timeout like before; the
+        mount goes with the namespace when the command exits, nothing leaks into the sandbox)."""
+        if not argv:
+            raise InputError("nothing to run: an empty command")
+        result = self.sandbox.exec(self._netns_of(target), [*OWN_PROC, *argv], timeout=timeout)
         return result.rc, result.stdout, result.stderr
+
+    def dns_server_ips_now(self, cluster: str) -> tuple[str, ...]:
+        """The cluster DNS pod's IPs as its namespace holds them now (facts compare the peers'
+        Corefile forwards with these, not with what was recorded at `crossnet up`)."""
+        nodes = self._known_nodes()
+        hosts = [n for n in nodes.values() if n["cluster"] == cluster and "coredns" in n["pods"]]
+        if not hosts:
+            raise ProviderError(f"lab: cluster {cluster!r} has no DNS pod; known nodes: {', '.join(sorted(nodes))}")
+        ips: list[str] = []
+        for node in hosts:
+            rc, out, err = self.exec(ExecTarget(cluster, node["short"], "coredns"), ["ip", "-4", "-o", "addr", "show"])
+            if rc != 0:
+                raise ProviderError(f"lab: cannot read {cluster}/{node['short']}/coredns's addresses: {err.strip()}")
+            ips += [f.split()[3].split("/")[0] for f in out.splitlines() if len(f.split()) > 3 and f.split()[1] != "lo"]
+        return tuple(sorted(ips))
 
     def node_host(self, cluster: str, node: str) -> Any:
         """testinfra's view of a node: commands through this provider's exec."""
@@ -341,11 +365,14 @@ class LabProvider:
             raise ProviderError("lab: the topology is not up")
         return self._plan
 
-    def _netns_of(self, target: ExecTarget) -> str:
+    def _known_nodes(self) -> dict[str, dict[str, Any]]:
         if not self._nodes:  # read once: every exec (and every testinfra command) maps a target
             plan = self.state.read().get("plan", {})
             self._nodes = {f"{n['cluster']}/{n['short']}": n for n in plan.get("nodes", [])}
-        nodes = self._nodes
+        return self._nodes
+
+    def _netns_of(self, target: ExecTarget) -> str:
+        nodes = self._known_nodes()
         node = nodes.get(f"{target.cluster}/{target.node}")
         if node is None:
             raise InputError(f"no node {target.cluster}/{target.node} in this lab; known: {', '.join(sorted(nodes))}")

@@ -344,6 +344,17 @@ WAIT_LINKS_UP = (
 )
 
 
+# MACs derive from IPs so every neighbour entry is written in advance, permanent: Linux counts the
+# ARP entries of ALL namespaces against one host-wide limit (gc_thresh3, 1024), which 4 clusters x
+# 8 nodes exceed (ENOBUFS, "neighbor table overflow!"); permanent entries are exempt (Linux >= 5.0).
+MAC_BRIDGE, MAC_NODE, MAC_POD, MAC_POD_GATEWAY = "02:c0", "02:c1", "02:c2", "02:c3"
+
+
+def mac_for(kind: str, ip: str) -> str:
+    """A locally administered MAC: a 2-byte kind prefix and the 4 bytes of the IP."""
+    return kind + "".join(f":{octet:02x}" for octet in ipaddress.IPv4Address(ip).packed)
+
+
 def link_batch(plan: LabPlan) -> str:
     """One `ip -batch` for every namespace and veth pair (one process instead of hundreds)."""
     lines = [f"netns add {UNDERLAY_NETNS}"]
@@ -353,10 +364,28 @@ def link_batch(plan: LabPlan) -> str:
     for node in plan.nodes:
         lines.append(
             f"link add name {node.underlay_if} netns {UNDERLAY_NETNS} type veth peer name eth0 netns {node.netns}"
+            f" address {mac_for(MAC_NODE, node.ip)}"
         )
         for pod in node.pods:
-            lines.append(f"link add name {pod.host_if} netns {node.netns} type veth peer name eth0 netns {pod.netns}")
+            lines.append(
+                f"link add name {pod.host_if} netns {node.netns} address {mac_for(MAC_POD_GATEWAY, pod.ip)}"
+                f" type veth peer name eth0 netns {pod.netns} address {mac_for(MAC_POD, pod.ip)}"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _underlay_neighbours(plan: LabPlan, dev: str, except_ip: str = "") -> list[str]:
+    """Permanent neighbour entries for every node (and the underlay gateway) on the underlay."""
+    lines = [
+        f"neigh replace {node.ip} lladdr {mac_for(MAC_NODE, node.ip)} dev {dev} nud permanent"
+        for node in plan.nodes
+        if node.ip != except_ip
+    ]
+    if except_ip:
+        lines.append(
+            f"neigh replace {UNDERLAY_GATEWAY} lladdr {mac_for(MAC_BRIDGE, UNDERLAY_GATEWAY)} dev {dev} nud permanent"
+        )
+    return lines
 
 
 def _script(sysctls: tuple[str, ...], batch: list[str], iptables: str = "") -> str:
@@ -370,12 +399,13 @@ def _script(sysctls: tuple[str, ...], batch: list[str], iptables: str = "") -> s
 def underlay_script(plan: LabPlan) -> str:
     batch = [
         "link set dev lo up",
-        "link add name br0 type bridge",
+        f"link add name br0 address {mac_for(MAC_BRIDGE, UNDERLAY_GATEWAY)} type bridge",
         f"addr add {UNDERLAY_GATEWAY}/{UNDERLAY_CIDR.prefixlen} dev br0",
         "link set dev br0 up",
     ]
     for node in plan.nodes:
         batch += [f"link set dev {node.underlay_if} master br0", f"link set dev {node.underlay_if} up"]
+    batch += _underlay_neighbours(plan, "br0")
     # The gateway forwards nothing beyond the underlay: unrouted lab traffic gets "network
     # unreachable" back at once instead of vanishing into a timeout.
     return _script(("net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"), batch)
@@ -388,23 +418,26 @@ def pod_script(node: LabNode, pod: LabPod) -> str:
         "link set dev eth0 up",
         f"route add {node.gateway} dev eth0 scope link",
         f"route add default via {node.gateway} dev eth0 onlink",
+        f"neigh replace {node.gateway} lladdr {mac_for(MAC_POD_GATEWAY, pod.ip)} dev eth0 nud permanent",
     ]
     return _script(POD_SYSCTLS, batch)
 
 
-def node_script(cluster: LabCluster, node: LabNode) -> str:
+def node_script(plan: LabPlan, cluster: LabCluster, node: LabNode) -> str:
     """A node's addresses, pod veths, intra-cluster routes and nat rules (plus Globalnet's)."""
     batch = [
         "link set dev lo up",
         f"addr add {node.ip}/{UNDERLAY_CIDR.prefixlen} dev eth0",
         "link set dev eth0 up",
         f"route add default via {UNDERLAY_GATEWAY} dev eth0",
+        *_underlay_neighbours(plan, "eth0", except_ip=node.ip),
     ]
     for pod in node.pods:
         batch += [
             f"addr add {node.gateway}/32 dev {pod.host_if}",
             f"link set dev {pod.host_if} up",
             f"route add {pod.ip}/32 dev {pod.host_if}",
+            f"neigh replace {pod.ip} lladdr {mac_for(MAC_POD, pod.ip)} dev {pod.host_if} nud permanent",
         ]
     for other in cluster.nodes:  # kindnet: routes to the other nodes' podCIDRs inside the cluster
         if other.short != node.short:
