@@ -85,8 +85,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
         provider=provider,
         reuse=args.reuse,
         agent_image=args.agent_image,
+        plumbing_mode=args.plumbing,
     )
-    run.provider.state.update(setup=fingerprint(setup))  # --attach checks it asks about this setup
+    run.provider.state.update(setup=fingerprint(setup, args.plumbing))  # --attach checks it asks about this setup
     print(f"crossnet: run {run_id} is up (provider {provider}, profile {profile.name})")
     print(f"  state:   {run.state_dir / 'state.json'}")
     print(f"  probe:   pytest suites/ --attach {run.state_dir}")
@@ -346,6 +347,7 @@ def _parser() -> argparse.ArgumentParser:
         "--provider",
         "--reuse",
         "--agent-image",
+        "--plumbing",
     )
     down = sub.add_parser("down", help="tear a run down: restore Corefiles, remove routes, end the topology")
     down.add_argument("--state-dir", help="the run to end (default: the only one under .crossnet/)")

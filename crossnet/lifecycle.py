@@ -91,13 +91,15 @@ def bring_up(
     provider: str = "lab",
     reuse: bool = False,
     agent_image: str | None = None,
+    plumbing_mode: str = "inject",
 ) -> Run:
-    """Bring up `topology` on the named provider, with the plumbing of the profile."""
+    """Bring up `topology` on the named provider, with the plumbing of the profile (`plumbing_mode`
+    "none": with nothing joined -- the clusters are left as they come up)."""
     settings = ProviderSettings(
         detached=detached, reuse=reuse, agent_image=agent_image, global_cidr=plumbing.global_cidr if plumbing else None
     )
     made = make_provider(provider, state_dir, run_id, settings)
-    return bring_up_with(made, topology, run_id, plumbing, progress)
+    return bring_up_with(made, topology, run_id, plumbing, progress, plumbing_mode)
 
 
 def bring_up_with(
@@ -106,6 +108,7 @@ def bring_up_with(
     run_id: str,
     plumbing: Plumbing | None = None,
     progress: Progress = stderr_progress,
+    plumbing_mode: str = "inject",
 ) -> Run:
     timings: dict[str, float] = {}
     try:
@@ -125,20 +128,24 @@ def bring_up_with(
         cluster_set = run.cluster_set = _timed(
             timings, "agents_ready", progress, "agents and cluster DNS ready", provider.deploy_agents
         )
-        _timed(
-            timings,
-            "plumbing",
-            progress,
-            "node routes and Corefile forwards injected",
-            lambda: apply_plumbing(provider, cluster_set, run_id, plumbing),
-        )
-        _timed(
-            timings,
-            "converged",
-            progress,
-            "peer names resolve in every cluster",
-            lambda: wait_converged(provider, cluster_set, provider.converge_timeout),
-        )
+        if plumbing_mode == "none":  # the clusters are joined by whoever built them, or not at all
+            provider.state.update(plumbing={"routes": [], "corefiles": {}, "node_commands": []}, plumbing_mode="none")
+            progress("plumbing none: no route, Corefile or node setting injected; the matrix shows how they are joined")
+        else:
+            _timed(
+                timings,
+                "plumbing",
+                progress,
+                "node routes and Corefile forwards injected",
+                lambda: apply_plumbing(provider, cluster_set, run_id, plumbing),
+            )
+            _timed(
+                timings,
+                "converged",
+                progress,
+                "peer names resolve in every cluster",
+                lambda: wait_converged(provider, cluster_set, provider.converge_timeout),
+            )
         provider.state.update(phase="ready")
         provider.detach()  # crossnet up: the run now outlives this process (a no-op when attached to it)
     except BaseException as exc:  # Ctrl-C included: never leave a half-built topology behind

@@ -85,6 +85,15 @@ OPTIONS: dict[str, Option] = {
             action="store_true",
         ),
         _option(
+            "--plumbing",
+            "'inject' (default): crossnet joins the clusters itself (node routes, Corefile forwards, the "
+            "profile's node settings) and undoes it at the end; 'none': crossnet changes nothing outside "
+            "its own agents -- the clusters are joined by whoever built them (a vendor's product, your "
+            "own scripts), and the matrix says whether that works. With --attach it must match `crossnet up`",
+            choices=("inject", "none"),
+            default="inject",
+        ),
+        _option(
             "--agent-image",
             "kind: the image the agents run on (default python:3-slim); mirror it for air-gapped clusters",
             default=None,
@@ -168,7 +177,7 @@ def load_setup(topology: str | None, kind_configs: Sequence[str] | None, profile
     return Setup(topo, loaded, cells)
 
 
-def fingerprint(setup: Setup) -> dict[str, Any]:
+def fingerprint(setup: Setup, plumbing_mode: str = "inject") -> dict[str, Any]:
     """What a run was brought up for, recorded in its state file so that `--attach` with another
     profile or topology is refused instead of judged against plumbing that was never applied."""
 
@@ -182,16 +191,24 @@ def fingerprint(setup: Setup) -> dict[str, Any]:
         "profile": setup.profile.name,
         "profile_sha256": digest(setup.profile.source_file),
         "plumbing": dataclasses.asdict(setup.profile.plumbing),
+        "plumbing_mode": plumbing_mode,
         "clusters": [c.name for c in setup.topology.clusters],
         "configs_sha256": [digest(c.source_file) for c in setup.topology.clusters],
     }
 
 
-def setup_mismatch(recorded: Any, setup: Setup) -> str | None:
+def setup_mismatch(recorded: Any, setup: Setup, plumbing_mode: str = "inject") -> str | None:
     """Why a run recorded as `recorded` (state.json "setup") is not the one `setup` asks about."""
     if not isinstance(recorded, dict):
         return None  # a run from before fingerprints: nothing to compare
-    wanted = fingerprint(setup)
+    wanted = fingerprint(setup, plumbing_mode)
+    if recorded.get("plumbing_mode", "inject") != plumbing_mode:
+        mode = recorded.get("plumbing_mode", "inject")
+        return (
+            f"it was brought up with --plumbing {mode!s:.10} (crossnet "
+            + ("changed nothing: the clusters are joined by whoever built them" if mode == "none" else "joined it")
+            + f"), this session asks about --plumbing {plumbing_mode}; pass --plumbing {mode!s:.10}"
+        )
     if recorded.get("clusters") != wanted["clusters"] or recorded.get("configs_sha256") != wanted["configs_sha256"]:
         return (
             f"it was brought up from other kind configs (clusters {', '.join(map(str, recorded.get('clusters') or []))}"

@@ -34,7 +34,7 @@ from crossnet.lifecycle import (
 )
 from crossnet.live import LiveCell
 from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Protocol, Scope, Topology, VantageKind
-from crossnet.options import Setup, add_options, load_setup, setup_mismatch
+from crossnet.options import Setup, add_options, fingerprint, load_setup, setup_mismatch
 from crossnet.profile import Profile, ProfileError
 from crossnet.providers.base import ProviderError, StateFile
 from crossnet.providers.select import choose_provider
@@ -71,6 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--provider",
         "--reuse",
         "--agent-image",
+        "--plumbing",
         "--kind-config",
         "--profile",
         "--topology",
@@ -207,7 +208,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     try:
         if config.getoption("attach"):
             run = attach(Path(config.getoption("attach")).resolve())
-            why = setup_mismatch(run.provider.state.read().get("setup"), config.stash[LOADED_KEY])
+            why = setup_mismatch(
+                run.provider.state.read().get("setup"), config.stash[LOADED_KEY], config.getoption("plumbing")
+            )
             if why:
                 raise pytest.UsageError(f"--attach {config.getoption('attach')}: {why}")
         else:
@@ -221,7 +224,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                 provider=config.stash[PROVIDER_KEY][0],
                 reuse=config.getoption("reuse"),
                 agent_image=config.getoption("agent_image"),
+                plumbing_mode=config.getoption("plumbing"),
             )
+            run.provider.state.update(setup=fingerprint(config.stash[LOADED_KEY], config.getoption("plumbing")))
     except ProviderError as exc:
         _exit(str(exc))
         return

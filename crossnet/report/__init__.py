@@ -6,7 +6,11 @@ compared (``diff_matrices``) without a live topology. The package follows the da
 
 - ``document``: the schema, its vocabulary, validation and loading (``load_matrix``), counts;
 - ``layout``: suites as grids, sorted, and the words describing a cell (shared by the renderers);
-- ``html``: ``matrix.html`` from the Jinja2 template ``templates/matrix.html.j2``;
+- ``view``: what both layouts of matrix.html share (the Jinja2 environment, run facts, legend);
+- ``html``: ``matrix.html`` from the Jinja2 template ``templates/matrix.html.j2``, every cell drawn;
+- ``blocks`` and ``html_blocks``: a run of more than a few thousand cells folded into blocks (source x
+  target, counts per verdict, details on click from JSON embedded once), ``templates/matrix-blocks.html.j2``,
+  so matrix.html stays under ~10 MB at 100,000 cells;
 - ``markdown``: ``summary.md`` for ``$GITHUB_STEP_SUMMARY``, size-bounded;
 - ``diff``: ``diff_matrices`` and ``render_diff``.
 """

@@ -6,75 +6,57 @@ with their repro commands and evidence.
 
 The markup is the Jinja2 template ``templates/matrix.html.j2``; this module only turns the matrix
 into plain values for it (a view), so every value reaches the page through the template's escaping.
+
+A run too large to draw cell by cell (``html_blocks.wanted``: over a few thousand cells, or a page
+that would pass ~8 MB) is folded into blocks instead: see ``crossnet.report.html_blocks``.
 """
 
 from __future__ import annotations
 
-import functools
-import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
-from markupsafe import Markup
-
+from crossnet.report import html_blocks
 from crossnet.report.document import (
     VERDICTS,
     count,
     counts,
     failing_verdicts,
     glyph,
-    plumbing_facts,
-    run_of,
     severity,
-    strict_flakes,
     text,
 )
 from crossnet.report.layout import (
     Grid,
-    answers,
     describe_expected,
     describe_observed,
     failures,
     flaky,
-    latency,
     row_label,
     row_of,
     rule,
     suites,
 )
+from crossnet.report.view import (
+    Tally,
+    Verdict,
+    cell_fields,
+    environment,
+    legend,
+    node_facts,
+    run_facts,
+)
+from crossnet.report.view import verdict_view as _verdict
 
 __all__ = ["render_html"]
 
 _TEMPLATE = "matrix.html.j2"
 
-_LEGEND: dict[str, str] = {
-    "pass": "expected reachable, reached (with the expected source)",
-    "isolated": "expected unreachable, was unreachable",
-    "regression": "expected reachable, was not",
-    "leak": "expected unreachable, was reachable",
-    "source-mismatch": "reached, but the target saw an unexpected source IP",
-    "flaky": "failed, then passed on the re-probe",
-    "optional": "the profile does not require it either way",
-}
+_environment = environment  # the templates' environment (tests look at it here)
 
 
 # --------------------------------------------------------------------------- the view
-
-
-@dataclass(frozen=True)
-class Verdict:
-    name: str
-    vclass: str  # the CSS class that colours it
-    glyph: str
-
-
-@dataclass(frozen=True)
-class Tally:
-    verdict: Verdict
-    n: int
-    note: str = ""  # the legend's explanation
 
 
 @dataclass(frozen=True)
@@ -146,10 +128,6 @@ class Section:
     items: list[Failure]
 
 
-def _verdict(name: str) -> Verdict:
-    return Verdict(name, f"v-{name}" if name in VERDICTS else "v-unknown", glyph(name))
-
-
 def _tooltip(cell: Mapping[str, Any]) -> str:
     lines = [
         text(cell.get("id")),
@@ -164,32 +142,12 @@ def _tooltip(cell: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _joined(cell: Mapping[str, Any], *keys: str) -> str:
-    return " ".join(text(cell.get(key)) for key in keys).strip()
+_PRE = ("repro", "evidence")  # preformatted fields of a panel
 
 
 def _panel(anchor: str, cell: Mapping[str, Any]) -> Panel:
-    fields = [
-        Field("cell", text(cell.get("id")), False),
-        Field("source", _joined(cell, "src", "src_kind", "src_ip"), False),
-        Field("target", _joined(cell, "dst", "dst_kind", "dst_addr"), False),
-        Field("protocol", text(cell.get("protocol")), False),
-        Field("expected", describe_expected(cell), False),
-        Field("observed", text(cell.get("observed")), False),
-        Field("source IP seen", text(cell.get("source_ip")), False),
-        Field("global IP", text(cell.get("global_ip")), False),
-        Field("latency", latency(cell), False),
-        Field("answers", answers(cell), False),
-        Field("re-probed", "yes" if cell.get("retried") else "", False),
-        Field("rule", text(cell.get("rule")), False),
-        Field("because", text(cell.get("because")), False),
-        Field("expected source from", text(cell.get("expected_source")), False),
-        Field("message", text(cell.get("message")), False),
-        Field("repro", text(cell.get("repro")), True),
-        Field("evidence", text(cell.get("evidence")), True),
-        Field("test", text(cell.get("nodeid")), False),
-    ]
-    return Panel(anchor, _verdict(text(cell.get("verdict"))), [f for f in fields if f.text])
+    fields = [Field(label, value, label in _PRE) for label, value in cell_fields(cell) if value]
+    return Panel(anchor, _verdict(text(cell.get("verdict"))), fields)
 
 
 def _grid(grid: Grid, anchors: Mapping[int, str]) -> GridView:
@@ -253,62 +211,15 @@ def _sections(
     return sections
 
 
-def _run_facts(matrix: Mapping[str, Any]) -> dict[str, str | None]:
-    run = run_of(matrix)
-    clusters = run.get("clusters")
-    duration = run.get("duration_s")
-    exit_status = run.get("exit_status")
-    return {
-        "provider": text(run.get("provider")),
-        "profile": text(run.get("profile")),
-        "clusters": ", ".join(text(c) for c in clusters) if isinstance(clusters, list) else text(clusters),
-        "started": text(run.get("started")),
-        "duration": f"{duration:.1f} s" if isinstance(duration, (int, float)) else text(duration),
-        "exit_status": None if exit_status is None else text(exit_status),
-        "incomplete": (
-            ("still running, or killed before it could say" if exit_status is None else f"exit status {exit_status}")
-            if run.get("complete") is False
-            else None
-        ),
-        "not_probed": text(run.get("not_probed")) if run.get("not_probed") else None,
-    }
-
-
-def _legend(matrix: Mapping[str, Any]) -> list[Tally]:
-    flaky_note = (
-        " (fails this run: strict flakes)" if strict_flakes(matrix) else " (fails the run only with --strict-flakes)"
-    )
-    return [Tally(_verdict(v), 0, _LEGEND[v] + (flaky_note if v == "flaky" else "")) for v in VERDICTS]
-
-
 # --------------------------------------------------------------------------- rendering
 
 
-def _finalize(value: object) -> Markup:
-    """Every ``{{ value }}`` of the template: None is empty, and text is escaped here with
-    ``html.escape`` (the five characters & < > " ', as markupsafe would, spelt as the page always
-    spelt them). Autoescape stays on: a value that skipped this would still be escaped."""
-    if isinstance(value, Markup):  # a macro's output, already escaped
-        return value
-    return Markup(html.escape(text(value), quote=True))
-
-
-@functools.cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("crossnet.report", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        finalize=_finalize,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
 def render_html(matrix: Mapping[str, Any]) -> str:
-    """matrix.html: one self-contained page, readable offline (no script, no external asset)."""
+    """matrix.html: one self-contained page, readable offline (no external asset). A run of up to a few
+    thousand cells shows every cell (no script); a larger one is folded into blocks (``html_blocks``)."""
     grids = suites(matrix)
+    if html_blocks.wanted(grids):
+        return html_blocks.render(matrix, grids)
     anchors: dict[int, str] = {}
     for grid in grids:
         for cell in grid.cells:
@@ -317,24 +228,16 @@ def render_html(matrix: Mapping[str, Any]) -> str:
     tally = counts(matrix)
     failing = failing_verdicts(matrix)
     return (
-        _environment()
+        environment()
         .get_template(_TEMPLATE)
         .render(
-            run=_run_facts(matrix),
+            run=run_facts(matrix),
             total=sum(tally.values()),
             failing=sum(n for v, n in tally.items() if v in failing or v not in VERDICTS),
             tally=[Tally(_verdict(v), n) for v, n in tally.items()],
-            legend=_legend(matrix),
+            legend=legend(matrix),
             grids=[_grid(grid, anchors) for grid in grids],
             sections=_sections(matrix, ordered, anchors),
-            facts=[
-                {
-                    **f,
-                    "verdict": Verdict("holds", "v-pass", glyph("pass"))
-                    if f["ok"]
-                    else Verdict("fails", "v-regression", glyph("regression")),
-                }
-                for f in plumbing_facts(matrix)
-            ],
+            facts=node_facts(matrix),
         )
     )

@@ -4,6 +4,7 @@ that describe a cell."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ __all__ = [
     "Grid",
     "Row",
     "answers",
+    "column_key",
     "column_label",
     "column_of",
     "describe_expected",
@@ -25,6 +27,7 @@ __all__ = [
     "latency",
     "natural",
     "protocol_key",
+    "row_key",
     "row_label",
     "row_of",
     "rule",
@@ -96,25 +99,21 @@ def column_of(cell: Mapping[str, Any]) -> Column:
     return (text(cell.get("dst")), text(cell.get("dst_kind")))
 
 
-def _row_key(row: Row) -> tuple[object, ...]:
+@functools.lru_cache(maxsize=8192)  # a few hundred distinct rows and columns sort tens of thousands of cells
+def row_key(row: Row) -> tuple[object, ...]:
+    """Sort key of a row: its source path (cluster/node) in natural order, then its kind."""
     return (_path_key(row[0]), _ranked(row[1], _SRC_KIND_ORDER))
 
 
-def _column_key(column: Column) -> tuple[object, ...]:
+@functools.lru_cache(maxsize=8192)
+def column_key(column: Column) -> tuple[object, ...]:
+    """Sort key of a column: its target path in natural order, then its kind."""
     return (_path_key(column[0]), _ranked(column[1], _DST_KIND_ORDER))
 
 
+@functools.lru_cache(maxsize=256)
 def protocol_key(protocol: str) -> tuple[object, ...]:
     return _ranked(protocol, _PROTOCOL_ORDER)
-
-
-def _cell_key(cell: Mapping[str, Any]) -> tuple[object, ...]:
-    return (
-        _row_key(row_of(cell)),
-        _column_key(column_of(cell)),
-        protocol_key(text(cell.get("protocol"))),
-        text(cell.get("id")),
-    )
 
 
 @dataclass(frozen=True)
@@ -136,20 +135,20 @@ def suites(matrix: Mapping[str, Any]) -> list[Grid]:
         by_suite.setdefault(text(cell.get("suite")), []).append(cell)
     grids: list[Grid] = []
     for suite in sorted(by_suite, key=lambda s: _ranked(s, _SUITE_ORDER)):
-        cells = sorted(by_suite[suite], key=_cell_key)
-        rows = sorted({row_of(c) for c in cells}, key=_row_key)
-        columns = sorted({column_of(c) for c in cells}, key=_column_key)
+        # each cell's row, column and protocol worked out once: a large run has ~100,000 cells
+        placed = [(row_of(c), column_of(c), text(c.get("protocol")), c) for c in by_suite[suite]]
+        placed.sort(key=lambda p: (row_key(p[0]), column_key(p[1]), protocol_key(p[2]), text(p[3].get("id"))))
+        rows = sorted({row for row, _, _, _ in placed}, key=row_key)
+        columns = sorted({column for _, column, _, _ in placed}, key=column_key)
         protocols: dict[Column, list[str]] = {}
         at: dict[tuple[Row, Column, str], list[Mapping[str, Any]]] = {}
-        for cell in cells:
-            column = column_of(cell)
-            protocol = text(cell.get("protocol"))
+        for row, column, protocol, cell in placed:
             if protocol not in protocols.setdefault(column, []):
                 protocols[column].append(protocol)
-            at.setdefault((row_of(cell), column, protocol), []).append(cell)
+            at.setdefault((row, column, protocol), []).append(cell)
         for column in columns:
             protocols[column].sort(key=protocol_key)
-        grids.append(Grid(suite, rows, columns, protocols, at, cells))
+        grids.append(Grid(suite, rows, columns, protocols, at, [cell for _, _, _, cell in placed]))
     return grids
 
 

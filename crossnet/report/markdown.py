@@ -1,7 +1,10 @@
 """summary.md: compact Markdown for ``$GITHUB_STEP_SUMMARY``, size-bounded.
 
 Counts, a glyph table per suite, then the failures with their repro commands. GitHub refuses step
-summaries over 1 MiB: fields are clipped, lists capped, and tables give way first, never the failures.
+summaries over 1 MiB: fields are clipped, lists capped (each ends "… and N more (see matrix.html /
+matrix.json)"), and tables give way first, never the failures. A large run (``DETAILED_MAX_CELLS``)
+also gets a table per cluster pair; a suite table too large for the summary is folded to clusters
+(``blocks.fold``) before it is left out.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from crossnet.report.blocks import DETAILED_MAX_CELLS, cluster_pairs, fold
 from crossnet.report.document import (
     VERDICTS,
     clip,
@@ -32,6 +36,7 @@ _SUMMARY_MAX_COLUMNS = 12
 _SUMMARY_MAX_GRID = 10_000  # rows x columns of one suite table before it is left out
 _SUMMARY_FIELD_CHARS = 300
 _SUMMARY_BUDGET = 768 * 1024  # bytes; tables give way first, never the failures
+_SUMMARY_MAX_PAIRS = 400  # cluster pairs in the per-cluster table (20 x 20 clusters)
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
 
@@ -60,9 +65,7 @@ def _md_table(grid: Grid) -> list[str]:
     collapse = len(columns_full) > _SUMMARY_MAX_COLUMNS
     width = len(grid.columns) if collapse else len(columns_full)
     if len(grid.rows) * width > _SUMMARY_MAX_GRID:
-        return [
-            f"_grid of {len(grid.rows)} sources \u00d7 {width} targets is too large for the summary; see matrix.html_"
-        ]
+        return _md_folded(grid, width)
     if collapse:
         header = [_md(column_label(c)) for c in grid.columns]
     else:
@@ -97,6 +100,45 @@ def _md_table(grid: Grid) -> list[str]:
             + "_"
         )
     return out
+
+
+def _md_folded(grid: Grid, width: int) -> list[str]:
+    """A suite too large for a table of its own: folded to clusters (blocks.fold), worst verdict per block."""
+    folded = fold(grid, _SUMMARY_MAX_GRID)
+    too_large = f"grid of {len(grid.rows)} sources \u00d7 {width} targets is too large for the summary"
+    if len(folded.rows) * len(folded.columns) > _SUMMARY_MAX_GRID:
+        return [f"_{too_large}; see matrix.html_"]
+    header = [_md(column_label(c)) for c in folded.columns]
+    out = [
+        "| source | " + " | ".join(header) + " |",
+        "|---|" + "|".join(":-:" for _ in header) + "|",
+    ]
+    for row in folded.rows:
+        blocks = [folded.at.get((row, column)) for column in folded.columns]
+        out.append(f"| {_md(row_label(row))} | " + " | ".join(glyph(b.worst) if b else "" for b in blocks) + " |")
+    out += ["", f"_{too_large}: each square is the worst verdict of {_md(folded.holds)}; see matrix.html_"]
+    return out
+
+
+def _md_pairs(cells: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Cells per source and target cluster, counts per verdict (a large run's overview)."""
+    sources, targets, tallies = cluster_pairs(cells)
+    out = ["### cluster pairs", ""]
+    if len(sources) * len(targets) > _SUMMARY_MAX_PAIRS:
+        return [
+            *out,
+            f"_{len(sources)} \u00d7 {len(targets)} cluster pairs, too many for the summary; see matrix.html_",
+            "",
+        ]
+    out += [
+        "| source \\ target | " + " | ".join(_md(t) for t in targets) + " |",
+        "|---|" + "|".join(":-:" for _ in targets) + "|",
+    ]
+    for source in sources:
+        tallies_of = [tallies.get((source, target), {}) for target in targets]
+        shown = [" \u00b7 ".join(f"{glyph(v)} {n}" for v, n in tally.items()) for tally in tallies_of]
+        out.append(f"| {_md(source)} | " + " | ".join(shown) + " |")
+    return [*out, "", "_cells per source and target cluster, every suite, by verdict (see the legend)_", ""]
 
 
 def _md_cell_item(cell: Mapping[str, Any]) -> str:
@@ -178,6 +220,8 @@ def render_summary(matrix: Mapping[str, Any], *, max_failures: int = SUMMARY_MAX
     failed = failures(matrix, ordered)
     flakes = flaky(matrix, ordered)
     out = _md_head(matrix, len(ordered), len(failed))
+    if len(ordered) > DETAILED_MAX_CELLS:
+        out += _md_pairs(ordered)
     tail = [f"### Failures ({len(failed)})", ""]
     tail += _md_list(failed, max_failures) if failed else ["none"]
     tail.append("")
@@ -193,6 +237,8 @@ def render_summary(matrix: Mapping[str, Any], *, max_failures: int = SUMMARY_MAX
             f"- `{clip(f['id'], 200)}`: expected {clip(f['expected'], 200)}; found {clip(f['observed'], 200)}"
             for f in broken[:max_failures]
         ]
+        if len(broken) > max_failures:
+            tail.append(f"- \u2026 and {len(broken) - max_failures} more failing facts (see matrix.html / matrix.json)")
         if not broken:
             tail.append("every fact holds")
         tail.append("")
