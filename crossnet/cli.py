@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crossnet import report
+from crossnet.bundle import load_matrix_or_bundle, register_cli, run_cli
 from crossnet.config import ConfigError, load_topology
 from crossnet.lifecycle import (
     attach,
@@ -271,7 +272,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    changes = report.diff_matrices(report.load_matrix(Path(args.old)), report.load_matrix(Path(args.new)))
+    changes = report.diff_matrices(load_matrix_or_bundle(Path(args.old)), load_matrix_or_bundle(Path(args.new)))
     print(report.render_diff(changes))
     return 1 if changes and args.exit_code else 0
 
@@ -372,7 +373,9 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render matrix.html and summary.md from a saved matrix.json")
     rep.add_argument("matrix", help="path to matrix.json")
     rep.add_argument("--out", help="output directory (default: beside matrix.json)")
-    diff = sub.add_parser("diff", help="list cells whose verdict changed between two matrix.json files")
+    diff = sub.add_parser(
+        "diff", help="list cells whose verdict changed between two matrix.json files or results bundles"
+    )
     diff.add_argument("old")
     diff.add_argument("new")
     diff.add_argument("--exit-code", action="store_true", help="exit 1 when any verdict changed")
@@ -385,6 +388,7 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--clusters", type=positive_count, default=4)
     scale.add_argument("--nodes", type=positive_count, default=8, help="nodes per cluster: 1 control-plane + workers")
     scale.add_argument("--out", required=True, help="a new or empty directory")
+    register_cli(sub)
     return parser
 
 
@@ -399,6 +403,7 @@ COMMANDS = {
     "bench": _cmd_bench,
     "verify": _cmd_verify,
     "scale-configs": _cmd_scale_configs,
+    "bundle": run_cli,
 }
 
 

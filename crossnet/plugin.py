@@ -58,6 +58,7 @@ STARTED_KEY = pytest.StashKey[float]()
 BATCH_KEY = pytest.StashKey[dict[str, dict[str, Judgement]]]()
 RUNNER_KEY = pytest.StashKey[SuiteRunner]()
 EVIDENCE_KEY = pytest.StashKey[dict[str, str]]()
+pytest_plugins = ["crossnet.bundle.hooks"]  # the results bundle: vendor options, raw observations, the .tar.gz
 
 
 class ProbeInfrastructureError(Exception):

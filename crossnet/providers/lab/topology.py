@@ -20,6 +20,15 @@ from crossnet.model import (
     Topology,
 )
 from crossnet.providers.base import SAFE_NAME, ProviderError
+from crossnet.providers.lab.neighbours import (
+    MAC_BRIDGE,
+    MAC_NODE,
+    MAC_POD,
+    MAC_POD_GATEWAY,
+    UNDERLAY_GATEWAY,
+    mac_for,
+    underlay_neighbours,
+)
 from crossnet.workloads import (
     AGENT_POD,
     ECHO_NODE_PORT,
@@ -48,7 +57,6 @@ __all__ = [
 UNDERLAY_NETNS = "underlay"
 LIGHTHOUSE_POD = "lighthouse"
 UNDERLAY_CIDR = ipaddress.IPv4Network("172.19.0.0/16")
-UNDERLAY_GATEWAY = "172.19.0.1"
 NODE_PREFIX = 24
 DNS_PORT = 53
 
@@ -344,17 +352,6 @@ WAIT_LINKS_UP = (
 )
 
 
-# MACs derive from IPs so every neighbour entry is written in advance, permanent: Linux counts the
-# ARP entries of ALL namespaces against one host-wide limit (gc_thresh3, 1024), which 4 clusters x
-# 8 nodes exceed (ENOBUFS, "neighbor table overflow!"); permanent entries are exempt (Linux >= 5.0).
-MAC_BRIDGE, MAC_NODE, MAC_POD, MAC_POD_GATEWAY = "02:c0", "02:c1", "02:c2", "02:c3"
-
-
-def mac_for(kind: str, ip: str) -> str:
-    """A locally administered MAC: a 2-byte kind prefix and the 4 bytes of the IP."""
-    return kind + "".join(f":{octet:02x}" for octet in ipaddress.IPv4Address(ip).packed)
-
-
 def link_batch(plan: LabPlan) -> str:
     """One `ip -batch` for every namespace and veth pair (one process instead of hundreds)."""
     lines = [f"netns add {UNDERLAY_NETNS}"]
@@ -374,23 +371,12 @@ def link_batch(plan: LabPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _underlay_neighbours(plan: LabPlan, dev: str, except_ip: str = "") -> list[str]:
-    """Permanent neighbour entries for every node (and the underlay gateway) on the underlay."""
-    lines = [
-        f"neigh replace {node.ip} lladdr {mac_for(MAC_NODE, node.ip)} dev {dev} nud permanent"
-        for node in plan.nodes
-        if node.ip != except_ip
-    ]
-    if except_ip:
-        lines.append(
-            f"neigh replace {UNDERLAY_GATEWAY} lladdr {mac_for(MAC_BRIDGE, UNDERLAY_GATEWAY)} dev {dev} nud permanent"
-        )
-    return lines
-
-
 def _script(sysctls: tuple[str, ...], batch: list[str], iptables: str = "") -> str:
     assignments = " ".join(f"'{s}'" for s in sysctls)
-    parts = [f"sysctl -qw {assignments}", "ip -batch - <<'CROSSNET_EOF'", *batch, "CROSSNET_EOF"]
+    # ICMP errors unthrottled (per namespace on Linux >= 6.x; older kernels lack the keys here):
+    # a burst of probes to unrouted addresses gets "unreachable" back for each, not a timeout.
+    icmp = "sysctl -qw net.ipv4.icmp_msgs_per_sec=1000000 net.ipv4.icmp_msgs_burst=1000000 2>/dev/null || true"
+    parts = [f"sysctl -qw {assignments}", icmp, "ip -batch - <<'CROSSNET_EOF'", *batch, "CROSSNET_EOF"]
     if iptables:
         parts += ["iptables-restore -w 5 <<'CROSSNET_EOF'", iptables.rstrip("\n"), "CROSSNET_EOF"]
     return "set -e\n" + "\n".join(parts) + "\n"
@@ -405,10 +391,17 @@ def underlay_script(plan: LabPlan) -> str:
     ]
     for node in plan.nodes:
         batch += [f"link set dev {node.underlay_if} master br0", f"link set dev {node.underlay_if} up"]
-    batch += _underlay_neighbours(plan, "br0")
+    batch += underlay_neighbours(plan, "br0")
     # The gateway forwards nothing beyond the underlay: unrouted lab traffic gets "network
-    # unreachable" back at once instead of vanishing into a timeout.
-    return _script(("net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"), batch)
+    # unreachable" back at once instead of vanishing into a timeout. A REJECT on a default route
+    # into a dead-end veth pair, not a missing route: Linux answers a missing route at most 5
+    # times per sender, then once a second (net.ipv4.route.error_burst/error_cost, host-wide),
+    # which turned concurrent probes of an unrouted address into timeouts.
+    batch += ["link add name edge0 type veth peer name edge1", "link set dev edge1 up", "link set dev edge0 up"]
+    batch.append("route add default dev edge0")
+    reject = "-A FORWARD -o edge0 -j REJECT --reject-with icmp-net-unreachable"
+    reject = f"*filter\n:FORWARD ACCEPT [0:0]\n{reject}\nCOMMIT\n"
+    return _script(("net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"), batch, reject)
 
 
 def pod_script(node: LabNode, pod: LabPod) -> str:
@@ -430,7 +423,7 @@ def node_script(plan: LabPlan, cluster: LabCluster, node: LabNode) -> str:
         f"addr add {node.ip}/{UNDERLAY_CIDR.prefixlen} dev eth0",
         "link set dev eth0 up",
         f"route add default via {UNDERLAY_GATEWAY} dev eth0",
-        *_underlay_neighbours(plan, "eth0", except_ip=node.ip),
+        *underlay_neighbours(plan, "eth0", except_ip=node.ip),
     ]
     for pod in node.pods:
         batch += [
