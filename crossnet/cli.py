@@ -34,6 +34,7 @@ from crossnet.lifecycle import (
 from crossnet.options import add_options, fingerprint, load_setup, positive_count, positive_seconds
 from crossnet.profile import ProfileError
 from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
+from crossnet.providers.existing import cli as existing_cli
 from crossnet.providers.select import attach_provider, choose_provider
 from crossnet.providers.statedir import owner_of, same_process
 
@@ -71,6 +72,12 @@ def _find_state_dir(explicit: str | None) -> Path:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    if args.provider == "existing":
+        raise CliError(
+            "crossnet up brings up clusters crossnet makes (lab, kind); clusters somebody else built are "
+            "probed in place: crossnet preflight --context NAME=CONTEXT ..., then pytest suites/ --provider "
+            "existing --context NAME=CONTEXT ... --plumbing none"
+        )
     setup = load_setup(args.topology, args.kind_config, args.profile)
     topology, profile = setup.topology, setup.profile
     run_id = new_run_id()
@@ -102,6 +109,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
+    if getattr(args, "context", None) or getattr(args, "clusterset", None):  # existing clusters: by label
+        return existing_cli.cmd_down(args)
     dirs = (
         (sorted(p for p in _runs_dir().iterdir() if owner_of(p) is not None) if _runs_dir().is_dir() else [])
         if args.all
@@ -353,6 +362,7 @@ def _parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="tear a run down: restore Corefiles, remove routes, end the topology")
     down.add_argument("--state-dir", help="the run to end (default: the only one under .crossnet/)")
     down.add_argument("--all", action="store_true", help="end every run under .crossnet/")
+    existing_cli.add_down_arguments(down)
     status = sub.add_parser("status", help="show a run's clusters, nodes, pods, services and plumbing")
     status.add_argument("--state-dir")
     status.add_argument("--json", action="store_true", help="print the state file")
@@ -389,6 +399,7 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--nodes", type=positive_count, default=8, help="nodes per cluster: 1 control-plane + workers")
     scale.add_argument("--out", required=True, help="a new or empty directory")
     register_cli(sub)
+    existing_cli.register_cli(sub)
     return parser
 
 
@@ -405,6 +416,7 @@ COMMANDS = {
     "scale-configs": _cmd_scale_configs,
     "bundle": run_cli,
 }
+COMMANDS.update(existing_cli.COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

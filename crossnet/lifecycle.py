@@ -92,11 +92,16 @@ def bring_up(
     reuse: bool = False,
     agent_image: str | None = None,
     plumbing_mode: str = "inject",
+    existing: Any = None,
 ) -> Run:
     """Bring up `topology` on the named provider, with the plumbing of the profile (`plumbing_mode`
     "none": with nothing joined -- the clusters are left as they come up)."""
     settings = ProviderSettings(
-        detached=detached, reuse=reuse, agent_image=agent_image, global_cidr=plumbing.global_cidr if plumbing else None
+        detached=detached,
+        reuse=reuse,
+        agent_image=agent_image,
+        global_cidr=plumbing.global_cidr if plumbing else None,
+        existing=existing,  # --provider existing: the controller's discovery
     )
     made = make_provider(provider, state_dir, run_id, settings)
     return bring_up_with(made, topology, run_id, plumbing, progress, plumbing_mode)

@@ -20,6 +20,7 @@ from crossnet.cells import cell_facts
 from crossnet.config import TOPOLOGIES, load_topology, resolve_setup
 from crossnet.model import Cell, Topology
 from crossnet.profile import Profile, ProfileError, load_profile
+from crossnet.providers.existing.flags import OPTION_SPECS as EXISTING_OPTION_SPECS
 from crossnet.providers.select import PROVIDER_NAMES
 from crossnet.resources import KIND_CONFIGS
 from crossnet.suites import build_cells
@@ -32,8 +33,24 @@ __all__ = [
     "load_setup",
     "positive_count",
     "positive_seconds",
+    "reports_dir_problem",
+    "setup_from",
     "setup_mismatch",
 ]
+
+
+def reports_dir_problem(reports_dir: Path) -> str | None:
+    """Create --reports (and its parents); what is wrong with it and the fix, or None."""
+    try:
+        reports_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return (
+            f"--reports {reports_dir}: is a file, not a directory; pass a directory "
+            "for junit.xml, matrix.html and the other reports"
+        )
+    except OSError as exc:
+        return f"--reports {reports_dir}: cannot be created ({exc.strerror}); pass a directory you can write"
+    return None
 
 
 def positive_seconds(text: str) -> float:
@@ -136,6 +153,9 @@ OPTIONS: dict[str, Option] = {
     )
 }
 
+# Existing clusters (--provider existing): --kubeconfig, --context, --clusterset, --nodes, --host-vantage, ...
+OPTIONS.update({flag: Option(flag, dict(attrs)) for flag, attrs in EXISTING_OPTION_SPECS.items()})
+
 
 class _Adds(Protocol):
     def __call__(self, *flags: str, **attrs: Any) -> Any: ...
@@ -165,6 +185,12 @@ def load_setup(topology: str | None, kind_configs: Sequence[str] | None, profile
     paths, profile_name = resolve_setup(KIND_CONFIGS, topology, kind_configs, profile)
     loaded = load_profile(profile_name)
     topo = load_topology(paths, allow_overlap=loaded.globalnet, global_cidr=loaded.plumbing.global_cidr)
+    return setup_from(topo, loaded)
+
+
+def setup_from(topo: Topology, loaded: Profile) -> Setup:
+    """The cells of a topology (from kind configs, or discovered) under a profile; a rule that
+    matches none of them is a ProfileError."""
     cells = build_cells(topo, loaded)
     unused = loaded.unused_rules(cell_facts(c) for c in cells)
     if unused:

@@ -18,7 +18,7 @@ from typing import Any, get_args
 
 import pytest
 
-from crossnet import report
+from crossnet import existing_mode, report
 from crossnet.config import ConfigError
 from crossnet.evidence import collect_evidence, path_ends
 from crossnet.judge import counts_by_expectation, outcome
@@ -34,7 +34,7 @@ from crossnet.lifecycle import (
 )
 from crossnet.live import LiveCell
 from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Protocol, Scope, Topology, VantageKind
-from crossnet.options import Setup, add_options, fingerprint, load_setup, setup_mismatch
+from crossnet.options import Setup, add_options, fingerprint, load_setup, reports_dir_problem, setup_mismatch
 from crossnet.profile import Profile, ProfileError
 from crossnet.providers.base import ProviderError, StateFile
 from crossnet.providers.select import choose_provider
@@ -73,6 +73,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--reuse",
         "--agent-image",
         "--plumbing",
+        *existing_mode.FLAGS,
         "--kind-config",
         "--profile",
         "--topology",
@@ -134,7 +135,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _runs_suites(config):
         return
     try:
-        setup = load_setup(config.getoption("topology"), config.getoption("kind_config"), config.getoption("profile"))
+        setup = existing_mode.load(config) or load_setup(
+            config.getoption("topology"), config.getoption("kind_config"), config.getoption("profile")
+        )
     except (ConfigError, ProfileError) as exc:
         raise pytest.UsageError(str(exc)) from None
     topology, profile, cells = setup.topology, setup.profile, setup.cells
@@ -151,17 +154,9 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
     reports_dir = Path(config.getoption("reports"))
     if _is_controller(config) and not config.option.collectonly:  # listing the matrix writes no report
-        try:
-            reports_dir.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise pytest.UsageError(
-                f"--reports {reports_dir}: is a file, not a directory; pass a directory "
-                "for junit.xml, matrix.html and the other reports"
-            ) from None
-        except OSError as exc:
-            raise pytest.UsageError(
-                f"--reports {reports_dir}: cannot be created ({exc.strerror}); pass a directory you can write"
-            ) from None
+        why = reports_dir_problem(reports_dir)
+        if why:
+            raise pytest.UsageError(why)
         sigterm_as_interrupt()  # SIGTERM tears down and marks the reports interrupted, like Ctrl-C
         config.stash[CELLS_KEY], config.stash[FACTS_KEY] = [], []
         config.stash[COLLECTOR_KEY] = _CellCollector(config.stash[CELLS_KEY], config.stash[FACTS_KEY])
@@ -191,6 +186,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         f"crossnet profile: {profile.name} ({profile.source_file})",
         f"crossnet cells: {len(cells)} (expected reachable {counts['yes']}, isolated {counts['no']}, "
         f"optional {counts['optional']}); probe timeout {config.getoption('probe_timeout')}s",
+        *existing_mode.header(config),
     ]
 
 
@@ -226,6 +222,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                 reuse=config.getoption("reuse"),
                 agent_image=config.getoption("agent_image"),
                 plumbing_mode=config.getoption("plumbing"),
+                existing=existing_mode.discovery_of(config),
             )
             run.provider.state.update(setup=fingerprint(config.stash[LOADED_KEY], config.getoption("plumbing")))
     except ProviderError as exc:
@@ -296,10 +293,11 @@ def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, J
             runner = config.stash[RUNNER_KEY] = SuiteRunner(
                 run.cluster_set, run.provider.agent_client, float(config.getoption("probe_timeout"))
             )
+        provider = current_run(config).provider
         cells = [
             cell
             for cell in (_cell_of(item) for item in request.session.items)
-            if cell is not None and cell.suite == suite
+            if cell is not None and cell.suite == suite and not existing_mode.refused(provider, cell)
         ]
         cache[suite] = runner.judge_cells(cells)
     return cache[suite]
@@ -315,6 +313,7 @@ def judge_cell(request: pytest.FixtureRequest) -> JudgeCell:
     pytest *error* raised here, in setup: never a network verdict."""
     cell = _cell_of(request.node)
     if cell is not None:
+        existing_mode.skip_refused_vantage(current_run(request.config).provider, cell)
         judgement = _suite_judgements(request, cell.suite)[cell.id]
         obs = judgement.observation
         if obs.error in INFRASTRUCTURE_ERRORS:

@@ -30,7 +30,10 @@ MATCH_KEYS: dict[str, frozenset[str] | None] = {
 }
 REACHABLE = {"yes": "yes", "no": "no", "optional": "optional", True: "yes", False: "no"}
 SOURCES = frozenset({"preserved", "node-ip", "global-egress", "any"})
-PROFILE_KEYS = frozenset({"name", "description", "globalnet", "plumbing", "defaults", "rules"})
+PROFILE_KEYS = frozenset({"name", "description", "globalnet", "plumbing", "defaults", "rules", "requires"})
+# `requires:` pins the setup a profile was written for (checked against what discovery finds on existing
+# clusters, crossnet.providers.existing): each key takes a value or a list of accepted values.
+REQUIRES_KEYS = frozenset({"cni", "kube_proxy", "multicluster"})
 PLUMBING_KEYS = frozenset({"service_routes", "masquerade_to_peer_pods", "rp_filter", "global_cidr"})
 MAX_LISTED_PROBLEMS = 50  # an error lists this many problems, then counts the rest
 RULE_KEYS = frozenset({"match", "expect", "because"})
@@ -77,6 +80,7 @@ class Profile:
     defaults: Rule
     rules: tuple[Rule, ...]
     source_file: str
+    requires: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (key, accepted values), from `requires:`
 
     def decide(self, facts: Mapping[str, str]) -> Expectation:
         for rule in self.rules:
@@ -196,6 +200,7 @@ def load_profile(name_or_path: str) -> Profile:
         plumbing = replace(plumbing, global_cidr=DEFAULT_GLOBAL_CIDR)
     if plumbing.global_cidr and not doc.get("globalnet"):
         problems.append("plumbing: global_cidr is set but the profile does not declare 'globalnet: true'")
+    requires = _requires(doc.get("requires") or {}, problems)
     defaults_raw = doc.get("defaults") or {}
     if not isinstance(defaults_raw, dict):
         problems.append("defaults: must be a mapping (reachable, source, because)")
@@ -232,4 +237,23 @@ def load_profile(name_or_path: str) -> Profile:
         defaults=defaults,
         rules=tuple(rules),
         source_file=str(path),
+        requires=requires,
     )
+
+
+def _requires(raw: Any, problems: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`requires: {cni: calico, kube_proxy: [iptables, nftables], multicluster: none}`."""
+    if not isinstance(raw, dict):
+        problems.append("requires: must be a mapping of " + ", ".join(sorted(REQUIRES_KEYS)))
+        return ()
+    found = []
+    for key, value in raw.items():
+        if not _known(key, REQUIRES_KEYS):
+            problems.append(f"requires: unknown key {cut(key)}; known: {', '.join(sorted(REQUIRES_KEYS))}")
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str) and v and len(v) <= 63 for v in values):
+            problems.append(f"requires: {key} is {cut(value)}; give a name or a list of names (e.g. calico)")
+            continue
+        found.append((str(key), tuple(values)))
+    return tuple(sorted(found))

@@ -72,18 +72,26 @@ def test_teardown_deletes_the_namespace_this_run_made(tmp_path: Path, capsys: py
 class FakeResponse:
     def __init__(self, payload: dict[str, Any]) -> None:
         self.data = json.dumps(payload).encode()
+        self.status, self.reason = 200, "OK"
+
+    def read(self) -> bytes:
+        return self.data
 
 
 class FakeApiClient:
-    """What ApiKubeCluster reads an existing object through: `call_api` GET."""
+    """What ApiKubeCluster reads an existing object through, shaped like the installed kubernetes
+    client (>= 35): `param_serialize` then `call_api(method, url, ...)`, a response with a status."""
 
     def __init__(self, labels: dict[str, str]) -> None:
         self.labels = labels
         self.paths: list[str] = []
 
-    def call_api(self, path: str, method: str, **_kwargs: Any) -> tuple[FakeResponse, int, dict[str, str]]:
-        self.paths.append(f"{method} {path}")
-        return FakeResponse({"metadata": {"name": path.rsplit("/", 1)[1], "labels": self.labels}}), 200, {}
+    def param_serialize(self, method: str, resource_path: str, **_kwargs: Any) -> tuple[str, str, dict[str, str]]:
+        return method, resource_path, {}
+
+    def call_api(self, method: str, url: str, header_params: Any = None, **_kwargs: Any) -> FakeResponse:
+        self.paths.append(f"{method} {url}")
+        return FakeResponse({"metadata": {"name": url.rsplit("/", 1)[1], "labels": self.labels}})
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ LAYERS: list[tuple[str, ...]] = [  # lowest first; a module may import its own l
     ("crossnet.cells", "crossnet.builders", "crossnet.suites", "crossnet.live", "crossnet.judge"),
     ("crossnet.providers", "crossnet.runner"),
     ("crossnet.lifecycle", "crossnet.facts", "crossnet.evidence", "crossnet.report"),
-    ("crossnet.options", "crossnet.plugin", "crossnet.cli", "crossnet.bench", "crossnet.bundle"),
+    ("crossnet.options", "crossnet.plugin", "crossnet.cli", "crossnet.bench", "crossnet.bundle",
+     "crossnet.existing_mode"),
 ]
 
 

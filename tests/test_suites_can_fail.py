@@ -57,7 +57,8 @@ def test_removed_route_fails_exactly_the_cells_behind_it(lab: Path, tmp_path: Pa
     tcp = failures["pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp"]
     assert "cluster-1/worker pod 10.10.1.2 -> cluster-2 pod cluster-2/worker2 10.20.2.2:8080/tcp" in tcp
     assert "expected reachable (flat-routed#defaults)" in tcp
-    assert f"repro: crossnet exec --state-dir {lab} cluster-1/worker/agent -- crossnet-agent probe tcp 10.20.2.2 8080" in tcp
+    repro = f"repro: crossnet exec --state-dir {lab} cluster-1/worker/agent -- crossnet-agent probe tcp 10.20.2.2 8080"
+    assert repro in tcp
     # The evidence comes from both ends of the path, in JUnit's system-out and in the matrix.
     evidence = next(c for c in cells if c["id"] == "pod:cluster-1/worker->cluster-2/worker2:pod-ip:tcp")["evidence"]
     for needle in ("=== cluster-1/worker: ip route ===", "=== cluster-2/worker2: ip route ===",

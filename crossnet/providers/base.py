@@ -119,7 +119,7 @@ def state_problems(data: Any) -> list[str]:
             problems.append(what)
 
     check(data.get("schema") == STATE_SCHEMA, f"schema is {str(data.get('schema'))[:40]!r}, not {STATE_SCHEMA!r}")
-    check(data.get("provider") in ("lab", "kind", "fake"), "provider is not 'lab' or 'kind'")
+    check(data.get("provider") in ("lab", "kind", "existing", "fake"), "provider is not 'lab', 'kind' or 'existing'")
     check(isinstance(data.get("run_id"), str) and bool(RUN_ID.match(data["run_id"])), "run_id is missing or unsafe")
     for key in ("sandbox_pid", "owner_pid"):
         value = data.get(key)

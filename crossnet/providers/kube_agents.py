@@ -9,7 +9,10 @@ every agent is ready, what the ClusterSet reports of them, and `KubeAgentClient`
 through the API server's pod proxy with the run's token on every request.
 
 The caller says which nodes (`AgentNode`: the topology's short name and the Kubernetes node
-name), the namespace, the labels, the image and the token.
+name), the namespace, the labels, the image and the token; `AgentPodOptions` what differs from
+kind's defaults on clusters crossnet did not make (no host vantage, a NodePort the API server
+allocates, pull secrets, tolerations, a node selector, pods that meet the PSA "restricted" level,
+namespace labels and annotations, a namespace that already exists).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ __all__ = [
     "TOKEN_SECRET",
     "VANTAGES",
     "AgentNode",
+    "AgentPodOptions",
     "KubeAgentClient",
     "agent_client",
     "agent_command",
@@ -86,6 +90,27 @@ class AgentNode:
 
     short: str
     node_name: str
+
+
+@dataclass(frozen=True)
+class AgentPodOptions:
+    """How the agents differ from kind's defaults (the defaults reproduce kind's manifests)."""
+
+    host_vantage: bool = True  # also a hostNetwork pod `host-<node>` per node
+    node_port: int | None = ECHO_NODE_PORT  # the echo Service's NodePort; None: the API server allocates one
+    image_pull_secrets: tuple[str, ...] = ()
+    tolerations: tuple[dict[str, str], ...] | None = None  # None: tolerate every taint (an agent on every node)
+    node_selector: tuple[tuple[str, str], ...] = ()
+    # The pod vantage meets Pod Security "restricted": non-root, no capability at all, ICMP through
+    # unprivileged ping sockets (the namespaced, PSA-safe sysctl net.ipv4.ping_group_range).
+    restricted: bool = False
+    # The namespace's labels beyond the run's (e.g. pod-security.kubernetes.io/enforce) and annotations (a TTL).
+    namespace_labels: tuple[tuple[str, str], ...] = ()
+    namespace_annotations: tuple[tuple[str, str], ...] = ()
+    create_namespace: bool = True  # False: the namespace exists already (it is not in the manifests)
+
+
+RESTRICTED_UID = 65534  # nobody
 
 
 def run_labels(run_id: str) -> dict[str, str]:
@@ -135,9 +160,17 @@ def agent_client(kube_of: Callable[[str], KubeCluster], namespace: str, agent: s
 
 
 def agent_pod(
-    cluster: str, node: AgentNode, vantage: str, *, namespace: str, image: str, labels: Mapping[str, str]
+    cluster: str,
+    node: AgentNode,
+    vantage: str,
+    *,
+    namespace: str,
+    image: str,
+    labels: Mapping[str, str],
+    options: AgentPodOptions | None = None,
 ) -> dict[str, Any]:
     """The agent pod of `vantage` ("pod" or "host") pinned to `node`."""
+    options = options or AgentPodOptions()
     spec: dict[str, Any] = {
         "nodeName": node.node_name,
         "tolerations": [{"operator": "Exists"}],  # control-plane taint: an agent on every node
@@ -185,6 +218,7 @@ def agent_pod(
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
         ],
     }
+    _apply_options(spec, vantage, options)
     pod_labels = dict(labels)
     if vantage == "pod":
         spec.update(hostname=pod_hostname(node.short), subdomain=HEADLESS_SERVICE)
@@ -198,6 +232,32 @@ def agent_pod(
         "metadata": {"name": agent_pod_name(vantage, node.short), "namespace": namespace, "labels": pod_labels},
         "spec": spec,
     }
+
+
+def _apply_options(spec: dict[str, Any], vantage: str, options: AgentPodOptions) -> None:
+    """Pull secrets, tolerations, node selector and, for a restricted pod vantage, the
+    securityContext of PSA "restricted" (the token readable through the pod's fsGroup)."""
+    if options.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in options.image_pull_secrets]
+    if options.tolerations is not None:
+        spec["tolerations"] = [dict(t) for t in options.tolerations]
+    if options.node_selector:
+        spec["nodeSelector"] = dict(options.node_selector)
+    if vantage != "pod" or not options.restricted:
+        return
+    spec["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": RESTRICTED_UID,
+        "runAsGroup": RESTRICTED_UID,
+        "fsGroup": RESTRICTED_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "sysctls": [{"name": "net.ipv4.ping_group_range", "value": f"0 {2**31 - 1}"}],
+    }
+    container = spec["containers"][0]
+    container["securityContext"]["capabilities"] = {"drop": ["ALL"]}
+    for volume in spec["volumes"]:
+        if "secret" in volume:
+            volume["secret"]["defaultMode"] = 0o440
 
 
 def external_names(topology: Topology, cluster: str, namespace: str) -> list[tuple[str, str]]:
@@ -219,13 +279,18 @@ def agent_manifests(
     token: str,
     archive: bytes,
     external: Sequence[tuple[str, str]] = (),
+    options: AgentPodOptions | None = None,
 ) -> list[dict[str, Any]]:
     """Everything one cluster gets, in the order it is applied: the Namespace, the token Secret,
-    the zipapp ConfigMap, both agent pods of every node, the echo Services and the ExternalName
-    Services `external` names ((name, externalName) pairs)."""
+    the zipapp ConfigMap, both agent pods of every node (the host one unless `options` leave it
+    out), the echo Services and the ExternalName Services `external` names ((name, externalName) pairs)."""
+    options = options or AgentPodOptions()
     ns, labels = namespace, dict(labels)
+    namespace_meta: dict[str, Any] = {"name": ns, "labels": {**labels, **dict(options.namespace_labels)}}
+    if options.namespace_annotations:
+        namespace_meta["annotations"] = dict(options.namespace_annotations)
     manifests: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": namespace_meta},
         {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -235,9 +300,13 @@ def agent_manifests(
         },
         configmap_binary(AGENT_CONFIGMAP, ns, AGENT_ARCHIVE, archive, labels),
     ]
+    if not options.create_namespace:
+        manifests.pop(0)
     for node in nodes:
-        for vantage in VANTAGES:
-            manifests.append(agent_pod(cluster, node, vantage, namespace=ns, image=image, labels=labels))
+        for vantage in VANTAGES if options.host_vantage else ("pod",):
+            manifests.append(
+                agent_pod(cluster, node, vantage, namespace=ns, image=image, labels=labels, options=options)
+            )
     ports = [{"name": p, "protocol": p.upper(), "port": AGENT_PORT, "targetPort": AGENT_PORT} for p in ("tcp", "udp")]
     manifests.append(
         {
@@ -247,7 +316,7 @@ def agent_manifests(
             "spec": {
                 "type": "NodePort",
                 "selector": {"app": AGENT_APP},
-                "ports": [{**p, "nodePort": ECHO_NODE_PORT} for p in ports],
+                "ports": [p if options.node_port is None else {**p, "nodePort": options.node_port} for p in ports],
             },
         }
     )
@@ -324,6 +393,7 @@ def deploy_agents(
     token: str,
     external: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     timeout: float = READY_TIMEOUT,
+    options: AgentPodOptions | None = None,
 ) -> None:
     """Build the agent zipapp, apply every cluster's manifests (`nodes` says which clusters and
     nodes; `external` each cluster's ExternalName Services) in parallel, and wait for the agents."""
@@ -338,6 +408,7 @@ def deploy_agents(
             token=token,
             archive=archive,
             external=(external or {}).get(cluster, ()),
+            options=options,
         )
         for cluster, cluster_nodes in nodes.items()
     }

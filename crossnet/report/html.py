@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from crossnet.report import html_blocks
+import crossnet.report.html_blocks as html_blocks
 from crossnet.report.document import (
     VERDICTS,
     count,

@@ -25,6 +25,7 @@ __all__ = [
     "KubeNode",
     "KubePod",
     "KubeService",
+    "call_raw",
     "configmap_binary",
     "conflict_error",
     "describe",
@@ -64,6 +65,35 @@ def conflict_error(cluster: str, manifest: dict[str, Any], existing: dict[str, s
         f"{RUN_LABEL}={run_id}); crossnet does not adopt objects it did not make: delete it if it is a leftover "
         f"(`kubectl --context kind-{cluster} delete {kind.lower()}{where} {meta['name']}`) or run with another run id"
     )
+
+
+def call_raw(
+    api: Any, method: str, path: str, headers: dict[str, str], body: Any = None, timeout: float | None = None
+) -> tuple[int, str, Any]:
+    """One raw request through a kubernetes ApiClient: (status, reason, body bytes). Both client
+    generations: >= 35 serializes first and never raises on a status; older ones take the path
+    and raise ApiException on an error status (returned here as its status instead)."""
+    if hasattr(api, "param_serialize"):
+        serialized = api.param_serialize(method, path, header_params=headers, body=body, auth_settings=["BearerToken"])
+        response = api.call_api(*serialized, _request_timeout=timeout)
+        response.read()
+        return int(response.status), str(response.reason or ""), response.data
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        response = api.call_api(
+            path,
+            method,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+    except ApiException as exc:
+        return int(exc.status or 0), str(exc.reason or ""), exc.body
+    response = response[0] if isinstance(response, tuple) else response
+    return int(response.status), str(getattr(response, "reason", "") or ""), response.data
 
 
 @dataclass(frozen=True)
@@ -260,16 +290,14 @@ class ApiKubeCluster:
         plural = _PLURALS.get(kind, kind.lower() + "s")
         where = f"/namespaces/{meta['namespace']}" if meta.get("namespace") else ""
         path = f"{base}{where}/{plural}/{meta['name']}"
-        response = self._call(
-            f"read {describe(manifest)}",
-            self._api.call_api,
-            path,
-            "GET",
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-        )
-        raw = response[0].data if isinstance(response, tuple) else response.data
+        try:
+            status, reason, raw = call_raw(
+                self._api, "GET", path, {"Accept": "application/json"}, None, REQUEST_TIMEOUT
+            )
+        except OSError as exc:
+            raise ProviderError(f"{self.name}: read {describe(manifest)}: API server unreachable ({exc})") from None
+        if status >= 400:
+            raise ProviderError(f"{self.name}: read {describe(manifest)}: {status} {reason}")
         labels: dict[str, str] = (json.loads(raw).get("metadata") or {}).get("labels") or {}
         return labels
 
@@ -304,16 +332,16 @@ class ApiKubeCluster:
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         # The generated POST proxy method takes no body: call_api directly (kubernetes-client #2158).
-        response = self._api.call_api(
-            f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}",
+        status, reason, raw = call_raw(
+            self._api,
             "POST",
-            header_params={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=timeout,
+            f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}",
+            {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
+            body,
+            timeout,
         )
-        raw = response[0].data if isinstance(response, tuple) else response.data
+        if status >= 400:
+            raise ProviderError(f"{self.name}: POST {path} on pod {pod}: {status} {reason}")
         data: dict[str, Any] = json.loads(raw)
         return data
 

@@ -1,0 +1,96 @@
+"""`pytest suites/ --provider existing`: the pytest plugin's part for clusters somebody else built.
+
+The controller discovers the clusters once (read-only) and builds the cells from what it found
+instead of kind configs; the provider records that discovery in the state file, so xdist workers
+and `--attach` build the very same cells from it. crossnet changes nothing outside its own
+namespace there: the only plumbing mode is "none". Cells of host vantages a cluster refused
+(Pod Security Admission, admission webhooks, no --host-vantage) are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crossnet.config import ConfigError, resolve_setup
+from crossnet.model import Cell
+from crossnet.options import Setup, setup_from
+from crossnet.profile import ProfileError, load_profile
+from crossnet.providers.base import InputError, ProviderError, StateFile
+from crossnet.providers.existing.flags import OPTION_SPECS
+from crossnet.providers.existing.session import Discovery, discover, recorded_topology
+from crossnet.providers.existing.settings import option_values, settings_from_options
+from crossnet.resources import KIND_CONFIGS
+
+__all__ = ["EXISTING", "FLAGS", "discovery_of", "header", "load", "refused", "skip_refused_vantage"]
+
+EXISTING = "existing"
+FLAGS = tuple(OPTION_SPECS)  # --kubeconfig, --context, --clusterset, --nodes, --host-vantage, ...
+DISCOVERY_KEY = pytest.StashKey[Discovery]()
+
+
+def _recorded_state_dir(config: pytest.Config) -> Path | None:
+    """The state directory this session reads instead of bringing a run up (a worker, --attach)."""
+    if hasattr(config, "workerinput"):
+        return Path(config.workerinput["crossnet_state_dir"])
+    attach = config.getoption("attach")
+    return Path(attach) if attach else None
+
+
+def _recorded_provider(state_dir: Path) -> str:
+    try:
+        return str(StateFile(state_dir).read().get("provider"))
+    except (InputError, ProviderError):
+        return ""  # the session's own attach reports a broken state file with its fix
+
+
+def load(config: pytest.Config) -> Setup | None:
+    """The setup of an existing-cluster session, or None when this session is another provider's."""
+    recorded = _recorded_state_dir(config)
+    if recorded is not None and _recorded_provider(recorded) != EXISTING:
+        return None
+    if recorded is None and config.getoption("provider") != EXISTING:
+        return None
+    if config.getoption("plumbing") != "none":
+        raise pytest.UsageError(
+            "--provider existing changes nothing outside crossnet's own namespace: pass --plumbing none "
+            "(the clusters are joined by whoever built them; the matrix says whether that works)"
+        )
+    try:
+        _, profile_name = resolve_setup(KIND_CONFIGS, config.getoption("topology"), None, config.getoption("profile"))
+        profile = load_profile(profile_name)
+        if recorded is not None:
+            return setup_from(recorded_topology(recorded), profile)
+        settings = settings_from_options(option_values(config.getoption), profile)
+        found = discover(settings)
+    except (ConfigError, ProfileError, InputError, ProviderError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[DISCOVERY_KEY] = found
+    return setup_from(found.topology, profile)
+
+
+def discovery_of(config: pytest.Config) -> Discovery | None:
+    """What the controller discovered (None in workers, with --attach, and for other providers)."""
+    return config.stash.get(DISCOVERY_KEY, None)
+
+
+def header(config: pytest.Config) -> list[str]:
+    found = discovery_of(config)
+    return found.header() if found is not None else []
+
+
+def refused(provider: Any, cell: Cell) -> str | None:
+    """Why the cluster refused this cell's vantage (a host vantage under Pod Security "restricted",
+    or without --host-vantage); None when it can be probed (and for every other provider)."""
+    reason = getattr(provider, "skip_reason", None)
+    why = reason(cell.vantage.cluster, cell.vantage.kind) if reason is not None else None
+    return str(why) if why else None
+
+
+def skip_refused_vantage(provider: Any, cell: Cell) -> None:
+    """Skip a cell whose vantage the cluster refused, saying why: not a failure, never probed."""
+    why = refused(provider, cell)
+    if why:
+        pytest.skip(f"{cell.vantage.cluster} {cell.vantage.kind} vantage: {why}")
