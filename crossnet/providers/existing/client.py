@@ -20,6 +20,7 @@ from typing import Any
 
 from crossnet.providers.base import InputError, ProviderError
 from crossnet.providers.existing.kube import REQUEST_TIMEOUT, ApiError
+from crossnet.providers.kind.kube import exec_result
 
 __all__ = ["ClientKubeApi", "default_kubeconfig", "kubeconfig_contexts", "load_client"]
 
@@ -205,13 +206,4 @@ class ClientKubeApi:
             raise ApiError(self.context, f"exec in {namespace}/{pod}", int(exc.status or 0), str(exc.reason)) from None
         except OSError as exc:
             raise self._unreachable(exc) from None
-        resp.run_forever(timeout=timeout + 5)
-        out, err = resp.read_stdout() or "", resp.read_stderr() or ""
-        status = resp.read_channel(3)
-        code = 0
-        if status:
-            details = json.loads(status)
-            if details.get("status") != "Success":
-                causes = (details.get("details") or {}).get("causes") or []
-                code = int(next((c["message"] for c in causes if c.get("reason") == "ExitCode"), 1))
-        return code, str(out), str(err)
+        return exec_result(resp, timeout)

@@ -67,6 +67,21 @@ def conflict_error(cluster: str, manifest: dict[str, Any], existing: dict[str, s
     )
 
 
+def exec_result(resp: Any, timeout: float) -> tuple[int, str, str]:
+    """Wait for a `kubernetes.stream` exec and return (exit code, stdout, stderr): the code is in
+    the error channel's status ("Success", or an ExitCode cause)."""
+    resp.run_forever(timeout=timeout + 5)
+    out, err = resp.read_stdout() or "", resp.read_stderr() or ""
+    status = resp.read_channel(3)
+    code = 0
+    if status:
+        details = json.loads(status)
+        if details.get("status") != "Success":
+            causes = (details.get("details") or {}).get("causes") or []
+            code = int(next((c["message"] for c in causes if c.get("reason") == "ExitCode"), 1))
+    return code, str(out), str(err)
+
+
 def call_raw(
     api: Any, method: str, path: str, headers: dict[str, str], body: Any = None, timeout: float | None = None
 ) -> tuple[int, str, Any]:
@@ -367,16 +382,7 @@ class ApiKubeCluster:
             tty=False,
             _preload_content=False,
         )
-        resp.run_forever(timeout=timeout + 5)
-        out, err = resp.read_stdout() or "", resp.read_stderr() or ""
-        status = resp.read_channel(3)
-        code = 0
-        if status:
-            details = json.loads(status)
-            if details.get("status") != "Success":
-                causes = (details.get("details") or {}).get("causes") or []
-                code = int(next((c["message"] for c in causes if c.get("reason") == "ExitCode"), 1))
-        return code, out, err
+        return exec_result(resp, timeout)
 
 
 def configmap_binary(name: str, namespace: str, key: str, data: bytes, labels: dict[str, str]) -> dict[str, Any]:
