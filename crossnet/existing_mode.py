@@ -20,11 +20,20 @@ from crossnet.options import Setup, setup_from
 from crossnet.profile import ProfileError, load_profile
 from crossnet.providers.base import InputError, ProviderError, StateFile
 from crossnet.providers.existing.flags import OPTION_SPECS
-from crossnet.providers.existing.session import Discovery, discover, recorded_topology
+from crossnet.providers.existing.session import Discovery, discover, discovery_record, recorded_topology
 from crossnet.providers.existing.settings import option_values, settings_from_options
 from crossnet.resources import KIND_CONFIGS
 
-__all__ = ["EXISTING", "FLAGS", "discovery_of", "header", "load", "refused", "skip_refused_vantage"]
+__all__ = [
+    "EXISTING",
+    "FLAGS",
+    "discovery_of",
+    "header",
+    "load",
+    "matrix_record",
+    "refused",
+    "skip_refused_vantage",
+]
 
 EXISTING = "existing"
 FLAGS = tuple(OPTION_SPECS)  # --kubeconfig, --context, --clusterset, --nodes, --host-vantage, ...
@@ -94,3 +103,14 @@ def skip_refused_vantage(provider: Any, cell: Cell) -> None:
     why = refused(provider, cell)
     if why:
         pytest.skip(f"{cell.vantage.cluster} {cell.vantage.kind} vantage: {why}")
+
+
+def matrix_record(run: Any) -> dict[str, Any]:
+    """matrix.json's `run.discovery` (and so the results bundle's): each cluster's discovered facts
+    with their sources, the sampled nodes, the pre-flight rows; {} for other providers."""
+    if run is None or getattr(run.cluster_set, "provider", "") != EXISTING:
+        return {}
+    try:
+        return discovery_record(run.state_dir)
+    except (InputError, ProviderError):
+        return {}

@@ -477,6 +477,7 @@ def _matrix(config: pytest.Config, exitstatus: int | None) -> dict[str, Any]:
                 "strict_flakes": bool(config.getoption("strict_flakes")),
             },
             "timings": {k: round(v, 4) for k, v in (run.timings if run else {}).items()},
+            "discovery": existing_mode.matrix_record(run),
         },
         "cells": sorted(judged, key=lambda c: (c["suite"], c["id"])),
         "facts": sorted(facts, key=lambda f: str(f["id"])),
