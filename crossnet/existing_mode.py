@@ -31,6 +31,7 @@ __all__ = [
     "header",
     "load",
     "matrix_record",
+    "node_facts_refused",
     "refused",
     "skip_refused_vantage",
 ]
@@ -114,3 +115,10 @@ def matrix_record(run: Any) -> dict[str, Any]:
         return discovery_record(run.state_dir)
     except (InputError, ProviderError):
         return {}
+
+
+def node_facts_refused(provider: Any, cluster: str) -> str | None:
+    """Why a node fact of `cluster` cannot be looked at (existing clusters without --node-evidence:
+    crossnet runs nothing on nodes it was not allowed onto); None for every other provider."""
+    refused_by = getattr(provider, "node_access_refused", None)
+    return refused_by(cluster) if refused_by is not None else None

@@ -742,3 +742,18 @@ def test_pytest_suites_collects_the_discovered_clusters_without_writing(
     inject = subprocess.run([*argv[:-4], "--plumbing", "inject", *argv[-2:]], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)
     assert inject.returncode != 0 and "--plumbing none" in inject.stdout + inject.stderr
+
+
+def test_node_facts_are_skipped_with_the_reason_without_node_evidence(world: World, tmp_path: Path) -> None:
+    """Without --node-evidence crossnet runs nothing on a vendor's nodes: the plumbing suite skips
+    node facts, saying why (it does not fail them); other providers are not affected."""
+    from crossnet import existing_mode
+
+    provider = world.provider(tmp_path, "run-n")
+    bring_up(provider)
+    try:
+        why = existing_mode.node_facts_refused(provider, "cluster-1")
+        assert why and "--node-evidence" in why
+        assert existing_mode.node_facts_refused(object(), "cluster-1") is None
+    finally:
+        provider.down()

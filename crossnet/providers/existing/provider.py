@@ -480,6 +480,11 @@ class ExistingProvider:
             raise ProviderError(f"{agent}: no host vantage here: {reason}")
         return agent_client(self.kube, self.namespace, agent, self._agent_token())
 
+    def node_access_refused(self, cluster: str) -> str | None:
+        """Why commands cannot run on this cluster's nodes (no --node-evidence, or its debug pods
+        were refused); None when they can. Node facts are skipped with it, never failed."""
+        return self._evidence.get(cluster, "node evidence needs --node-evidence") or None
+
     def node_host(self, cluster: str, node: str) -> Any:
         from crossnet.providers.exec_backend import exec_host
 
