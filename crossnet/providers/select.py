@@ -10,13 +10,12 @@ is a package under providers/ with those three functions, one line below, and it
 from __future__ import annotations
 
 import importlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from crossnet.providers.base import InputError, Provider, ProviderError, StateFile
+from crossnet.providers.base import Provider, ProviderError, StateFile
 
 __all__ = [
     "AUTO_ORDER",
@@ -85,15 +84,5 @@ def attach_provider(state_dir: Path, alive: bool = True) -> Provider:
 
 
 def _recorded_provider(state_dir: Path) -> str:
-    """The provider a state file names. An `existing` run's file is validated by that provider's
-    own reader (until providers.base.state_problems lists `existing` among the providers)."""
-    try:
-        return str(StateFile(state_dir).read().get("provider"))
-    except InputError:
-        try:
-            raw = json.loads((state_dir / "state.json").read_text())
-        except (OSError, ValueError):
-            raw = None
-        if isinstance(raw, dict) and raw.get("provider") == "existing":
-            return "existing"
-        raise
+    """The provider a state file names (the file validated first: providers.base.state_problems)."""
+    return str(StateFile(state_dir).read().get("provider"))

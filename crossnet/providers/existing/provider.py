@@ -12,9 +12,8 @@ deploy_agents(): in each cluster one namespace `crossnet-<run-id>` (labelled wit
 down():          delete the namespace where its labels name this run (--keep: leave it), or in a
                  given namespace the objects carrying the run's labels; nothing else, ever.
 
-Plumbing is `none`: apply_routes and write_corefile refuse, read_corefile only reads. The agents'
-control API goes through the API server's pod proxy; exec (node evidence, `crossnet exec`) only
-into crossnet's own pods and only with --node-evidence.
+Plumbing is `none`: apply_routes and write_corefile refuse, read_corefile only reads. Agents are
+asked through the API server's pod proxy; exec only into crossnet's pods, with --node-evidence.
 """
 
 from __future__ import annotations
@@ -481,8 +480,7 @@ class ExistingProvider:
         return agent_client(self.kube, self.namespace, agent, self._agent_token())
 
     def node_access_refused(self, cluster: str) -> str | None:
-        """Why commands cannot run on this cluster's nodes (no --node-evidence, or its debug pods
-        were refused); None when they can. Node facts are skipped with it, never failed."""
+        """Why nothing may run on this cluster's nodes (no --node-evidence, debug pods refused)."""
         return self._evidence.get(cluster, "node evidence needs --node-evidence") or None
 
     def node_host(self, cluster: str, node: str) -> Any:
