@@ -44,7 +44,8 @@ DISCOVERY_KEY = pytest.StashKey[Discovery]()
 def _recorded_state_dir(config: pytest.Config) -> Path | None:
     """The state directory this session reads instead of bringing a run up (a worker, --attach)."""
     if hasattr(config, "workerinput"):
-        return Path(config.workerinput["crossnet_state_dir"])
+        recorded = config.workerinput.get("crossnet_state_dir")
+        return Path(recorded) if recorded else None
     attach = config.getoption("attach")
     return Path(attach) if attach else None
 
