@@ -349,8 +349,9 @@ COVER_BUDGET = 3  # a Service cell may take this many probe timeouts; beyond it 
 
 
 def cover_waves(endpoints: int, protocol: str = "tcp") -> int:
-    """How many probe timeouts `_cover` may take at most (its time budget)."""
-    return COVER_BUDGET
+    """How many probe timeouts `_cover` may take at most: its budget without failures, or one
+    timeout plus 2 * COVER_FAILURES - 1 quarter-timeouts with them (under 4 timeouts)."""
+    return max(COVER_BUDGET, 4)
 
 
 def cover_bound(endpoints: int, protocol: str = "tcp") -> int:
@@ -371,13 +372,16 @@ async def _cover(prober: Any, probe: dict[str, Any], timeout: float, endpoints: 
     or cover_bound() connections were made. Reached only when every endpoint answered; a
     never-answering endpoint is named (a dead endpoint of three is caught with >= 99.9 %). Failed
     connections end it early: two, when every endpoint but one has answered (that one is dead);
-    COVER_FAILURES in all otherwise (the re-probe of a failed cell asks again)."""
+    COVER_FAILURES in all otherwise, twice that once some endpoint answered (the re-probe of a
+    failed cell asks again)."""
     started = time.perf_counter()
     bound, made = cover_bound(len(endpoints), str(probe.get("protocol"))), 0
     seen: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
     deadline = started + COVER_BUDGET * timeout
-    while made < bound and len(failures) < COVER_FAILURES:
+    # With some endpoints seen, a dead one among several unseen must not hide a live one: allow
+    # twice the failures (a live unseen endpoint of three escapes 12 failures with p ~ 2^-12).
+    while made < bound and len(failures) < (2 * COVER_FAILURES if seen else COVER_FAILURES):
         if time.perf_counter() > deadline and not failures:  # slow answers, none lost: the harness is slow
             return _result(
                 False,
