@@ -67,6 +67,7 @@ class Run:
     cluster_set: ClusterSet
     owned: bool  # False when attached to somebody else's run: never tear that down
     timings: dict[str, float] = field(default_factory=dict)
+    ended: bool = False  # torn down already (a second tear_down does nothing)
 
     @property
     def state_dir(self) -> Path:
@@ -93,9 +94,13 @@ def bring_up(
     agent_image: str | None = None,
     plumbing_mode: str = "inject",
     existing: Any = None,
+    record: dict[str, Any] | None = None,
+    keep: Callable[[Run], None] | None = None,
 ) -> Run:
     """Bring up `topology` on the named provider, with the plumbing of the profile (`plumbing_mode`
-    "none": with nothing joined -- the clusters are left as they come up)."""
+    "none": with nothing joined -- the clusters are left as they come up). `record` is written to
+    the state file with phase "ready"; `keep` receives the Run as soon as one exists, so a caller
+    interrupted anywhere after that still holds what it must tear down."""
     settings = ProviderSettings(
         detached=detached,
         reuse=reuse,
@@ -104,7 +109,7 @@ def bring_up(
         existing=existing,  # --provider existing: the controller's discovery
     )
     made = make_provider(provider, state_dir, run_id, settings)
-    return bring_up_with(made, topology, run_id, plumbing, progress, plumbing_mode)
+    return bring_up_with(made, topology, run_id, plumbing, progress, plumbing_mode, record, keep)
 
 
 def bring_up_with(
@@ -114,6 +119,8 @@ def bring_up_with(
     plumbing: Plumbing | None = None,
     progress: Progress = stderr_progress,
     plumbing_mode: str = "inject",
+    record: dict[str, Any] | None = None,
+    keep: Callable[[Run], None] | None = None,
 ) -> Run:
     timings: dict[str, float] = {}
     try:
@@ -130,6 +137,8 @@ def bring_up_with(
         raise
     run = Run(provider, cluster_set, owned=True, timings=timings)
     try:
+        if keep is not None:
+            keep(run)
         cluster_set = run.cluster_set = _timed(
             timings, "agents_ready", progress, "agents and cluster DNS ready", provider.deploy_agents
         )
@@ -151,7 +160,7 @@ def bring_up_with(
                 "peer names resolve in every cluster",
                 lambda: wait_converged(provider, cluster_set, provider.converge_timeout),
             )
-        provider.state.update(phase="ready")
+        provider.state.update(phase="ready", **(record or {}))
         provider.detach()  # crossnet up: the run now outlives this process (a no-op when attached to it)
     except BaseException as exc:  # Ctrl-C included: never leave a half-built topology behind
         progress(f"bring-up stopped ({exc.__class__.__name__}); tearing down what was made")
@@ -316,8 +325,9 @@ def signals_deferred(progress: Progress = stderr_progress) -> Iterator[None]:
 def tear_down(run: Run, progress: Progress = stderr_progress) -> None:
     """Undo the plumbing in reverse (Corefiles restored byte for byte, routes removed), then end
     the topology. Every step runs even when an earlier one failed; Ctrl-C and SIGTERM wait for it."""
-    if not run.owned:
+    if not run.owned or run.ended:
         return
+    run.ended = True
     with signals_deferred(progress):
         _tear_down(run, progress)
 

@@ -223,8 +223,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                 agent_image=config.getoption("agent_image"),
                 plumbing_mode=config.getoption("plumbing"),
                 existing=existing_mode.discovery_of(config),
+                record={"setup": fingerprint(config.stash[LOADED_KEY], config.getoption("plumbing"))},
+                keep=lambda made: config.stash.__setitem__(RUN_KEY, made),  # Ctrl-C from here on: torn down
             )
-            run.provider.state.update(setup=fingerprint(config.stash[LOADED_KEY], config.getoption("plumbing")))
     except ProviderError as exc:
         _exit(str(exc))
         return

@@ -141,6 +141,9 @@ def start_sandbox(state_dir: Path, detached: bool, run_id: str, timeout: float =
                     f"the lab sandbox did not become ready within {timeout:.0f}s; see {state_dir / 'supervisor.log'}"
                 )
             time.sleep(0.002)
+    except BaseException:  # Ctrl-C while waiting: a closed lifeline ends the sandbox at once
+        sandbox.close_lifeline()
+        raise
     finally:
         early.close()
     return sandbox

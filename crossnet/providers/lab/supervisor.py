@@ -198,9 +198,22 @@ def _serve(state_dir: Path) -> None:
     server.serve_forever()
 
 
+_ENDING = threading.Lock()
+_ENDING_THREAD: list[int] = []
+
+
 def _end_sandbox(state_dir: Path, run_id: str, status: int) -> None:
     """PID 1's way out: kill every other process of the sandbox, remove the state directory if
-    its owner mark names this run, exit (the kernel then frees every namespace)."""
+    its owner mark names this run, exit (the kernel then frees every namespace).
+
+    Entered once: the lifeline thread and a SIGTERM handler may both call it, and a second caller's
+    os._exit must not cut the first one's removal short (that left an empty state directory)."""
+    if not _ENDING.acquire(blocking=False):
+        if threading.get_ident() in _ENDING_THREAD:
+            return  # a signal while this thread ends the sandbox: the ending goes on where it was
+        while True:  # another thread is ending the sandbox; it exits the process
+            time.sleep(60)
+    _ENDING_THREAD.append(threading.get_ident())
     with contextlib.suppress(OSError):
         os.kill(-1, signal.SIGKILL)  # from PID 1 of a pid namespace: every process in it but this one
     deadline = time.monotonic() + 5.0
