@@ -37,7 +37,12 @@ DEFAULT_CONFIGS = ("cluster-1.yaml", "cluster-2.yaml")
 TOPOLOGIES: dict[str, tuple[tuple[str, ...], str]] = {
     "routed": (DEFAULT_CONFIGS, "flat-routed"),
     "globalnet": (("globalnet-1.yaml", "globalnet-2.yaml", "globalnet-3.yaml"), "globalnet"),
+    "bgp": (("bgp-1.yaml", "bgp-2.yaml"), "bgp-flat"),
 }
+# A Kubernetes label: an optional DNS-subdomain prefix and '/', a name of at most 63 characters;
+# values the same characters, possibly empty. (Values reach kubectl and the lab's records.)
+_LABEL_NAME = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 MAX_LISTED_PROBLEMS = 50  # a ConfigError's message lists this many; .problems holds them all
 NODE_PREFIX = 24  # kube-controller-manager's default --node-cidr-mask-size for IPv4
 KIND_DEFAULT_POD_SUBNET = "10.244.0.0/16"
@@ -184,6 +189,40 @@ def _network(value: Any, file: str, field: str, problems: list[ConfigProblem]) -
     return network
 
 
+def _labels(raw: dict[str, Any], file: str, index: int, problems: list[ConfigProblem]) -> tuple[tuple[str, str], ...]:
+    """A node's `labels:` (kind applies them to the node), validated as Kubernetes labels."""
+    labels = raw.get("labels")
+    if labels is None:
+        return ()
+    if not isinstance(labels, dict):
+        problems.append(ConfigProblem(file, f"nodes[{index}].labels", "is not a mapping", "write 'key: value' pairs"))
+        return ()
+    good: list[tuple[str, str]] = []
+    for key, value in labels.items():
+        text = "" if value is None else str(value)
+        if not isinstance(key, str) or len(key) > DNS_NAME_MAX or not _LABEL_NAME.fullmatch(key):
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"nodes[{index}].labels",
+                    f"key {cut(key)} is not a Kubernetes label name",
+                    "use [prefix/]name with letters, digits, '-', '_', '.' (name at most 63 characters)",
+                )
+            )
+        elif isinstance(value, (dict, list)) or not _LABEL_VALUE.fullmatch(text):
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"nodes[{index}].labels.{key}",
+                    f"value {cut(value)} is not a Kubernetes label value",
+                    "quote a value of at most 63 letters, digits, '-', '_', '.' (e.g. \"true\")",
+                )
+            )
+        else:
+            good.append((key, text))
+    return tuple(sorted(good))
+
+
 def _parse_cluster(path: Path, problems: list[ConfigProblem]) -> Cluster | None:
     file = str(path)
     try:
@@ -277,10 +316,11 @@ def _parse_cluster(path: Path, problems: list[ConfigProblem]) -> Cluster | None:
                 if not any(n.role == "control-plane" for n in nodes)
                 else (f"control-plane{sum(n.role == 'control-plane' for n in nodes) + 1}")
             )
-            nodes.append(NodeSpec(str(name), short, "control-plane"))
+            nodes.append(NodeSpec(str(name), short, "control-plane", _labels(raw, file, index, problems)))
         elif role == "worker":
             workers += 1
-            nodes.append(NodeSpec(str(name), "worker" if workers == 1 else f"worker{workers}", "worker"))
+            short = "worker" if workers == 1 else f"worker{workers}"
+            nodes.append(NodeSpec(str(name), short, "worker", _labels(raw, file, index, problems)))
         else:
             problems.append(
                 ConfigProblem(file, f"nodes[{index}].role", f"is {cut(role)}", "use 'control-plane' or 'worker'")

@@ -13,12 +13,13 @@ from typing import Any
 
 from testinfra.host import Host
 
+from crossnet import facts_bgp
 from crossnet.globalnet import CLUSTERSET_DOMAIN, gateway_node
 from crossnet.lifecycle import Run
 from crossnet.model import ClusterSet, Topology
 from crossnet.plumbing.corefile import CorefileError, parse_corefile
 from crossnet.plumbing.routes import service_gateway
-from crossnet.profile import Profile
+from crossnet.profile import BgpPlumbing, Profile
 from crossnet.providers.base import ProviderError
 from crossnet.workloads import ECHO_SERVICE
 
@@ -61,6 +62,8 @@ def planned_facts(topology: Topology, profile: Profile) -> list[NodeFact]:
     plumbing = profile.plumbing
     if plumbing.global_cidr is not None:
         return _globalnet_facts(topology, plumbing.rp_filter)
+    if plumbing.bgp is not None:
+        return sorted(facts_bgp.planned_bgp_facts(topology, plumbing.bgp, NodeFact), key=lambda f: f.id)
     for cluster in topology.clusters:
         peers = topology.peers_of(cluster.name)
         for node in cluster.nodes:
@@ -156,6 +159,9 @@ def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile | None = N
     """Look at one planned fact on the live node, with the live addresses of `run`. `profile` is
     only needed for a fact made without planned_facts (an rp_filter fact with no `detail`)."""
     cs = run.cluster_set
+    if fact.kind in facts_bgp.KINDS:
+        bgp = profile.plumbing.bgp if profile is not None else None
+        return FactResult(*facts_bgp.check_bgp_fact(host, fact, run, bgp or BgpPlumbing()))
     if fact.kind == "ip_forward":
         value = _sysctl(host, "net.ipv4.ip_forward")
         return FactResult(value == 1, "net.ipv4.ip_forward = 1", f"net.ipv4.ip_forward = {value}")

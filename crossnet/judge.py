@@ -34,6 +34,9 @@ def _source_ok(live: LiveCell, observation: Observation) -> tuple[bool, str | No
     if wanted == "global-egress":
         egress = live.global_egress
         return observation.source_ip in egress, (f"{egress[0]}-{egress[-1]}" if egress else "no egress IPs")
+    if wanted == "target-node-ip":  # kube-proxy masqueraded an outside client to the node it arrived at
+        nodes = live.target_node_ips
+        return observation.source_ip in nodes, (f"a node of {live.cell.target.cluster}: {', '.join(nodes)}")
     expected = {"preserved": live.src_ip, "node-ip": live.node_ip}.get(wanted)
     return observation.source_ip == expected, expected
 
@@ -58,6 +61,7 @@ TARGET_WORDS: dict[str, str] = {
     "headless": "headless pod",
     "dns-name": "name",
     "global-ip": "global IP",
+    "external-host": "office host",
 }
 """How a message names each model.TargetKind (a ClusterIP is not a pod)."""
 

@@ -106,6 +106,7 @@ def bring_up(
         reuse=reuse,
         agent_image=agent_image,
         global_cidr=plumbing.global_cidr if plumbing else None,
+        bgp=plumbing.bgp if plumbing else None,
         existing=existing,  # --provider existing: the controller's discovery
     )
     made = make_provider(provider, state_dir, run_id, settings)
@@ -142,9 +143,14 @@ def bring_up_with(
         cluster_set = run.cluster_set = _timed(
             timings, "agents_ready", progress, "agents and cluster DNS ready", provider.deploy_agents
         )
-        if plumbing_mode == "none":  # the clusters are joined by whoever built them, or not at all
+        by_bgp = plumbing is not None and plumbing.bgp is not None
+        if plumbing_mode == "none" or by_bgp:  # joined by whoever built them (or BGP), or not at all
             provider.state.update(plumbing={"routes": [], "corefiles": {}, "node_commands": []}, plumbing_mode="none")
-            progress("plumbing none: no route, Corefile or node setting injected; the matrix shows how they are joined")
+            progress(
+                "plumbing: BGP joins the clusters (no route, Corefile or node setting injected)"
+                if by_bgp
+                else "plumbing none: no route, Corefile or node setting injected; the matrix shows how they are joined"
+            )
         else:
             _timed(
                 timings,

@@ -3,6 +3,7 @@ as the answer, and the command that reproduces the probe by hand. No judging."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ class LiveCell:
     repro: str = ""
     global_egress: tuple[str, ...] = ()  # the sender cluster's Globalnet egress IPs
     global_ip: str = ""  # under Globalnet: the target's global ingress IP
+    target_node_ips: tuple[str, ...] = ()  # the IPs of the target cluster's nodes
 
     @property
     def probe_key(self) -> str:
@@ -54,7 +56,8 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
     probe: ProbeSpec = {"id": cell.id, "protocol": protocol, "timeout": timeout, "payload": cell.probe.payload}
     expected: tuple[str, ...] = ()
     port = AGENT_PORT
-    search = search_list(cluster_set.namespace, src_cluster.domain)
+    # An office host asks its enterprise DNS full names only; a pod and a node have kubelet's search list.
+    search = search_list(cluster_set.namespace, src_cluster.domain) if cell.vantage.kind != "external" else []
     by_name = target.kind in ("dns-name", "headless")
     name = cluster_set.name(target.name)
     if target.kind == "pod-ip":
@@ -72,6 +75,8 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         owner = cluster_set.cluster(target.cluster)
         dst, agents = owner.node(target.node).ip, _agents_of(cluster_set, target.cluster)
         port = int(owner.service(target.service, cluster_set.namespace).node_port or 0)
+    elif target.kind == "external-host":  # a host outside the clusters: its agent answers
+        dst, agents = cluster_set.cluster(target.cluster).node(target.node).ip, [f"{target.cluster}/{target.node}/host"]
     elif target.kind == "headless":
         dst, agents = name, [cluster_set.cluster(target.cluster).pod_on(target.node).agent]
     else:  # dns-name: resolve it (dns-*), or resolve and connect (tcp/udp through an ExternalName)
@@ -111,7 +116,20 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         repro,
         src_cluster.global_egress,
         _global_ip(cell, cluster_set),
+        _node_addresses(cluster_set, target.cluster),
     )
+
+
+def _node_addresses(cluster_set: ClusterSet, cluster: str) -> tuple[str, ...]:
+    """Every address a node of `cluster` sends from: its IP, and the address its pod veths carry
+    (kindnet's and the lab's ptp gateway, the first of its podCIDR) -- a masquerade towards a pod
+    takes the outgoing interface's address."""
+    addresses: list[str] = []
+    for node in cluster_set.cluster(cluster).nodes:
+        addresses.append(node.ip)
+        if node.pod_cidr:
+            addresses.append(str(ipaddress.IPv4Network(node.pod_cidr)[1]))
+    return tuple(addresses)
 
 
 def _global_ip(cell: Cell, cluster_set: ClusterSet) -> str:

@@ -46,10 +46,10 @@ AGENT_PORT = 8080
 
 # The vocabularies. Each is declared once, here, in the order reports list it; profiles (match
 # keys), the suite registry, the report and the pytest marks derive theirs with typing.get_args.
-SuiteName = Literal["pod-to-pod", "service", "dns", "snat", "globalnet"]
+SuiteName = Literal["pod-to-pod", "service", "dns", "snat", "globalnet", "external"]
 Protocol = Literal["tcp", "udp", "icmp", "dns-udp", "dns-tcp"]
-VantageKind = Literal["pod", "host"]
-TargetKind = Literal["pod-ip", "cluster-ip", "node-port", "headless", "dns-name", "global-ip"]
+VantageKind = Literal["pod", "host", "external"]  # external: a host outside every cluster
+TargetKind = Literal["pod-ip", "cluster-ip", "node-port", "headless", "dns-name", "global-ip", "external-host"]
 TargetForm = Literal[
     "short",
     "svc.ns",
@@ -64,8 +64,9 @@ TargetForm = Literal[
 ]
 PayloadSize = Literal["small", "large"]
 Reachable = Literal["yes", "no", "optional"]
-SourceExpectation = Literal["preserved", "node-ip", "global-egress", "any"]
-Scope = Literal["same-node", "same-cluster", "peer-cluster"]
+# target-node-ip: an address of a node of the target's cluster (kube-proxy masquerading an outside client)
+SourceExpectation = Literal["preserved", "node-ip", "global-egress", "target-node-ip", "any"]
+Scope = Literal["same-node", "same-cluster", "peer-cluster", "outside"]
 Verdict = Literal["pass", "isolated", "regression", "leak", "source-mismatch", "flaky", "optional"]
 
 SUITE_NAMES: tuple[str, ...] = get_args(SuiteName)
@@ -96,6 +97,7 @@ class NodeSpec:
     cluster: str
     short: str
     role: Literal["control-plane", "worker"]
+    labels: tuple[tuple[str, str], ...] = ()  # the node's `labels:` in the kind config
 
     @property
     def ref(self) -> str:
@@ -224,6 +226,9 @@ class ClusterSet:
     provider: str
     clusters: tuple[LiveCluster, ...]
     namespace: str = CROSSNET_NAMESPACE  # where the agents and their Services live (kind: crossnet-<run-id>)
+    # Networks outside every cluster that the harness probes from and to (the bgp topology's office:
+    # one "node" per host, its agent, and the enterprise DNS as dns_service_ip); never plumbed.
+    outside: tuple[LiveCluster, ...] = ()
 
     def name(self, template: str) -> str:
         """A DNS name of a cell with this run's namespace filled in (cells are built before any
@@ -231,7 +236,7 @@ class ClusterSet:
         return template.replace(NS_PLACEHOLDER, self.namespace)
 
     def cluster(self, name: str) -> LiveCluster:
-        for cluster in self.clusters:
+        for cluster in (*self.clusters, *self.outside):
             if cluster.name == name:
                 return cluster
         raise KeyError(name)
@@ -241,40 +246,45 @@ class ClusterSet:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClusterSet:
-        clusters = []
-        for c in data["clusters"]:
-            clusters.append(
-                LiveCluster(
-                    name=c["name"],
-                    domain=c["domain"],
-                    pod_subnet=c["pod_subnet"],
-                    service_subnet=c["service_subnet"],
-                    nodes=tuple(LiveNode(**{k: v for k, v in n.items() if k != "host_agent"}) for n in c["nodes"]),
-                    pods=tuple(LivePod(**p) for p in c["pods"]),
-                    services=tuple(
-                        LiveService(
-                            **{
-                                **s,
-                                "ports": tuple(tuple(p) for p in s["ports"]),
-                                "endpoints": tuple(s["endpoints"]),
-                                "hostnames": tuple(s.get("hostnames") or ()),
-                            }
-                        )
-                        for s in c["services"]
-                    ),
-                    dns_service_ip=c["dns_service_ip"],
-                    dns_server_ips=tuple(c["dns_server_ips"]),
-                    global_cidr=c.get("global_cidr", ""),
-                    global_egress=tuple(c.get("global_egress") or ()),
-                    global_ingress=tuple(tuple(p) for p in c.get("global_ingress") or ()),
-                    clusterset_dns_ips=tuple(c.get("clusterset_dns_ips") or ()),
-                )
-            )
         return cls(
             provider=data["provider"],
-            clusters=tuple(clusters),
+            clusters=_live_clusters(data["clusters"]),
             namespace=str(data.get("namespace", CROSSNET_NAMESPACE)),
+            outside=_live_clusters(data.get("outside") or ()),
         )
+
+
+def _live_clusters(raw: Any) -> tuple[LiveCluster, ...]:
+    clusters = []
+    for c in raw:
+        clusters.append(
+            LiveCluster(
+                name=c["name"],
+                domain=c["domain"],
+                pod_subnet=c["pod_subnet"],
+                service_subnet=c["service_subnet"],
+                nodes=tuple(LiveNode(**{k: v for k, v in n.items() if k != "host_agent"}) for n in c["nodes"]),
+                pods=tuple(LivePod(**p) for p in c["pods"]),
+                services=tuple(
+                    LiveService(
+                        **{
+                            **s,
+                            "ports": tuple(tuple(p) for p in s["ports"]),
+                            "endpoints": tuple(s["endpoints"]),
+                            "hostnames": tuple(s.get("hostnames") or ()),
+                        }
+                    )
+                    for s in c["services"]
+                ),
+                dns_service_ip=c["dns_service_ip"],
+                dns_server_ips=tuple(c["dns_server_ips"]),
+                global_cidr=c.get("global_cidr", ""),
+                global_egress=tuple(c.get("global_egress") or ()),
+                global_ingress=tuple(tuple(p) for p in c.get("global_ingress") or ()),
+                clusterset_dns_ips=tuple(c.get("clusterset_dns_ips") or ()),
+            )
+        )
+    return tuple(clusters)
 
 
 # --------------------------------------------------------------------------- cells
@@ -308,7 +318,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        if self.kind in ("pod-ip", "node-port", "headless"):
+        if self.kind in ("pod-ip", "node-port", "headless", "external-host"):
             return f"{self.cluster}/{self.node}"
         if self.kind == "dns-name":
             return self.name
@@ -350,7 +360,7 @@ class Cell:
     def id(self) -> str:
         """Stable, readable, never holds an IP or a run id (so `--lf` and history work)."""
         src = f"{self.vantage.kind}:{self.vantage.cluster}/{self.vantage.node}"
-        if self.target.kind == "pod-ip":
+        if self.target.kind in ("pod-ip", "external-host"):
             dst = f"{self.target.cluster}/{self.target.node}"
         elif self.target.kind == "dns-name":  # a per-pod name also names its node
             where = f"{self.target.cluster}/{self.target.node}" if self.target.node else self.target.cluster

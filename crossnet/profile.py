@@ -21,7 +21,7 @@ from crossnet.model import MATCH_VOCABULARY, Expectation, Reachable, SourceExpec
 from crossnet.resources import PROFILES
 from crossnet.yamlsafe import clip, cut
 
-__all__ = ["MATCH_KEYS", "PROFILE_DIR", "Plumbing", "Profile", "ProfileError", "Rule", "load_profile"]
+__all__ = ["MATCH_KEYS", "PROFILE_DIR", "BgpPlumbing", "Plumbing", "Profile", "ProfileError", "Rule", "load_profile"]
 
 PROFILE_DIR = PROFILES
 
@@ -29,12 +29,14 @@ MATCH_KEYS: dict[str, frozenset[str] | None] = {
     key: None if values is None else frozenset(values) for key, values in MATCH_VOCABULARY.items()
 }
 REACHABLE = {"yes": "yes", "no": "no", "optional": "optional", True: "yes", False: "no"}
-SOURCES = frozenset({"preserved", "node-ip", "global-egress", "any"})
+SOURCES = frozenset({"preserved", "node-ip", "global-egress", "target-node-ip", "any"})
 PROFILE_KEYS = frozenset({"name", "description", "globalnet", "plumbing", "defaults", "rules", "requires"})
 # `requires:` pins the setup a profile was written for (checked against what discovery finds on existing
 # clusters, crossnet.providers.existing): each key takes a value or a list of accepted values.
 REQUIRES_KEYS = frozenset({"cni", "kube_proxy", "multicluster"})
-PLUMBING_KEYS = frozenset({"service_routes", "masquerade_to_peer_pods", "rp_filter", "global_cidr"})
+PLUMBING_KEYS = frozenset({"service_routes", "masquerade_to_peer_pods", "rp_filter", "global_cidr", "bgp"})
+BGP_KEYS = frozenset({"switch_as", "advertise_service_ips", "keep_source"})
+PRIVATE_AS = range(64512, 65535)  # RFC 6996 16-bit private AS numbers (65535 is reserved)
 MAX_LISTED_PROBLEMS = 50  # an error lists this many problems, then counts the rest
 RULE_KEYS = frozenset({"match", "expect", "because"})
 EXPECT_KEYS = frozenset({"reachable", "source"})
@@ -61,6 +63,17 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class BgpPlumbing:
+    """Clusters joined by BGP the way Calico without encapsulation does it (the `bgp` topology):
+    every node announces its pod block over an iBGP mesh, the ingress nodes peer with a top-of-rack
+    switch of AS `switch_as`, no route is injected and no Corefile touched."""
+
+    switch_as: int = 65200
+    advertise_service_ips: bool = False  # BGPConfiguration.spec.serviceClusterIPs: the service range announced
+    keep_source: bool = False  # each cluster lists the peers' pod CIDRs as disabled IPPools: no natOutgoing to them
+
+
+@dataclass(frozen=True)
 class Plumbing:
     """How the clusters are joined under this profile; providers apply it, the plumbing suite
     checks it on every node."""
@@ -69,6 +82,7 @@ class Plumbing:
     masquerade_to_peer_pods: bool = True  # kindnet masquerades traffic to the peer's pod CIDR
     rp_filter: int = 0  # net.ipv4.conf.all.rp_filter on every node
     global_cidr: str | None = None  # Submariner Globalnet: the global CIDR (set when the profile declares globalnet)
+    bgp: BgpPlumbing | None = None  # joined by BGP (Calico, no encapsulation) instead of injected routes
 
 
 @dataclass(frozen=True)
@@ -165,6 +179,32 @@ def _plumbing(raw: Any, problems: list[str]) -> Plumbing:
         masquerade_to_peer_pods=raw.get("masquerade_to_peer_pods", True) is not False,
         rp_filter=int(rp_filter),
         global_cidr=global_cidr,
+        bgp=_bgp(raw["bgp"], problems) if "bgp" in raw else None,
+    )
+
+
+def _bgp(raw: Any, problems: list[str]) -> BgpPlumbing | None:
+    if raw is None or raw is True:
+        return BgpPlumbing()
+    if not isinstance(raw, dict):
+        problems.append(f"plumbing: bgp is {cut(raw)}; write a mapping of {', '.join(sorted(BGP_KEYS))} (or true)")
+        return None
+    for key in _unknown_keys(raw, BGP_KEYS):
+        problems.append(f"plumbing.bgp: unknown key {key}; known: {', '.join(sorted(BGP_KEYS))}")
+    for key in ("advertise_service_ips", "keep_source"):
+        if key in raw and not isinstance(raw[key], bool):
+            problems.append(f"plumbing.bgp: {key} is {cut(raw[key])}; use true or false")
+    switch_as = raw.get("switch_as", 65200)
+    if isinstance(switch_as, bool) or not isinstance(switch_as, int) or switch_as not in PRIVATE_AS:
+        problems.append(
+            f"plumbing.bgp: switch_as is {cut(switch_as)}; use a private AS number {PRIVATE_AS.start}-"
+            f"{PRIVATE_AS.stop - 1} (the clusters take 64513, 64514, ... in config order)"
+        )
+        switch_as = 65200
+    return BgpPlumbing(
+        switch_as=int(switch_as),
+        advertise_service_ips=raw.get("advertise_service_ips") is True,
+        keep_source=raw.get("keep_source") is True,
     )
 
 
@@ -200,6 +240,11 @@ def load_profile(name_or_path: str) -> Profile:
         plumbing = replace(plumbing, global_cidr=DEFAULT_GLOBAL_CIDR)
     if plumbing.global_cidr and not doc.get("globalnet"):
         problems.append("plumbing: global_cidr is set but the profile does not declare 'globalnet: true'")
+    if plumbing.bgp is not None and (plumbing.global_cidr or plumbing.service_routes):
+        problems.append(
+            "plumbing: bgp joins the clusters by BGP alone; drop global_cidr/globalnet and service_routes "
+            "(announce the service ranges with bgp: {advertise_service_ips: true})"
+        )
     requires = _requires(doc.get("requires") or {}, problems)
     defaults_raw = doc.get("defaults") or {}
     if not isinstance(defaults_raw, dict):

@@ -12,10 +12,11 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "crossnet"
 LAYERS: list[tuple[str, ...]] = [  # lowest first; a module may import its own layer and those below
     ("crossnet.model", "crossnet.wire", "crossnet.yamlsafe", "crossnet.resources"),
-    ("crossnet.config", "crossnet.profile", "crossnet.workloads", "crossnet.globalnet", "crossnet.plumbing"),
+    ("crossnet.config", "crossnet.profile", "crossnet.workloads", "crossnet.globalnet", "crossnet.plumbing",
+     "crossnet.bgp"),
     ("crossnet.cells", "crossnet.builders", "crossnet.suites", "crossnet.live", "crossnet.judge"),
     ("crossnet.providers", "crossnet.runner"),
-    ("crossnet.lifecycle", "crossnet.facts", "crossnet.evidence", "crossnet.report"),
+    ("crossnet.lifecycle", "crossnet.facts", "crossnet.facts_bgp", "crossnet.evidence", "crossnet.report"),
     ("crossnet.options", "crossnet.plugin", "crossnet.cli", "crossnet.bench", "crossnet.bundle",
      "crossnet.existing_mode"),
 ]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from crossnet.builders import globalnet, pod_to_pod, service
+from crossnet.builders import external, globalnet, pod_to_pod, service
 from crossnet.cells import SERVICE_PROTOCOLS, decided
 from crossnet.model import Cell, Topology
 from crossnet.profile import Profile
 
 __all__ = ["build"]
 
-SNAT_TARGETS = frozenset({"pod-ip", "headless", "cluster-ip", "node-port", "global-ip", "dns-name"})
+SNAT_TARGETS = frozenset({"pod-ip", "headless", "cluster-ip", "node-port", "global-ip", "dns-name", "external-host"})
 
 
 def build(topology: Topology, profile: Profile) -> list[Cell]:
@@ -21,6 +21,8 @@ def build(topology: Topology, profile: Profile) -> list[Cell]:
         if profile.plumbing.global_cidr is not None
         else pod_to_pod.build(topology, profile) + service.build(topology, profile)
     )
+    if profile.plumbing.bgp is not None:  # and the paths to and from the office network
+        origins += external.build(topology, profile)
     for origin in origins:
         if (
             origin.expectation.reachable != "yes"

@@ -44,6 +44,7 @@ class ProviderSettings:
     reuse: bool = False  # kind: adopt existing clusters of the configs' names
     agent_image: str | None = None  # Kubernetes-backed providers: the agents' image
     global_cidr: str | None = None  # Submariner Globalnet with this global CIDR
+    bgp: Any = None  # profile.BgpPlumbing: clusters joined by BGP (the bgp topology), no route injected
     # existing: the controller's existing.session.Discovery (or existing.settings.ExistingSettings)
     existing: Any = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -14,11 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from crossnet.bgp import OFFICE, OFFICE_HOST
 from crossnet.globalnet import CLUSTERSET_DOMAIN
 from crossnet.model import CROSSNET_NAMESPACE, ClusterSet, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
 from crossnet.providers.exec_backend import exec_host
+from crossnet.providers.lab import bgp as lab_bgp
 from crossnet.providers.lab import topology as lab
 from crossnet.providers.lab.clusterset import live_cluster_set
 from crossnet.providers.lab.sandbox import UNIX_PATH_MAX, Sandbox, SandboxClient, SandboxError, start_sandbox
@@ -85,9 +88,13 @@ class LabProvider:
     converge_timeout = 30.0  # the lab DNS re-reads its Corefile within 0.1 s; 30 s is a generous bound
     multicluster_owns_corefile = False  # the lab emulates Lighthouse: crossnet adds its forward
 
-    def __init__(self, state_dir: Path, run_id: str, detached: bool = False, global_cidr: str | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, run_id: str, detached: bool = False, global_cidr: str | None = None, bgp: Any = None
+    ) -> None:
         self.state_dir = state_dir
         self.global_cidr = global_cidr  # emulate Submariner Globalnet with this global CIDR
+        self.bgp = bgp  # profile.BgpPlumbing: the bgp topology (BIRD, the switch, the office, unbound)
+        self._bgp_plan: lab_bgp.LabBgp | None = None
         self.run_id = run_id
         self.detached = detached
         self.state = StateFile(state_dir)
@@ -142,19 +149,32 @@ class LabProvider:
                 }
             )
             plan = self._plan = lab.plan_lab(topology, self.global_cidr)
-            self._check(self.sandbox.exec(None, ["ip", "-batch", "-"], input=lab.link_batch(plan)), "create namespaces")
-            jobs: list[tuple[str, str, str]] = [(lab.UNDERLAY_NETNS, lab.underlay_script(plan), "underlay")]
+            bgp = self._bgp_plan = lab_bgp.plan_bgp(plan, topology, self.bgp) if self.bgp is not None else None
+            links = lab.link_batch(plan) + ("\n".join(lab_bgp.link_lines()) + "\n" if bgp else "")
+            self._check(self.sandbox.exec(None, ["ip", "-batch", "-"], input=links), "create namespaces")
+            extra = tuple(lab_bgp.underlay_lines()) if bgp else ()
+            jobs: list[tuple[str, str, str]] = [(lab.UNDERLAY_NETNS, lab.underlay_script(plan, extra), "underlay")]
             for cluster in plan.clusters:
                 for node in cluster.nodes:
-                    jobs.append((node.netns, lab.node_script(plan, cluster, node), f"node {node.netns}"))
+                    routing = bgp.routing_of(node.netns) if bgp else None
+                    jobs.append((node.netns, lab.node_script(plan, cluster, node, routing), f"node {node.netns}"))
                     jobs += [(pod.netns, lab.pod_script(node, pod), f"pod {pod.netns}") for pod in node.pods]
+            jobs += lab_bgp.namespace_jobs(plan) if bgp else []
             with ThreadPoolExecutor(max_workers=8) as pool:
                 results = list(pool.map(lambda job: (self.sandbox.exec(job[0], ["sh", "-c", job[1]]), job[2]), jobs))
             for result, what in results:
                 self._check(result, f"configure {what}")
-            cluster_set = live_cluster_set(plan)
+            if bgp:  # BIRD everywhere and unbound, then every expected route installed by BGP alone
+                daemons = lab_bgp.start_daemons(self.sandbox, self.state_dir, bgp)
+                self.state.update(bgp=daemons)
+                controls = {ns: bird["control"] for ns, bird in daemons["bird"].items()}
+                self.state.update(bgp_converged_s=round(lab_bgp.wait_converged(self.sandbox, bgp, controls), 3))
+            cluster_set = self._live(plan)
             self.state.update(
-                phase="up", cluster_set=cluster_set.to_json(), plan=_plan_json(plan), namespaces=[j[0] for j in jobs]
+                phase="up",
+                cluster_set=cluster_set.to_json(),
+                plan=_plan_json(plan, bgp is not None),
+                namespaces=[j[0] for j in jobs],
             )
         except BaseException:
             self.down()
@@ -221,6 +241,17 @@ class LabProvider:
                     )
                     agents[agent_id] = {"control": str(control), "netns": netns}
                     waits.append(control)
+        if self._bgp_plan is not None:  # the office host's agent: the external vantage and egress target
+            control = self.state_dir / "agents" / f"a{len(agents)}.sock"
+            agent_id = f"{OFFICE}/{OFFICE_HOST}/host"
+            self.sandbox.spawn_python(
+                lab_bgp.NETNS[OFFICE_HOST],
+                "agent",
+                ["serve", "--id", agent_id, "--control-socket", str(control)],
+                self.state_dir / "logs" / f"agent-{_agent_slug(agent_id)}.log",
+            )
+            agents[agent_id] = {"control": str(control), "netns": lab_bgp.NETNS[OFFICE_HOST]}
+            waits.append(control)
         deadline = time.monotonic() + READY_TIMEOUT
         for path in waits:
             while not path.exists():
@@ -234,7 +265,13 @@ class LabProvider:
         self._wait_links_up(plan)
         self._agents = agents
         self.state.update(agents=agents, phase="agents-ready")
-        return live_cluster_set(plan)
+        return self._live(plan)
+
+    def _live(self, plan: lab.LabPlan) -> ClusterSet:
+        cluster_set = live_cluster_set(plan)
+        if self._bgp_plan is None:
+            return cluster_set
+        return dataclasses.replace(cluster_set, outside=(lab_bgp.outside_cluster(),))
 
     def _wait_links_up(self, plan: lab.LabPlan) -> None:
         """Wait until every interface is operationally UP. The kernel's linkwatch applies carrier
@@ -243,6 +280,7 @@ class LabProvider:
         namespaces = (
             [lab.UNDERLAY_NETNS] + [n.netns for n in plan.nodes] + [p.netns for n in plan.nodes for p in n.pods]
         )
+        namespaces += list(lab_bgp.NETNS.values()) if self._bgp_plan is not None else []
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(
                 pool.map(lambda ns: (self.sandbox.exec(ns, ["sh", "-c", lab.WAIT_LINKS_UP]), ns), namespaces)
@@ -431,13 +469,14 @@ def _records(cluster: lab.LabCluster) -> dict[str, Any]:
     }
 
 
-def _plan_json(plan: lab.LabPlan) -> dict[str, Any]:
-    return {
-        "nodes": [
-            {"cluster": n.cluster, "short": n.short, "ip": n.ip, "netns": n.netns, "pods": [p.name for p in n.pods]}
-            for n in plan.nodes
-        ]
-    }
+def _plan_json(plan: lab.LabPlan, bgp: bool = False) -> dict[str, Any]:
+    nodes = [
+        {"cluster": n.cluster, "short": n.short, "ip": n.ip, "netns": n.netns, "pods": [p.name for p in n.pods]}
+        for n in plan.nodes
+    ]
+    outside = lab_bgp.outside_cluster().nodes if bgp else ()  # `crossnet exec office/tor -- birdc ...`
+    nodes += [{"cluster": OFFICE, "short": n.short, "ip": n.ip, "netns": n.handle, "pods": []} for n in outside]
+    return {"nodes": nodes}
 
 
 def _wait_gone(pid: int, identity: str | None, timeout: float = 5.0) -> None:
@@ -454,7 +493,9 @@ def _wait_gone(pid: int, identity: str | None, timeout: float = 5.0) -> None:
 
 
 def create(state_dir: Path, run_id: str, settings: ProviderSettings) -> LabProvider:
-    return LabProvider(state_dir, run_id, detached=settings.detached, global_cidr=settings.global_cidr)
+    return LabProvider(
+        state_dir, run_id, detached=settings.detached, global_cidr=settings.global_cidr, bgp=settings.bgp
+    )
 
 
 def attach(state_dir: Path, alive: bool = True) -> LabProvider:

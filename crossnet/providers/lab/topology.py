@@ -29,6 +29,7 @@ from crossnet.providers.lab.neighbours import (
     mac_for,
     underlay_neighbours,
 )
+from crossnet.providers.lab.stock import stock_corefile
 from crossnet.workloads import (
     AGENT_POD,
     ECHO_NODE_PORT,
@@ -46,7 +47,9 @@ __all__ = [
     "LabPlan",
     "LabPod",
     "LabService",
+    "NodeRouting",
     "link_batch",
+    "nat_rules",
     "node_script",
     "plan_lab",
     "pod_script",
@@ -317,34 +320,6 @@ def submariner_rules(cluster: LabCluster, node: LabNode) -> tuple[list[str], lis
     return chains, first, own
 
 
-def stock_corefile(domain: str) -> str:
-    """The Corefile kubeadm writes and kind keeps, with the cluster's own domain."""
-    return f""".:53 {{
-    errors
-    health {{
-       lameduck 5s
-    }}
-    ready
-    kubernetes {domain} in-addr.arpa ip6.arpa {{
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }}
-    prometheus :9153
-    forward . /etc/resolv.conf {{
-       max_concurrent 1000
-    }}
-    cache 30 {{
-       disable success {domain}
-       disable denial {domain}
-    }}
-    loop
-    reload
-    loadbalance
-}}
-"""
-
-
 # Polls until no interface but lo is in another operational state than UP (bounded: 3 s).
 WAIT_LINKS_UP = (
     "i=0; while ip -o link show | grep -v ': lo:' | grep -qv 'state UP'; do i=$((i+1)); "
@@ -371,7 +346,7 @@ def link_batch(plan: LabPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _script(sysctls: tuple[str, ...], batch: list[str], iptables: str = "") -> str:
+def namespace_script(sysctls: tuple[str, ...], batch: list[str], iptables: str = "") -> str:
     assignments = " ".join(f"'{s}'" for s in sysctls)
     # ICMP errors unthrottled (per namespace on Linux >= 6.x; older kernels lack the keys here):
     # a burst of probes to unrouted addresses gets "unreachable" back for each, not a timeout.
@@ -382,7 +357,7 @@ def _script(sysctls: tuple[str, ...], batch: list[str], iptables: str = "") -> s
     return "set -e\n" + "\n".join(parts) + "\n"
 
 
-def underlay_script(plan: LabPlan) -> str:
+def underlay_script(plan: LabPlan, extra: tuple[str, ...] = ()) -> str:
     batch = [
         "link set dev lo up",
         f"link add name br0 address {mac_for(MAC_BRIDGE, UNDERLAY_GATEWAY)} type bridge",
@@ -391,7 +366,7 @@ def underlay_script(plan: LabPlan) -> str:
     ]
     for node in plan.nodes:
         batch += [f"link set dev {node.underlay_if} master br0", f"link set dev {node.underlay_if} up"]
-    batch += underlay_neighbours(plan, "br0")
+    batch += [*extra, *underlay_neighbours(plan, "br0")]
     # The gateway forwards nothing beyond the underlay: unrouted lab traffic gets "network
     # unreachable" back at once instead of vanishing into a timeout. A REJECT on a default route
     # into a dead-end veth pair, not a missing route: Linux answers a missing route at most 5
@@ -401,7 +376,7 @@ def underlay_script(plan: LabPlan) -> str:
     batch.append("route add default dev edge0")
     reject = "-A FORWARD -o edge0 -j REJECT --reject-with icmp-net-unreachable"
     reject = f"*filter\n:FORWARD ACCEPT [0:0]\n{reject}\nCOMMIT\n"
-    return _script(("net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"), batch, reject)
+    return namespace_script(("net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"), batch, reject)
 
 
 def pod_script(node: LabNode, pod: LabPod) -> str:
@@ -413,16 +388,18 @@ def pod_script(node: LabNode, pod: LabPod) -> str:
         f"route add default via {node.gateway} dev eth0 onlink",
         f"neigh replace {node.gateway} lladdr {mac_for(MAC_POD_GATEWAY, pod.ip)} dev eth0 nud permanent",
     ]
-    return _script(POD_SYSCTLS, batch)
+    return namespace_script(POD_SYSCTLS, batch)
 
 
-def node_script(plan: LabPlan, cluster: LabCluster, node: LabNode) -> str:
-    """A node's addresses, pod veths, intra-cluster routes and nat rules (plus Globalnet's)."""
+def node_script(plan: LabPlan, cluster: LabCluster, node: LabNode, bgp: NodeRouting | None = None) -> str:
+    """A node's addresses, pod veths, intra-cluster routes and nat rules (plus Globalnet's). With
+    `bgp` (Calico): no kindnet routes (BIRD installs them), its default route and its masquerade."""
     batch = [
         "link set dev lo up",
         f"addr add {node.ip}/{UNDERLAY_CIDR.prefixlen} dev eth0",
         "link set dev eth0 up",
-        f"route add default via {UNDERLAY_GATEWAY} dev eth0",
+        f"route add default via {bgp.default_via if bgp else UNDERLAY_GATEWAY} dev eth0",
+        *(bgp.batch if bgp else ()),
         *underlay_neighbours(plan, "eth0", except_ip=node.ip),
     ]
     for pod in node.pods:
@@ -432,10 +409,20 @@ def node_script(plan: LabPlan, cluster: LabCluster, node: LabNode) -> str:
             f"route add {pod.ip}/32 dev {pod.host_if}",
             f"neigh replace {pod.ip} lladdr {mac_for(MAC_POD, pod.ip)} dev {pod.host_if} nud permanent",
         ]
-    for other in cluster.nodes:  # kindnet: routes to the other nodes' podCIDRs inside the cluster
+    for other in () if bgp else cluster.nodes:  # kindnet: routes to the other nodes' podCIDRs in the cluster
         if other.short != node.short:
             batch.append(f"route add {other.pod_cidr} via {other.ip} dev eth0")
-    return _script(NODE_SYSCTLS, batch + globalnet_batch(cluster, node), nat_rules(cluster, node))
+    nat = nat_rules(cluster, node, bgp.masquerade if bgp else None)
+    return namespace_script(NODE_SYSCTLS, batch + globalnet_batch(cluster, node), nat)
+
+
+@dataclass(frozen=True)
+class NodeRouting:
+    """How a node is routed when kindnet does not route it (the bgp topology)."""
+
+    default_via: str
+    batch: tuple[str, ...] = ()  # more `ip -batch` lines (neighbour entries)
+    masquerade: tuple[str, tuple[str, ...]] = ("", ())  # (chain, its nat rules) instead of kindnet's
 
 
 def _chain(prefix: str, *parts: str) -> str:
@@ -444,18 +431,14 @@ def _chain(prefix: str, *parts: str) -> str:
     return prefix + base64.b32encode(digest).decode()[:16]
 
 
-def nat_rules(cluster: LabCluster, node: LabNode) -> str:
+def nat_rules(cluster: LabCluster, node: LabNode, masquerade: tuple[str, tuple[str, ...]] | None = None) -> str:
     """kindnet's masquerade agent plus kube-proxy (iptables mode) DNAT for ClusterIP services,
     and, under Globalnet, Submariner's chains (first in PREROUTING/POSTROUTING, as Submariner inserts them)."""
     pod_subnet = cluster.spec.pod_subnet
     sub_chains, sub_first, sub_rules = submariner_rules(cluster, node)
-    chains = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KIND-MASQ-AGENT", *sub_chains]
-    rules = [
-        *sub_first,
-        *sub_rules,
-        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    masq_chain = masquerade[0] if masquerade else "KIND-MASQ-AGENT"
+    chains = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", masq_chain, *sub_chains]
+    kindnet = [
         '-A POSTROUTING -m addrtype ! --dst-type LOCAL -m comment --comment "kind-masq-agent: ensure nat '
         'POSTROUTING directs all non-LOCAL destination traffic to our custom KIND-MASQ-AGENT chain" '
         "-j KIND-MASQ-AGENT",
@@ -463,6 +446,14 @@ def nat_rules(cluster: LabCluster, node: LabNode) -> str:
         'subject to MASQUERADE" -j RETURN',
         '-A KIND-MASQ-AGENT -m comment --comment "kind-masq-agent: outbound traffic is subject to MASQUERADE '
         '(must be last in chain)" -j MASQUERADE',
+    ]
+    rules = [
+        *sub_first,
+        *sub_rules,
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+        *(masquerade[1] if masquerade else kindnet),
         "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
         "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
         "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
