@@ -15,7 +15,8 @@ from crossnet.suites import SUITES
 
 __all__ = ["run_bench"]
 
-STAGES = ("topology_up", "agents_ready", "plumbing", "converged", "probe", "teardown", "total")
+# bgp_converged: part of topology_up under --topology bgp (BIRD started until every route is installed)
+STAGES = ("topology_up", "bgp_converged", "agents_ready", "plumbing", "converged", "probe", "teardown", "total")
 
 
 def _one_round(
@@ -31,6 +32,7 @@ def _one_round(
     run_id = new_run_id()
     run = bring_up(topology, state_root / run_id, run_id, profile.plumbing, progress=lambda _m: None)
     try:
+        run.timings["bgp_converged"] = float(run.provider.state.read().get("bgp_converged_s") or 0.0)
         probe_started = time.perf_counter()  # what `pytest suites/` does: suite by suite, reuse, re-probe
         runner = SuiteRunner(run.cluster_set, run.provider.agent_client, timeout)
         verdicts: dict[str, int] = {}
@@ -61,6 +63,8 @@ def run_bench(
     print(f"\n{'stage':<14}{'median s':>10}{'min s':>10}{'max s':>10}")
     for stage in STAGES:
         values = figures[stage]
+        if stage == "bgp_converged" and not any(values):
+            continue  # not a bgp topology
         print(f"{stage:<14}{statistics.median(values):>10.3f}{min(values):>10.3f}{max(values):>10.3f}")
     probe = statistics.median(figures["probe"])
     print(f"\ncells {cells}; probing {cells / probe:.0f} cells/s (median round)")

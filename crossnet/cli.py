@@ -220,6 +220,8 @@ def _check(label: str, ok: bool, fix: str) -> bool:
 
 
 def _cmd_doctor(_args: argparse.Namespace) -> int:
+    from crossnet.providers.lab.bgp import BGP_TOOLS
+
     print("crossnet doctor: what the lab provider needs on this machine")
     results = [
         _check(
@@ -241,6 +243,8 @@ def _cmd_doctor(_args: argparse.Namespace) -> int:
     missing = sorted({pkg for tool, pkg in tools.items() if shutil.which(tool) is None})
     for tool, pkg in tools.items():
         results.append(_check(f"{tool} ({pkg})", shutil.which(tool) is not None, f"apt-get install -y {pkg}"))
+    for tool, pkg in BGP_TOOLS.items():  # reported, never a failure: only --topology bgp needs them
+        print(f"  [{'ok' if shutil.which(tool) else 'absent'}] {tool} ({pkg}), for --topology bgp only")
     for module, pkg in (
         ("dns", "dnspython"),
         ("yaml", "PyYAML"),

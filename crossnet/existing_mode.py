@@ -92,17 +92,26 @@ def header(config: pytest.Config) -> list[str]:
     return found.header() if found is not None else []
 
 
-def refused(provider: Any, cell: Cell) -> str | None:
+def refused(provider: Any, cell: Cell, cluster_set: Any = None) -> str | None:
     """Why the cluster refused this cell's vantage (a host vantage under Pod Security "restricted",
-    or without --host-vantage); None when it can be probed (and for every other provider)."""
+    or without --host-vantage), or why the run has no end of it (a network outside the clusters the
+    provider does not run); None when it can be probed."""
+    if cluster_set is not None:
+        present = {c.name for c in (*cluster_set.clusters, *cluster_set.outside)}
+        absent = [name for name in (cell.vantage.cluster, cell.target.cluster) if name not in present]
+        if absent:
+            return (
+                f"the {cluster_set.provider} provider does not run the {absent[0]!r} network's hosts "
+                "(the lab does: --provider lab)"
+            )
     reason = getattr(provider, "skip_reason", None)
     why = reason(cell.vantage.cluster, cell.vantage.kind) if reason is not None else None
     return str(why) if why else None
 
 
-def skip_refused_vantage(provider: Any, cell: Cell) -> None:
+def skip_refused_vantage(provider: Any, cell: Cell, cluster_set: Any = None) -> None:
     """Skip a cell whose vantage the cluster refused, saying why: not a failure, never probed."""
-    why = refused(provider, cell)
+    why = refused(provider, cell, cluster_set)
     if why:
         pytest.skip(f"{cell.vantage.cluster} {cell.vantage.kind} vantage: {why}")
 

@@ -131,8 +131,10 @@ OPTIONS: dict[str, Option] = {
         ),
         _option(
             "--topology",
-            "a named setup: 'routed' (default: kind-configs/cluster-1,2 + flat-routed) or 'globalnet' "
-            "(three clusters with identical CIDRs joined by Submariner Globalnet + the globalnet profile)",
+            "a named setup: 'routed' (default: kind-configs/cluster-1,2 + flat-routed), 'globalnet' "
+            "(three clusters with identical CIDRs joined by Submariner Globalnet + the globalnet profile) or "
+            "'bgp' (kind-configs/bgp-1,2: Calico without encapsulation joined by BGP through a top-of-rack "
+            "switch, an office host and enterprise DNS + bgp-flat; also bgp-flat-svc, bgp-flat-keep-source)",
             default=None,
             choices=sorted(TOPOLOGIES),
             metavar="NAME",

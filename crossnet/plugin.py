@@ -288,17 +288,17 @@ def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, J
     config = request.config
     cache = config.stash.setdefault(BATCH_KEY, {})
     if suite not in cache:
-        runner = config.stash.get(RUNNER_KEY, None)
+        runner, run = config.stash.get(RUNNER_KEY, None), current_run(config)
         if runner is None:
-            run = current_run(config)
             runner = config.stash[RUNNER_KEY] = SuiteRunner(
                 run.cluster_set, run.provider.agent_client, float(config.getoption("probe_timeout"))
             )
-        provider = current_run(config).provider
         cells = [
             cell
             for cell in (_cell_of(item) for item in request.session.items)
-            if cell is not None and cell.suite == suite and not existing_mode.refused(provider, cell)
+            if cell is not None
+            and cell.suite == suite
+            and not existing_mode.refused(run.provider, cell, run.cluster_set)
         ]
         cache[suite] = runner.judge_cells(cells)
     return cache[suite]
@@ -314,7 +314,8 @@ def judge_cell(request: pytest.FixtureRequest) -> JudgeCell:
     pytest *error* raised here, in setup: never a network verdict."""
     cell = _cell_of(request.node)
     if cell is not None:
-        existing_mode.skip_refused_vantage(current_run(request.config).provider, cell)
+        run = current_run(request.config)
+        existing_mode.skip_refused_vantage(run.provider, cell, run.cluster_set)
         judgement = _suite_judgements(request, cell.suite)[cell.id]
         obs = judgement.observation
         if obs.error in INFRASTRUCTURE_ERRORS:

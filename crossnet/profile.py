@@ -16,6 +16,7 @@ from typing import Any, cast
 import yaml
 
 from crossnet import yamlsafe
+from crossnet.bgp import CLUSTER_AS_BASE
 from crossnet.globalnet import DEFAULT_GLOBAL_CIDR
 from crossnet.model import MATCH_VOCABULARY, Expectation, Reachable, SourceExpectation
 from crossnet.resources import PROFILES
@@ -37,6 +38,7 @@ REQUIRES_KEYS = frozenset({"cni", "kube_proxy", "multicluster"})
 PLUMBING_KEYS = frozenset({"service_routes", "masquerade_to_peer_pods", "rp_filter", "global_cidr", "bgp"})
 BGP_KEYS = frozenset({"switch_as", "advertise_service_ips", "keep_source"})
 PRIVATE_AS = range(64512, 65535)  # RFC 6996 16-bit private AS numbers (65535 is reserved)
+MAX_CLUSTERS = 64  # cluster AS numbers are CLUSTER_AS_BASE + index
 MAX_LISTED_PROBLEMS = 50  # an error lists this many problems, then counts the rest
 RULE_KEYS = frozenset({"match", "expect", "because"})
 EXPECT_KEYS = frozenset({"reachable", "source"})
@@ -201,6 +203,11 @@ def _bgp(raw: Any, problems: list[str]) -> BgpPlumbing | None:
             f"{PRIVATE_AS.stop - 1} (the clusters take 64513, 64514, ... in config order)"
         )
         switch_as = 65200
+    elif CLUSTER_AS_BASE <= switch_as < CLUSTER_AS_BASE + MAX_CLUSTERS:
+        problems.append(
+            f"plumbing.bgp: switch_as is {switch_as}; that is a cluster's AS (the clusters take {CLUSTER_AS_BASE}, "
+            f"{CLUSTER_AS_BASE + 1}, ... in config order): use another, e.g. 65200"
+        )
     return BgpPlumbing(
         switch_as=int(switch_as),
         advertise_service_ips=raw.get("advertise_service_ips") is True,

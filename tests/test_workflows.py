@@ -126,7 +126,7 @@ def test_shellcheck_catches_a_broken_script(tmp_path: Path) -> None:
 def test_nightly_always_tears_down_and_pins_its_actions() -> None:
     nightly = NIGHTLY.read_text()
     jobs = workflow(NIGHTLY)["jobs"]
-    assert set(jobs) == {"kind-matrix", "kind-globalnet", "vendor"}
+    assert set(jobs) == {"kind-matrix", "kind-globalnet", "kind-calico-bgp", "vendor"}
     for name, job in jobs.items():
         assert isinstance(job.get("timeout-minutes"), int) and job["timeout-minutes"] <= 120, name
         teardown = step(job, "tear down")
@@ -157,6 +157,26 @@ def test_nightly_runs_as_the_runner_user_and_installs_only_what_each_job_uses() 
     ci = workflow(WORKFLOWS / "ci.yml")["jobs"]["tests"]
     assert [s["run"] for s in steps(ci) if "sudo" in s.get("run", "")] == [
         'sudo -E env "PATH=$PATH" PYTHON="$(command -v python3)" bash .ci/run']
+
+
+def test_the_calico_bgp_job_runs_the_bgp_topology_under_each_of_its_profiles() -> None:
+    """kind-calico-bgp: one matrix entry per bgp profile, pytest bringing the bgp topology up (Calico,
+    the switch, the office) on kind and down again, reports per profile."""
+    from crossnet.config import TOPOLOGIES
+
+    job = workflow(NIGHTLY)["jobs"]["kind-calico-bgp"]
+    profiles = job["strategy"]["matrix"]["profile"]
+    assert profiles == ["bgp-flat", "bgp-flat-svc", "bgp-flat-keep-source"] and job["strategy"]["fail-fast"] is False
+    assert TOPOLOGIES["bgp"][1] in profiles  # the topology's default profile is one of them
+    assert [s.get("name") or s["uses"].split("@")[0] for s in steps(job)] == [
+        "actions/checkout", "actions/setup-python", "helm/kind-action", "set up crossnet", "run the matrix",
+        "step summary", "tear down", "upload reports"]
+    kind_action = next(s for s in steps(job) if s.get("uses", "").startswith("helm/kind-action@"))
+    assert kind_action["with"]["install_only"] is True, "crossnet creates the clusters (without a CNI) itself"
+    assert words(step(job, "run the matrix")["run"]) == (
+        '.venv/bin/pytest suites/ -n auto --provider kind --topology bgp --profile "${{ matrix.profile }}" '
+        '--reports "reports/${{ matrix.profile }}"')
+    assert step(job, "upload reports")["with"]["name"] == "nightly-reports-bgp-${{ matrix.profile }}"
 
 
 VENDOR_STEPS = [

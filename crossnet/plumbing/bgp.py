@@ -129,8 +129,10 @@ def unbound_conf(listen_ip: str, workdir: str, forwards: list[tuple[str, tuple[s
         "  cache-max-negative-ttl: 1",
         "  infra-host-ttl: 1",
     ]
+    # Nothing but the forwarded domains is resolved: no query ever leaves for the root servers.
+    lines.append('  local-zone: "." refuse')
     for domain, _ in forwards:
-        lines.append(f'  domain-insecure: "{_domain(domain)}"')
+        lines += [f'  domain-insecure: "{_domain(domain)}"', f'  local-zone: "{_domain(domain)}." transparent']
     lines += ["remote-control:", "  control-enable: yes", f'  control-interface: "{control_socket}"']
     for domain, servers in forwards:
         lines += ["forward-zone:", f'  name: "{_domain(domain)}"', *(f"  forward-addr: {_ip(s)}" for s in servers)]

@@ -28,6 +28,7 @@ from crossnet.globalnet import GlobalAllocation
 from crossnet.model import ClusterSet, LiveCluster, LiveNode, LivePod, LiveService, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
+from crossnet.providers.kind.calico import CalicoBgp, Site, node_blocks
 from crossnet.providers.kind.clusters import KindCli, KindRunner, create_clusters
 from crossnet.providers.kind.kube import ApiKubeCluster, KubeCluster, is_ours
 from crossnet.providers.kind.nodes import kind_node_name, kind_node_short
@@ -96,8 +97,12 @@ class KindProvider:
         logs_dir: Path | None = None,
         global_cidr: str | None = None,
         subctl: SubctlRunner | None = None,
+        bgp: Any = None,
+        calico: CalicoBgp | None = None,
     ) -> None:
         self.global_cidr = global_cidr  # Submariner Globalnet, deployed with subctl
+        self.bgp, self._calico = bgp, calico or CalicoBgp()  # the bgp topology: Calico, switch, office (calico.py)
+        self._calico.progress = progress
         self._subctl = subctl
         self._allocations: dict[str, GlobalAllocation] = {}
         self.state_dir, self.run_id, self.reuse, self.agent_image = state_dir, run_id, reuse, agent_image
@@ -158,6 +163,8 @@ class KindProvider:
         self._docker()  # and the daemon
         if self.global_cidr is not None:
             self._subctl_cli()  # and subctl, when Globalnet is asked for
+        if self.bgp is not None:
+            self._calico.check_tools()  # and kubectl and docker, for Calico and the office
         self._topology = topology
         claim_state_dir(self.state_dir, self.run_id)  # new and 0700 (kubeconfigs, the agent token); never adopted
         self._owned = True
@@ -191,7 +198,12 @@ class KindProvider:
             os.chmod(self.state_dir / f"kubeconfig-{name}", 0o600)
         for name in clash:
             _write_private(self.state_dir / f"kubeconfig-{name}", kind.kubeconfig(name))
+        site = self._calico_site(topology) if self.bgp is not None else None
+        if site is not None:  # Calico first: nodes without a CNI never get Ready
+            self._calico.deploy(site, self._docker())
         self._wait_ready(names)
+        if site is not None:
+            self._calico.serve_dns(site)
         if self.global_cidr is not None:
             deploy_globalnet(
                 self._subctl_cli(),
@@ -208,6 +220,10 @@ class KindProvider:
 
     def _record_submariner(self, done: dict[str, Any]) -> None:
         self.state.update(submariner=done)
+
+    def _calico_site(self, topology: Topology) -> Site:
+        kubes = {c.name: self.kube(c.name) for c in topology.clusters}
+        return Site(self.bgp, topology, self.run_id, kubes, self._kubeconfigs(), lambda d: self.state.update(calico=d))
 
     def _wait_ready(self, names: list[str]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -280,7 +296,7 @@ class KindProvider:
             data = self.state.read()
         except ProviderError:
             data = {}
-        problems = self._undo_submariner(data)
+        problems = self._undo_submariner(data) + self._undo_calico(data)
         namespace, run_id = data.get("namespace", self.namespace), data.get("run_id", self.run_id)
         for cluster in data.get("created", []) + data.get("reused", []):
             try:
@@ -315,6 +331,13 @@ class KindProvider:
             return [f"Submariner left on {', '.join(sorted(reused))}: {exc}"]
         kubeconfigs = {c: self.state_dir / f"kubeconfig-{c}" for c in reused}
         return undo_globalnet(subctl, data["submariner"], self.kube, kubeconfigs, reused, self._progress)
+
+    def _undo_calico(self, data: dict[str, Any]) -> list[str]:
+        """The bgp topology's containers go; on reused clusters also Calico and its node routes and labels."""
+        if not data.get("calico"):
+            return []
+        reused = {c: self.state_dir / f"kubeconfig-{c}" for c in data.get("reused", [])}
+        return self._calico.undo(data["calico"], self.run_id, reused, self)
 
     def _delete_namespace(self, cluster: str, namespace: str, run_id: str) -> None:
         """Delete `namespace` only when its labels say this run made it; otherwise leave it and say so."""
@@ -424,6 +447,7 @@ class KindProvider:
         clusters = []
         for spec in self._require_topology().clusters:
             kube = self.kube(spec.name)
+            blocks = node_blocks(kube) if self.bgp is not None else {}  # Calico IPAM's, not spec.podCIDR
             nodes = []
             for node in sorted(kube.nodes(), key=lambda n: (not n.control_plane, n.name)):
                 short = kind_node_short(spec.name, node.name)
@@ -432,7 +456,7 @@ class KindProvider:
                         short=short,
                         role="control-plane" if node.control_plane else "worker",
                         ip=node.internal_ip,
-                        pod_cidr=node.pod_cidr,
+                        pod_cidr=blocks.get(node.name, node.pod_cidr),
                         handle=node.name,
                     )
                 )
@@ -461,7 +485,8 @@ class KindProvider:
 
 def create(state_dir: Path, run_id: str, settings: ProviderSettings) -> KindProvider:
     image = settings.agent_image or DEFAULT_AGENT_IMAGE
-    return KindProvider(state_dir, run_id, reuse=settings.reuse, agent_image=image, global_cidr=settings.global_cidr)
+    options = {"global_cidr": settings.global_cidr, "bgp": settings.bgp}
+    return KindProvider(state_dir, run_id, reuse=settings.reuse, agent_image=image, **options)
 
 
 def attach(state_dir: Path, alive: bool = True) -> KindProvider:

@@ -11,6 +11,7 @@ rejects the rest with "network unreachable" at once (a dead-end veth, as the und
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,9 @@ from crossnet.providers.lab.topology import (
 )
 
 __all__ = [
+    "BGP_TOOLS",
     "LabBgp",
+    "missing_tools",
     "outside_cluster",
     "plan_bgp",
 ]
@@ -43,6 +46,18 @@ SWITCH_OFFICE_IP = str(OFFICE_CIDR[1])
 OFFICE_HOSTS = {OFFICE_HOST: str(OFFICE_CIDR[10]), ENTERPRISE_DNS: str(OFFICE_CIDR[53])}
 NETNS = {SWITCH: "bgp.tor", OFFICE_HOST: "bgp.office", ENTERPRISE_DNS: "bgp.dns"}
 CONVERGE_TIMEOUT = 20.0
+BGP_TOOLS = {"bird": "bird2", "birdc": "bird2", "unbound": "unbound", "unbound-control": "unbound"}
+
+
+def missing_tools() -> str | None:
+    """What the bgp topology lacks on this machine, as the message that says how to install it."""
+    missing = sorted({pkg for tool, pkg in BGP_TOOLS.items() if shutil.which(tool) is None})
+    if not missing:
+        return None
+    return (
+        f"the bgp topology runs BIRD and unbound in the lab, and {', '.join(missing)} is not installed\n"
+        f"    fix: apt-get install -y {' '.join(missing)} (or `bash .ci/setup lab`)"
+    )
 
 
 @dataclass(frozen=True)

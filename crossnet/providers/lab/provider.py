@@ -127,6 +127,9 @@ class LabProvider:
                 f"{UNIX_PATH_MAX} bytes: {longest})\n    fix: pass a shorter --state-dir"
             )
         refuse_existing_state_dir(self.state_dir)  # the sandbox itself creates it (0700, owner mark)
+        lacking = lab_bgp.missing_tools() if self.bgp is not None else None
+        if lacking:
+            raise InputError(lacking)
         try:
             self._sandbox = start_sandbox(self.state_dir, self.detached, self.run_id)
         except SandboxError as exc:
