@@ -38,6 +38,7 @@ TOPOLOGIES: dict[str, tuple[tuple[str, ...], str]] = {
     "routed": (DEFAULT_CONFIGS, "flat-routed"),
     "globalnet": (("globalnet-1.yaml", "globalnet-2.yaml", "globalnet-3.yaml"), "globalnet"),
     "bgp": (("bgp-1.yaml", "bgp-2.yaml"), "bgp-flat"),
+    "mcs": (("mcs-1.yaml", "mcs-2.yaml"), "mcs-karmada"),
 }
 # A Kubernetes label: an optional DNS-subdomain prefix and '/', a name of at most 63 characters;
 # values the same characters, possibly empty. (Values reach kubectl and the lab's records.)

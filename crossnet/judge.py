@@ -21,10 +21,18 @@ def outcome(live: LiveCell, observation: Observation) -> tuple[bool, str | None]
         return (True, None) if observation.error == "nxdomain" else (False, observation.error or "wrong-answer")
     if not observation.reached:
         return False, observation.error
-    got = sorted(a for a in observation.answers if not a.startswith("cname:"))
+    got = sorted(_srv_port_target(a) for a in observation.answers if not a.startswith("cname:"))
     if got != sorted(live.expected_answers):
         return False, "wrong-answer"
+    if cell.target.expect_ra and observation.ra is False:  # the profile configures `header { response set ra }`
+        return False, "no-ra"
     return True, None
+
+
+def _srv_port_target(answer: str) -> str:
+    """An SRV answer as cells expect it: "srv:<port> <target>" (priority and weight are the server's)."""
+    fields = answer.removeprefix("srv:").split()
+    return f"srv:{fields[2]} {fields[3]}" if answer.startswith("srv:") and len(fields) == 4 else answer
 
 
 def _source_ok(live: LiveCell, observation: Observation) -> tuple[bool, str | None]:
@@ -48,6 +56,8 @@ def _source_ok(live: LiveCell, observation: Observation) -> tuple[bool, str | No
 CAUSES = {
     "no-route": "no-route (network or host unreachable)",
     "refused": "refused (nothing listens on that port)",
+    "no-ra": "no-ra (answered without the RA bit: dig says 'recursion requested but not available'; the "
+    "Corefile needs `header { response set ra }`)",
 }
 # A refusal worded as such (a reset, ICMP port unreachable from the target); other refusals (a
 # connection closed without a reply) keep their own text.
@@ -68,7 +78,7 @@ TARGET_WORDS: dict[str, str] = {
 
 def _cause(observation: Observation, error: str) -> str:
     plain_refusal = error == "refused" and (not observation.detail or _PLAIN_REFUSAL.match(observation.detail))
-    if error == "no-route" or plain_refusal:
+    if error in ("no-route", "no-ra") or plain_refusal:
         return CAUSES[error]
     text = error
     if error == "timeout" and observation.latency_ms is not None:

@@ -20,6 +20,7 @@ from typing import Any
 from crossnet.globalnet import CLUSTERSET_DOMAIN
 from crossnet.model import ClusterSet, Topology
 from crossnet.plumbing.corefile import CorefileError, plan_forward_patch
+from crossnet.plumbing.mcs import clusterset_block
 from crossnet.plumbing.nodes import CONNTRACK_FLUSH, NodeCommand, plan_masquerade_exceptions, plan_rp_filter
 from crossnet.plumbing.routes import RouteChange, plan_peer_routes, plan_service_routes
 from crossnet.profile import Plumbing
@@ -107,6 +108,7 @@ def bring_up(
         agent_image=agent_image,
         global_cidr=plumbing.global_cidr if plumbing else None,
         bgp=plumbing.bgp if plumbing else None,
+        mcs=plumbing.mcs if plumbing else None,
         existing=existing,  # --provider existing: the controller's discovery
     )
     made = make_provider(provider, state_dir, run_id, settings)
@@ -229,7 +231,8 @@ def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plu
         )
         original = provider.read_corefile(cluster.name)
         try:
-            patch = plan_forward_patch(original, run_id, forwards)
+            extra = [clusterset_block(plumbing.mcs)] if plumbing.mcs is not None else []
+            patch = plan_forward_patch(original, run_id, forwards, extra_blocks=extra)
         except CorefileError as exc:
             raise ProviderError(f"{cluster.name}: cannot add the peer forwards to its Corefile: {exc}") from None
         record["corefiles"][cluster.name] = patch.original

@@ -7,9 +7,10 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
+from crossnet.globalnet import CLUSTERSET_DOMAIN
 from crossnet.model import AGENT_PORT, Cell, ClusterSet
 from crossnet.wire import ProbeSpec
-from crossnet.workloads import agent_id, pod_hostname
+from crossnet.workloads import ECHO_SERVICE, HEADLESS_SERVICE, agent_id, pod_hostname
 
 __all__ = ["LiveCell", "live_cell", "search_list"]
 
@@ -58,6 +59,8 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
     port = AGENT_PORT
     # An office host asks its enterprise DNS full names only; a pod and a node have kubelet's search list.
     search = search_list(cluster_set.namespace, src_cluster.domain) if cell.vantage.kind != "external" else []
+    if target.form == "clusterset-search":  # a pod configured with svc.clusterset.local in its search list
+        search.append(f"svc.{CLUSTERSET_DOMAIN}")
     by_name = target.kind in ("dns-name", "headless")
     name = cluster_set.name(target.name)
     if target.kind == "pod-ip":
@@ -83,6 +86,8 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         dst, agents = name, _agents_of(cluster_set, target.cluster)
         if not target.expect_nxdomain and protocol.startswith("dns"):
             expected = _expected_answers(cell, cluster_set)
+        if target.form == "srv":
+            probe["qtype"] = "SRV"
     if by_name:
         probe.update({"qname": dst, "server": src_cluster.dns_service_ip, "search": search})
         flags = f" --server {src_cluster.dns_service_ip} " + " ".join(f"--search {s}" for s in search)
@@ -132,6 +137,34 @@ def _node_addresses(cluster_set: ClusterSet, cluster: str) -> tuple[str, ...]:
     return tuple(addresses)
 
 
+MCS_FORMS = frozenset(
+    {"clusterset", "clusterset-search", "clusterset-nosearch", "pod.cluster.clusterset", "derived", "srv"}
+)
+
+
+def _mcs_answers(cell: Cell, cluster_set: ClusterSet) -> tuple[str, ...]:
+    """What the vantage's DNS answers for an MCS name: the ServiceImport's ClusterSetIP (its own
+    cluster's import), the exporter's pods for the headless Service, one pod for its own name, the
+    derived Service's ClusterIP in the vantage's cluster, SRV records as "srv:<port> <target>"."""
+    target, own = cell.target, cluster_set.cluster(cell.vantage.cluster)
+    exporter = cluster_set.cluster(target.cluster)
+    if target.form == "derived":  # absent where the setup has no derived Services: nothing is the answer
+        derived = [s.cluster_ip for s in own.services if s.name == target.service and s.cluster_ip]
+        return tuple(str(ip) for ip in derived)
+    if target.form == "pod.cluster.clusterset":
+        return (exporter.pod_on(target.node).ip,)
+    if target.form == "srv":
+        name = ".".join(target.name.split(".")[2:])
+        return tuple(
+            f"srv:{port} {cluster_set.name(name)}."
+            for proto, port in exporter.service(ECHO_SERVICE, cluster_set.namespace).ports
+            if f"_{proto}." in target.name
+        )
+    if target.service == HEADLESS_SERVICE:
+        return exporter.service(HEADLESS_SERVICE, cluster_set.namespace).endpoints
+    return tuple(ip for name, ip in own.clusterset_ips if name == target.service)
+
+
 def _global_ip(cell: Cell, cluster_set: ClusterSet) -> str:
     """The global ingress IP a Globalnet cell aims at (empty for every other cell)."""
     owner = cluster_set.cluster(cell.target.cluster)
@@ -146,6 +179,8 @@ def _global_ip(cell: Cell, cluster_set: ClusterSet) -> str:
 
 def _expected_answers(cell: Cell, cluster_set: ClusterSet) -> tuple[str, ...]:
     form = cell.target.form
+    if form in MCS_FORMS and not cluster_set.cluster(cell.target.cluster).global_cidr:
+        return _mcs_answers(cell, cluster_set)
     if form == "clusterset":  # every exporting cluster's global ingress IP (the lab answers with all)
         return tuple(c.global_ip(f"svc/{cell.target.service}") for c in cluster_set.clusters)
     if form == "cluster.clusterset":

@@ -46,7 +46,7 @@ AGENT_PORT = 8080
 
 # The vocabularies. Each is declared once, here, in the order reports list it; profiles (match
 # keys), the suite registry, the report and the pytest marks derive theirs with typing.get_args.
-SuiteName = Literal["pod-to-pod", "service", "dns", "snat", "globalnet", "external"]
+SuiteName = Literal["pod-to-pod", "service", "dns", "snat", "globalnet", "external", "mcs"]
 Protocol = Literal["tcp", "udp", "icmp", "dns-udp", "dns-tcp"]
 VantageKind = Literal["pod", "host", "external"]  # external: a host outside every cluster
 TargetKind = Literal["pod-ip", "cluster-ip", "node-port", "headless", "dns-name", "global-ip", "external-host"]
@@ -61,6 +61,10 @@ TargetForm = Literal[
     "clusterset",
     "cluster.clusterset",
     "pod.cluster.clusterset",
+    "derived",  # MCS: Karmada's derived-<svc> Service in the importing cluster's own domain
+    "srv",  # MCS: _<port>._<proto>.<svc>.<ns>.svc.clusterset.local
+    "clusterset-search",  # MCS: <svc>.<ns>.svc from a pod whose search list has clusterset.local
+    "clusterset-nosearch",  # the same name from a pod with kubelet's search list only
 ]
 PayloadSize = Literal["small", "large"]
 Reachable = Literal["yes", "no", "optional"]
@@ -193,6 +197,8 @@ class LiveCluster:
     global_egress: tuple[str, ...] = ()
     global_ingress: tuple[tuple[str, str], ...] = ()
     clusterset_dns_ips: tuple[str, ...] = ()
+    # Multi-Cluster Services: the ServiceImports of this cluster (service name -> its ClusterSetIP).
+    clusterset_ips: tuple[tuple[str, str], ...] = ()
 
     def global_ip(self, key: str) -> str:
         for name, ip in self.global_ingress:
@@ -282,6 +288,7 @@ def _live_clusters(raw: Any) -> tuple[LiveCluster, ...]:
                 global_egress=tuple(c.get("global_egress") or ()),
                 global_ingress=tuple(tuple(p) for p in c.get("global_ingress") or ()),
                 clusterset_dns_ips=tuple(c.get("clusterset_dns_ips") or ()),
+                clusterset_ips=tuple(tuple(p) for p in c.get("clusterset_ips") or ()),
             )
         )
     return tuple(clusters)
@@ -315,6 +322,7 @@ class Target:
     name: str = ""
     form: str = ""
     expect_nxdomain: bool = False
+    expect_ra: bool = False  # DNS: the answer must carry the RA bit (the profile configures `header`)
 
     @property
     def label(self) -> str:
@@ -365,8 +373,9 @@ class Cell:
         elif self.target.kind == "dns-name":  # a per-pod name also names its node
             where = f"{self.target.cluster}/{self.target.node}" if self.target.node else self.target.cluster
             dst = f"{where}:{self.target.form}:{self.target.service}"
-        elif self.target.kind in ("node-port", "headless"):
-            dst = f"{self.target.cluster}/{self.target.node}:{self.target.service}"
+        elif self.target.kind in ("node-port", "headless"):  # a clusterset pod name says its form
+            form = f"{self.target.form}:" if self.target.form else ""
+            dst = f"{self.target.cluster}/{self.target.node}:{form}{self.target.service}"
         else:
             dst = f"{self.target.cluster}/{self.target.service}"
         question = ":source" if self.suite == "snat" else ""  # the SNAT suite asks about the same paths
@@ -390,6 +399,7 @@ class Observation:
     loop_lag_ms: float | None = None  # how late the agent's event loop ran meanwhile (a starved agent)
     path_mtu: int | None = None  # the path MTU the agent measured to the target (DF ladder), when it did
     ttl: int | None = None  # DNS: the lowest TTL of the answer (a cached answer shows a lower one)
+    ra: bool | None = None  # DNS: the response's RA (recursion available) flag; None: no response, or an old result
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Observation:

@@ -132,9 +132,11 @@ OPTIONS: dict[str, Option] = {
         _option(
             "--topology",
             "a named setup: 'routed' (default: kind-configs/cluster-1,2 + flat-routed), 'globalnet' "
-            "(three clusters with identical CIDRs joined by Submariner Globalnet + the globalnet profile) or "
+            "(three clusters with identical CIDRs joined by Submariner Globalnet + the globalnet profile), "
             "'bgp' (kind-configs/bgp-1,2: Calico without encapsulation joined by BGP through a top-of-rack "
-            "switch, an office host and enterprise DNS + bgp-flat; also bgp-flat-svc, bgp-flat-keep-source)",
+            "switch, an office host and enterprise DNS + bgp-flat; also bgp-flat-svc, bgp-flat-keep-source) or "
+            "'mcs' (kind-configs/mcs-1,2: routed clusters with Multi-Cluster Services, clusterset.local + "
+            "mcs-karmada; also mcs-clusterset-only)",
             default=None,
             choices=sorted(TOPOLOGIES),
             metavar="NAME",

@@ -22,7 +22,17 @@ from crossnet.model import MATCH_VOCABULARY, Expectation, Reachable, SourceExpec
 from crossnet.resources import PROFILES
 from crossnet.yamlsafe import clip, cut
 
-__all__ = ["MATCH_KEYS", "PROFILE_DIR", "BgpPlumbing", "Plumbing", "Profile", "ProfileError", "Rule", "load_profile"]
+__all__ = [
+    "MATCH_KEYS",
+    "PROFILE_DIR",
+    "BgpPlumbing",
+    "McsPlumbing",
+    "Plumbing",
+    "Profile",
+    "ProfileError",
+    "Rule",
+    "load_profile",
+]
 
 PROFILE_DIR = PROFILES
 
@@ -35,7 +45,8 @@ PROFILE_KEYS = frozenset({"name", "description", "globalnet", "plumbing", "defau
 # `requires:` pins the setup a profile was written for (checked against what discovery finds on existing
 # clusters, crossnet.providers.existing): each key takes a value or a list of accepted values.
 REQUIRES_KEYS = frozenset({"cni", "kube_proxy", "multicluster"})
-PLUMBING_KEYS = frozenset({"service_routes", "masquerade_to_peer_pods", "rp_filter", "global_cidr", "bgp"})
+PLUMBING_KEYS = frozenset({"service_routes", "masquerade_to_peer_pods", "rp_filter", "global_cidr", "bgp", "mcs"})
+MCS_KEYS = frozenset({"derived_services", "header_ra"})
 BGP_KEYS = frozenset({"switch_as", "advertise_service_ips", "keep_source"})
 PRIVATE_AS = range(64512, 65535)  # RFC 6996 16-bit private AS numbers (65535 is reserved)
 MAX_CLUSTERS = 64  # cluster AS numbers are CLUSTER_AS_BASE + index
@@ -76,6 +87,17 @@ class BgpPlumbing:
 
 
 @dataclass(frozen=True)
+class McsPlumbing:
+    """Multi-Cluster Services (the `mcs` topology): the first cluster exports `echo` and
+    `echo-headless`, every cluster imports them; CoreDNS answers clusterset.local with the
+    `multicluster` plugin. `derived_services`: the importer also has Karmada's `derived-<svc>`
+    Service; `header_ra`: the Corefile sets the RA bit (`header { response set ra }`)."""
+
+    derived_services: bool = True
+    header_ra: bool = True
+
+
+@dataclass(frozen=True)
 class Plumbing:
     """How the clusters are joined under this profile; providers apply it, the plumbing suite
     checks it on every node."""
@@ -85,6 +107,7 @@ class Plumbing:
     rp_filter: int = 0  # net.ipv4.conf.all.rp_filter on every node
     global_cidr: str | None = None  # Submariner Globalnet: the global CIDR (set when the profile declares globalnet)
     bgp: BgpPlumbing | None = None  # joined by BGP (Calico, no encapsulation) instead of injected routes
+    mcs: McsPlumbing | None = None  # Multi-Cluster Services on top of the routes and forwards
 
 
 @dataclass(frozen=True)
@@ -182,6 +205,24 @@ def _plumbing(raw: Any, problems: list[str]) -> Plumbing:
         rp_filter=int(rp_filter),
         global_cidr=global_cidr,
         bgp=_bgp(raw["bgp"], problems) if "bgp" in raw else None,
+        mcs=_mcs(raw["mcs"], problems) if "mcs" in raw else None,
+    )
+
+
+def _mcs(raw: Any, problems: list[str]) -> McsPlumbing | None:
+    if raw is None or raw is True:
+        return McsPlumbing()
+    if not isinstance(raw, dict):
+        problems.append(f"plumbing: mcs is {cut(raw)}; write a mapping of {', '.join(sorted(MCS_KEYS))} (or true)")
+        return None
+    for key in _unknown_keys(raw, MCS_KEYS):
+        problems.append(f"plumbing.mcs: unknown key {key}; known: {', '.join(sorted(MCS_KEYS))}")
+    for key in MCS_KEYS:
+        if key in raw and not isinstance(raw[key], bool):
+            problems.append(f"plumbing.mcs: {key} is {cut(raw[key])}; use true or false")
+    return McsPlumbing(
+        derived_services=raw.get("derived_services", True) is not False,
+        header_ra=raw.get("header_ra", True) is not False,
     )
 
 
@@ -247,6 +288,8 @@ def load_profile(name_or_path: str) -> Profile:
         plumbing = replace(plumbing, global_cidr=DEFAULT_GLOBAL_CIDR)
     if plumbing.global_cidr and not doc.get("globalnet"):
         problems.append("plumbing: global_cidr is set but the profile does not declare 'globalnet: true'")
+    if plumbing.mcs is not None and (plumbing.global_cidr or plumbing.bgp):
+        problems.append("plumbing: mcs runs on routed clusters here; drop globalnet/global_cidr and bgp")
     if plumbing.bgp is not None and (plumbing.global_cidr or plumbing.service_routes):
         problems.append(
             "plumbing: bgp joins the clusters by BGP alone; drop global_cidr/globalnet and service_routes "

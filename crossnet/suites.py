@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from crossnet.builders import dns, external, globalnet, pod_to_pod, service, snat
+from crossnet.builders import dns, external, globalnet, mcs, pod_to_pod, service, snat
 from crossnet.model import SUITE_NAMES, Cell, Topology
 from crossnet.profile import Profile
 
 __all__ = ["REGISTRY", "SUITES", "Suite", "build_cells", "suite"]
 
-Requirement = Literal["routed", "globalnet", "bgp", "any"]
+Requirement = Literal["routed", "globalnet", "bgp", "mcs", "any"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class Suite:
     def applies(self, profile: Profile) -> bool:
         if self.requires == "bgp":
             return profile.plumbing.bgp is not None
+        if self.requires == "mcs":
+            return profile.plumbing.mcs is not None
         globalnet = profile.plumbing.global_cidr is not None
         return self.requires == "any" or (self.requires == "globalnet") == globalnet
 
@@ -47,6 +49,8 @@ class Suite:
             return (
                 f"the {self.name} suite needs clusters joined by Globalnet: run `pytest suites/ --topology globalnet`"
             )
+        if self.requires == "mcs":
+            return f"the {self.name} suite needs Multi-Cluster Services: run `pytest suites/ --topology mcs`"
         if self.requires == "bgp":
             return f"the {self.name} suite needs the bgp topology's office network: run `pytest suites/ --topology bgp`"
         if self.requires == "routed":
@@ -72,6 +76,7 @@ REGISTRY: tuple[Suite, ...] = (
     Suite("snat", "the source IP the target saw on every path expected to reach", snat.build, "any"),
     Suite("globalnet", "clusters with identical CIDRs through Submariner Globalnet", globalnet.build, "globalnet"),
     Suite("external", "a host outside the clusters to pods, Services and names, and pods to it", external.build, "bgp"),
+    Suite("mcs", "ServiceExport/ServiceImport through clusterset.local, derived Services, SRV", mcs.build, "mcs"),
 )
 SUITES: tuple[str, ...] = tuple(s.name for s in REGISTRY)
 

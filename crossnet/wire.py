@@ -26,6 +26,7 @@ class ProbeSpec(TypedDict, total=False):
     server: str
     search: list[str]
     dns_port: int  # where `server` listens (default 53)
+    qtype: str  # dns-udp/dns-tcp: the record type asked, A (default) | SRV
     ndots: int  # resolv.conf ndots for the search list (default 5, as kubelet writes it)
     expect_agents: list[str]  # the agents whose echo may answer (a Service's endpoints)
     cover: bool  # a Service: connect until every one of expect_agents answered (bounded), name a silent one
@@ -40,7 +41,7 @@ class ProbeResult(TypedDict, total=False):
     error: str | None  # timeout | refused | no-route | nxdomain | servfail | wrong-answer | agent-error | ...
     source_ip: str | None  # the source address the target saw (crossnet's echo says it)
     latency_ms: float | None
-    answers: list[str]  # DNS answers; a CNAME as "cname:<name>"
+    answers: list[str]  # DNS answers; a CNAME as "cname:<name>", an SRV as "srv:<priority> <weight> <port> <target>"
     rcode: str | None
     responder: str | None  # the agent id whose echo answered
     detail: str
@@ -50,6 +51,7 @@ class ProbeResult(TypedDict, total=False):
     path_mtu: int | None  # the largest packet that reached dst and came back with DF set (measure_mtu, or
     # a failed large probe); None: the ladder got no answer
     ttl: int | None  # DNS: the lowest TTL in the answer (below the zone's own: a cached answer)
+    ra: bool  # DNS: the RA (recursion available) flag of the response; absent when no response came
 
 
 class CellRecord(TypedDict):

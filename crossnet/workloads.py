@@ -9,10 +9,13 @@ from crossnet.model import CROSSNET_NAMESPACE, Topology
 
 __all__ = [
     "AGENT_POD",
+    "DERIVED_PREFIX",
     "ECHO_NODE_PORT",
     "ECHO_SERVICE",
     "HEADLESS_SERVICE",
     "NONEXISTENT_SERVICE",
+    "REMOTE_SERVICE",
+    "SRV_PORT_NAME",
     "ExternalNameService",
     "agent_id",
     "external_name_services",
@@ -23,6 +26,9 @@ AGENT_POD = "agent"
 ECHO_SERVICE = "echo"  # type NodePort: a ClusterIP plus ECHO_NODE_PORT on every node
 ECHO_NODE_PORT = 30080
 HEADLESS_SERVICE = "echo-headless"  # the agent pods, each with its own DNS name
+REMOTE_SERVICE = "remote-echo"  # MCS: exists in the exporting cluster only, exported (the short-name cells)
+DERIVED_PREFIX = "derived-"  # MCS (Karmada): the importing cluster's derived-<svc> Service
+SRV_PORT_NAME = "echo"  # the echo Service's port name (SRV: _echo._tcp, _echo._udp)
 NONEXISTENT_SERVICE = "does-not-exist"
 
 

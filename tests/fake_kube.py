@@ -195,6 +195,18 @@ class FakeCluster:
                 "status": {"podIP": f"10.{index}0.0.{3 + i}", "phase": "Running",
                            "conditions": [{"type": "Ready", "status": "True"}]}})
 
+    # ------------------------------------------------------------------ API discovery (added for the MCS API)
+
+    api_resources: dict[str, list[str]]  # "group/version" -> the resources served there; set by a test
+
+    def _discovery(self, group_version: str, what: str) -> Any:
+        """An APIResourceList, as `GET /apis/<group>/<version>` answers (404 when that is not served)."""
+        served = getattr(self, "api_resources", {}).get(group_version)
+        if served is None:
+            raise self._fail(what, 404, "Not Found", "the server could not find the requested resource")
+        return {"kind": "APIResourceList", "groupVersion": group_version,
+                "resources": [{"name": r, "namespaced": True, "verbs": ["list", "watch"]} for r in served]}
+
     # ------------------------------------------------------------------ storage
 
     def _put(self, collection: str, obj: dict[str, Any]) -> None:
@@ -229,6 +241,8 @@ class FakeCluster:
         what = f"{method} {path}"
         if path == "/version":
             return {"gitVersion": self.version}
+        if path.startswith("/apis/") and path.count("/") == 3:  # API discovery of one group/version
+            return self._discovery(path[len("/apis/"):], what)
         group, resource, namespace, name, rest = parse_path(path)
         collection = path if not name else path.rsplit("/", 1)[0]
         if "/" in resource:  # a subresource: the collection is the parent's

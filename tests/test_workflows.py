@@ -126,7 +126,7 @@ def test_shellcheck_catches_a_broken_script(tmp_path: Path) -> None:
 def test_nightly_always_tears_down_and_pins_its_actions() -> None:
     nightly = NIGHTLY.read_text()
     jobs = workflow(NIGHTLY)["jobs"]
-    assert set(jobs) == {"kind-matrix", "kind-globalnet", "kind-calico-bgp", "vendor"}
+    assert set(jobs) == {"kind-matrix", "kind-globalnet", "kind-calico-bgp", "kind-mcs", "vendor"}
     for name, job in jobs.items():
         assert isinstance(job.get("timeout-minutes"), int) and job["timeout-minutes"] <= 120, name
         teardown = step(job, "tear down")
@@ -177,6 +177,29 @@ def test_the_calico_bgp_job_runs_the_bgp_topology_under_each_of_its_profiles() -
         '.venv/bin/pytest suites/ -n auto --provider kind --topology bgp --profile "${{ matrix.profile }}" '
         '--reports "reports/${{ matrix.profile }}"')
     assert step(job, "upload reports")["with"]["name"] == "nightly-reports-bgp-${{ matrix.profile }}"
+
+
+def test_the_mcs_job_runs_the_mcs_topology_on_lighthouse_with_the_pinned_subctl() -> None:
+    """kind-mcs: subctl pinned to the version crossnet deploys Submariner (Lighthouse, no Globalnet) with,
+    pytest bringing the mcs topology up on the two mcs kind configs and down again, its reports uploaded."""
+    from crossnet.config import TOPOLOGIES
+    from crossnet.providers.kind.submariner import SUBCTL_VERSION
+
+    job = workflow(NIGHTLY)["jobs"]["kind-mcs"]
+    assert job["env"]["SUBCTL_VERSION"] == SUBCTL_VERSION
+    assert TOPOLOGIES["mcs"][0] == ("mcs-1.yaml", "mcs-2.yaml")
+    assert all((ROOT / "kind-configs" / name).is_file() for name in TOPOLOGIES["mcs"][0])
+    assert [s.get("name") or s["uses"].split("@")[0] for s in steps(job)] == [
+        "actions/checkout", "actions/setup-python", "helm/kind-action", "install subctl (pinned)",
+        "set up crossnet", "run the matrix", "step summary", "tear down", "upload reports"]
+    kind_action = next(s for s in steps(job) if s.get("uses", "").startswith("helm/kind-action@"))
+    assert kind_action["with"]["install_only"] is True, "crossnet creates the clusters and deploys Submariner itself"
+    assert 'VERSION="v${SUBCTL_VERSION}"' in step(job, "install subctl (pinned)")["run"]
+    assert words(step(job, "run the matrix")["run"]) == (
+        ".venv/bin/pytest suites/ --provider kind --topology mcs --profile mcs-clusterset-only --reports reports/mcs")
+    assert "globalnet" not in words(step(job, "run the matrix")["run"])
+    assert step(job, "upload reports")["with"] == {"name": "nightly-reports-mcs", "path": "reports/",
+                                                   "if-no-files-found": "warn"}
 
 
 VENDOR_STEPS = [

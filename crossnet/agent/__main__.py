@@ -13,7 +13,7 @@ from typing import Any
 
 from crossnet.agent.control import MAX_LINE, TOKEN_HEADER, Handler, allowed_uids, control_handler, read_token
 from crossnet.agent.core import AGENT_ID, PROBE_PROTOCOLS, EchoServers, run_probe
-from crossnet.agent.validate import BadRequest, validate_probe
+from crossnet.agent.validate import QTYPES, BadRequest, validate_probe
 
 
 async def _start_unix(handler: Handler, path: str) -> asyncio.Server:
@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--server", help="DNS server IP (dns probes, and tcp/udp to a name)")
     probe.add_argument("--dns-port", type=int, default=53, help="DNS server port (default 53)")
     probe.add_argument("--search", action="append", default=[], help="DNS search domain (repeatable)")
+    probe.add_argument(
+        "--qtype", type=str.upper, choices=QTYPES, default="A", help="record type of a dns probe (default A)"
+    )
     probe.add_argument("--timeout", type=float, default=2.0)
     probe.add_argument(
         "--payload", type=int, default=0, help="payload bytes (tcp/udp echo), or EDNS padding bytes (dns probes)"
@@ -123,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.server:
             parser.error("a name needs --server IP (the cluster DNS service IP)")
         spec.update(qname=args.dst, server=args.server, search=args.search, dns_port=args.dns_port)
-    if not args.protocol.startswith("dns"):
+    if args.protocol.startswith("dns"):
+        spec["qtype"] = args.qtype
+    else:
+        if args.qtype != "A":
+            parser.error(f"--qtype {args.qtype}: only dns-udp and dns-tcp probes ask other record types")
         spec.update(port=args.port, **({} if by_name else {"dst": args.dst}))
     try:
         spec = validate_probe(spec)

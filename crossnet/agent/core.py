@@ -178,10 +178,13 @@ async def _probe_icmp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Resolve like a pod's resolver would: the cluster DNS server, its search list, ndots:5."""
+    """Resolve like a pod's resolver would: the cluster DNS server, its search list, ndots:5.
+    `qtype` A (default) or SRV (answers "srv:<priority> <weight> <port> <target>"); `ra` is the
+    RA flag of the response (absent when none came)."""
     import dns.asyncresolver
     import dns.edns
     import dns.exception
+    import dns.message
     import dns.name
     import dns.rdatatype
     import dns.resolver
@@ -197,14 +200,19 @@ async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     padding = int(probe.get("payload") or 0)
     if padding:  # an EDNS Padding option (RFC 7830) makes the query itself near-MTU sized
         resolver.use_edns(0, 0, 4096, options=[dns.edns.GenericOption(dns.edns.OptionType.PADDING, b"\0" * padding)])
+    qtype = str(probe.get("qtype") or "A")
     try:
         answer = await resolver.resolve(
-            str(probe["qname"]), "A", tcp=probe["protocol"] == "dns-tcp", lifetime=timeout, raise_on_no_answer=False
+            str(probe["qname"]), qtype, tcp=probe["protocol"] == "dns-tcp", lifetime=timeout, raise_on_no_answer=False
         )
-    except dns.resolver.NXDOMAIN:
-        return _result(False, "nxdomain", latency_ms=_ms(started), rcode="NXDOMAIN")
+    except dns.resolver.NXDOMAIN as exc:
+        replies = list((exc.kwargs.get("responses") or {}).values())  # qname -> its NXDOMAIN response
+        return _result(False, "nxdomain", latency_ms=_ms(started), rcode="NXDOMAIN", **_ra(replies))
     except dns.resolver.NoNameservers as exc:
-        return _result(False, "servfail", latency_ms=_ms(started), rcode="SERVFAIL", detail=str(exc)[:300])
+        errors = exc.kwargs.get("errors") or ()  # (server, tcp, port, error, response) tuples
+        replies = [e[-1] for e in errors if isinstance(e, tuple) and e and isinstance(e[-1], dns.message.Message)]
+        detail = str(exc)[:300]
+        return _result(False, "servfail", latency_ms=_ms(started), rcode="SERVFAIL", detail=detail, **_ra(replies))
     except dns.resolver.LifetimeTimeout:
         return _result(False, "timeout", latency_ms=_ms(started), detail=f"no DNS answer within {timeout}s")
     except dns.exception.DNSException as exc:
@@ -219,6 +227,8 @@ async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
                 records.append(f"cname:{rdata.target.to_text()}")
             elif rdata.rdtype == dns.rdatatype.A:
                 records.append(rdata.address)
+            elif rdata.rdtype == dns.rdatatype.SRV:
+                records.append(f"srv:{rdata.priority} {rdata.weight} {rdata.port} {rdata.target.to_text()}")
     del records[MAX_ANSWERS:]
     return _result(
         True,
@@ -226,8 +236,16 @@ async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
         rcode="NOERROR",
         answers=records,
         ttl=ttl,
+        **_ra([answer.response]),
         detail=f"resolved as {answer.qname.to_text()}" + (f" (TTL {ttl} s)" if ttl is not None else ""),
     )
+
+
+def _ra(responses: list[Any]) -> dict[str, Any]:
+    """{"ra": the RA (recursion available) flag of the last response}, or {} when none came."""
+    import dns.flags
+
+    return {"ra": bool(responses[-1].flags & dns.flags.RA)} if responses else {}
 
 
 PROBERS = {"tcp": _probe_tcp, "udp": _probe_udp, "icmp": _probe_icmp, "dns-udp": _probe_dns, "dns-tcp": _probe_dns}
@@ -237,7 +255,7 @@ async def _resolve_then(probe: dict[str, Any], timeout: float) -> dict[str, Any]
     """Resolve `qname` like a pod would, then probe the first address over tcp/udp: how a
     client reaches a headless pod or an ExternalName Service by name."""
     started = time.perf_counter()
-    resolved = await _probe_dns({**probe, "protocol": "dns-udp"}, timeout)
+    resolved = await _probe_dns({**probe, "protocol": "dns-udp", "qtype": "A"}, timeout)
     addresses = [a for a in resolved.get("answers", []) if not a.startswith("cname:")]
     if not resolved["reached"]:
         return {**resolved, "detail": f"resolving {probe['qname']}: {resolved.get('error')}"}

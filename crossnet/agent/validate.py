@@ -14,7 +14,16 @@ from typing import Any
 
 from crossnet.agent.core import AGENT_ID, PROBE_PROTOCOLS
 
-__all__ = ["MAX_PAYLOAD", "MAX_PROBES", "MAX_TIMEOUT", "BadRequest", "TooLarge", "validate_batch", "validate_probe"]
+__all__ = [
+    "MAX_PAYLOAD",
+    "MAX_PROBES",
+    "MAX_TIMEOUT",
+    "QTYPES",
+    "BadRequest",
+    "TooLarge",
+    "validate_batch",
+    "validate_probe",
+]
 
 MAX_PROBES = 2000  # probes in one request
 MAX_TIMEOUT = 30.0  # seconds, one probe
@@ -23,6 +32,7 @@ MAX_PAYLOAD = 65000  # bytes of echo payload (MTU probes use ~1400) or of EDNS p
 MAX_ID = 512  # characters of a probe id (it comes back in the result)
 MAX_LIST = 256  # entries of `search` and `expect_agents`
 MAX_NAME = 253  # characters of a DNS name
+QTYPES = ("A", "SRV")  # what a dns probe may ask
 LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
@@ -119,6 +129,13 @@ def validate_probe(spec: Any, where: str = "probe") -> dict[str, Any]:
         probe["search"] = _strings(f"{where}.search", spec["search"], _name)
     if spec.get("dns_port") is not None:
         probe["dns_port"] = _int(f"{where}.dns_port", spec["dns_port"], 1, 65535)
+    if spec.get("qtype") is not None:
+        qtype = spec["qtype"]
+        if not isinstance(qtype, str) or qtype.upper() not in QTYPES:
+            raise BadRequest(f"{where}.qtype: must be one of {', '.join(QTYPES)}, not {str(qtype)[:20]!r}")
+        if not protocol.startswith("dns") and qtype.upper() != "A":
+            raise BadRequest(f"{where}.qtype: {protocol} to a name resolves A records; SRV is for dns-udp/dns-tcp")
+        probe["qtype"] = qtype.upper()
     if spec.get("ndots") is not None:
         probe["ndots"] = _int(f"{where}.ndots", spec["ndots"], 0, 15)
     for flag in ("cover", "measure_mtu"):

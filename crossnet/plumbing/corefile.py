@@ -70,6 +70,7 @@ def plan_forward_patch(
     run_id: str,
     forwards: Mapping[str, Sequence[str]],
     source: str = "Corefile",
+    extra_blocks: Sequence[Sequence[str]] = (),
 ) -> CorefilePatch:
     """Plan appending one fenced section to `original` with a server block per peer domain
     (sorted by domain) that forwards it to the given targets (`ip` or `ip:port`).
@@ -87,6 +88,9 @@ def plan_forward_patch(
     lines = [f"{_FENCE_BEGIN} {run_id}"]
     for _, text in sorted(blocks):
         lines.extend(text)
+    for extra in extra_blocks:  # whole server blocks (the MCS clusterset.local block), checked by the parse below
+        _refuse_served_zone(corefile, single_zone(extra[0].split(":")[0].split()[0]), source)
+        lines.extend(extra)
     lines.append(f"{_FENCE_END} {run_id}")
     section = "\n".join(lines)
     # A newline-less original stays newline-less: the separating newline goes before the fence.

@@ -45,6 +45,7 @@ class ProviderSettings:
     agent_image: str | None = None  # Kubernetes-backed providers: the agents' image
     global_cidr: str | None = None  # Submariner Globalnet with this global CIDR
     bgp: Any = None  # profile.BgpPlumbing: clusters joined by BGP (the bgp topology), no route injected
+    mcs: Any = None  # profile.McsPlumbing: Multi-Cluster Services (the mcs topology)
     # existing: the controller's existing.session.Discovery (or existing.settings.ExistingSettings)
     existing: Any = None
 

@@ -28,6 +28,7 @@ from crossnet.globalnet import GlobalAllocation
 from crossnet.model import ClusterSet, LiveCluster, LiveNode, LivePod, LiveService, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, ProviderError, StateFile
+from crossnet.providers.kind import mcs as kind_mcs
 from crossnet.providers.kind.calico import CalicoBgp, Site, node_blocks
 from crossnet.providers.kind.clusters import KindCli, KindRunner, create_clusters
 from crossnet.providers.kind.kube import ApiKubeCluster, KubeCluster, is_ours
@@ -99,9 +100,11 @@ class KindProvider:
         subctl: SubctlRunner | None = None,
         bgp: Any = None,
         calico: CalicoBgp | None = None,
+        mcs: Any = None,
     ) -> None:
         self.global_cidr = global_cidr  # Submariner Globalnet, deployed with subctl
         self.bgp, self._calico = bgp, calico or CalicoBgp()  # the bgp topology: Calico, switch, office (calico.py)
+        self.mcs = mcs  # Multi-Cluster Services: Lighthouse + ServiceExports (kind/mcs.py)
         self._calico.progress = progress
         self._subctl = subctl
         self._allocations: dict[str, GlobalAllocation] = {}
@@ -163,6 +166,7 @@ class KindProvider:
         self._docker()  # and the daemon
         if self.global_cidr is not None:
             self._subctl_cli()  # and subctl, when Globalnet is asked for
+        kind_mcs.check_tools(self)
         if self.bgp is not None:
             self._calico.check_tools()  # and kubectl and docker, for Calico and the office
         self._topology = topology
@@ -214,6 +218,7 @@ class KindProvider:
                 self._progress,
                 record=self._record_submariner,
             )
+        kind_mcs.deploy(self, topology)
         cluster_set = self._cluster_set(with_agents=False)
         self.state.update(phase="up", cluster_set=cluster_set.to_json())
         return cluster_set
@@ -261,6 +266,7 @@ class KindProvider:
             self._allocations = read_allocations(
                 topology, {c.name: self.kube(c.name) for c in topology.clusters}, self.namespace, self._progress
             )
+        kind_mcs.export(self, topology)
         cluster_set = self._cluster_set(with_agents=True)
         self.state.update(phase="agents-ready", cluster_set=cluster_set.to_json())
         return cluster_set
@@ -296,7 +302,7 @@ class KindProvider:
             data = self.state.read()
         except ProviderError:
             data = {}
-        problems = self._undo_submariner(data) + self._undo_calico(data)
+        problems = kind_mcs.undo(self, data) + self._undo_submariner(data) + self._undo_calico(data)
         namespace, run_id = data.get("namespace", self.namespace), data.get("run_id", self.run_id)
         for cluster in data.get("created", []) + data.get("reused", []):
             try:
@@ -485,7 +491,7 @@ class KindProvider:
 
 def create(state_dir: Path, run_id: str, settings: ProviderSettings) -> KindProvider:
     image = settings.agent_image or DEFAULT_AGENT_IMAGE
-    options = {"global_cidr": settings.global_cidr, "bgp": settings.bgp}
+    options = {"global_cidr": settings.global_cidr, "bgp": settings.bgp, "mcs": kind_mcs.mcs_of(settings)}
     return KindProvider(state_dir, run_id, reuse=settings.reuse, agent_image=image, **options)
 
 

@@ -28,6 +28,12 @@ def live_cluster_set(plan: LabPlan) -> ClusterSet:
                 hostnames=tuple(host for _, host in s.endpoints),
             )
             for s in cluster.services
+            if s.type != "ClusterSetIP"  # a ServiceImport's VIP (providers/lab/mcs.py): clusterset_ips below
+        )
+        imports = tuple(
+            (s.name.removesuffix("-clusterset"), str(s.cluster_ip))
+            for s in cluster.services
+            if s.type == "ClusterSetIP"
         )
         clusters.append(
             LiveCluster(
@@ -48,6 +54,7 @@ def live_cluster_set(plan: LabPlan) -> ClusterSet:
                 services=services,
                 dns_service_ip=cluster.dns_service_ip,
                 dns_server_ips=(cluster.dns_pod.ip,),
+                clusterset_ips=imports,
                 **_global_fields(cluster),
             )
         )

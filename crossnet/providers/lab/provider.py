@@ -22,6 +22,7 @@ from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
 from crossnet.providers.exec_backend import exec_host
 from crossnet.providers.lab import bgp as lab_bgp
+from crossnet.providers.lab import mcs as lab_mcs
 from crossnet.providers.lab import topology as lab
 from crossnet.providers.lab.clusterset import live_cluster_set
 from crossnet.providers.lab.sandbox import UNIX_PATH_MAX, Sandbox, SandboxClient, SandboxError, start_sandbox
@@ -89,11 +90,12 @@ class LabProvider:
     multicluster_owns_corefile = False  # the lab emulates Lighthouse: crossnet adds its forward
 
     def __init__(
-        self, state_dir: Path, run_id: str, detached: bool = False, global_cidr: str | None = None, bgp: Any = None
+        self, state_dir: Path, run_id: str, detached: bool = False, global_cidr: str | None = None, **layers: Any
     ) -> None:
         self.state_dir = state_dir
         self.global_cidr = global_cidr  # emulate Submariner Globalnet with this global CIDR
-        self.bgp = bgp  # profile.BgpPlumbing: the bgp topology (BIRD, the switch, the office, unbound)
+        # layers: bgp (profile.BgpPlumbing: the bgp topology), mcs (profile.McsPlumbing: the mcs topology)
+        self.bgp, self.mcs, self._imports = layers.get("bgp"), layers.get("mcs"), list[dict[str, Any]]()
         self._bgp_plan: lab_bgp.LabBgp | None = None
         self.run_id = run_id
         self.detached = detached
@@ -152,6 +154,9 @@ class LabProvider:
                 }
             )
             plan = self._plan = lab.plan_lab(topology, self.global_cidr)
+            if self.mcs is not None:  # ServiceImport VIPs and derived Services (providers/lab/mcs.py)
+                plan = self._plan = lab_mcs.with_mcs(plan, topology, self.mcs)
+                self._imports = lab_mcs.serviceimports(plan, topology)
             bgp = self._bgp_plan = lab_bgp.plan_bgp(plan, topology, self.bgp) if self.bgp is not None else None
             links = lab.link_batch(plan) + ("\n".join(lab_bgp.link_lines()) + "\n" if bgp else "")
             self._check(self.sandbox.exec(None, ["ip", "-batch", "-"], input=links), "create namespaces")
@@ -193,7 +198,7 @@ class LabProvider:
             cdir = self.state_dir / "clusters" / cluster.spec.name
             cdir.mkdir(parents=True, exist_ok=True)
             (cdir / "Corefile").write_text(lab.stock_corefile(cluster.spec.dns_domain))
-            (cdir / "records.json").write_text(json.dumps(_records(cluster), indent=1))
+            (cdir / "records.json").write_text(json.dumps(_records(cluster, self._imports), indent=1))
             ready = cdir / "dns.ready"
             self.sandbox.spawn_python(
                 cluster.dns_pod.netns,
@@ -448,9 +453,11 @@ def _clusterset_names(plan: lab.LabPlan) -> dict[str, list[str]]:
     return names
 
 
-def _records(cluster: lab.LabCluster) -> dict[str, Any]:
-    """What the lab DNS's `kubernetes` plugin serves (the API view of CoreDNS)."""
+def _records(cluster: lab.LabCluster, imports: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the lab DNS's `kubernetes` plugin serves (the API view of CoreDNS), and its
+    `multicluster` plugin (the ServiceImports)."""
     return {
+        "serviceimports": imports,
         # A NodePort Service resolves like a ClusterIP one.
         "services": [
             {
@@ -463,6 +470,7 @@ def _records(cluster: lab.LabCluster) -> dict[str, Any]:
                 "endpoints": [{"ip": ip, "hostname": host} for ip, host in s.endpoints],
             }
             for s in cluster.services
+            if s.type != lab_mcs.CLUSTERSET_TYPE  # a ServiceImport's VIP: no Service of the API
         ],
         "pods": [
             {"ip": p.ip, "namespace": CROSSNET_NAMESPACE if p.name == "agent" else "kube-system"}
@@ -496,9 +504,7 @@ def _wait_gone(pid: int, identity: str | None, timeout: float = 5.0) -> None:
 
 
 def create(state_dir: Path, run_id: str, settings: ProviderSettings) -> LabProvider:
-    return LabProvider(
-        state_dir, run_id, detached=settings.detached, global_cidr=settings.global_cidr, bgp=settings.bgp
-    )
+    return LabProvider(state_dir, run_id, settings.detached, settings.global_cidr, bgp=settings.bgp, mcs=settings.mcs)
 
 
 def attach(state_dir: Path, alive: bool = True) -> LabProvider:

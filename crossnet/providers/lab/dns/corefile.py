@@ -16,9 +16,21 @@ from crossnet.plumbing.corefile import CorefileError, Directive, ServerBlock, no
 from crossnet.providers.lab.dns.plugins import KNOWN_PLUGINS, PLUGIN_ORDER
 from crossnet.providers.lab.dns.plugins.cache import CachePlugin
 from crossnet.providers.lab.dns.plugins.forward import ForwardPlugin, Upstream
+from crossnet.providers.lab.dns.plugins.header import (
+    HEADER_ACTIONS,
+    HEADER_FLAGS,
+    HEADER_SELECTORS,
+    HeaderPlugin,
+    HeaderRule,
+)
 from crossnet.providers.lab.dns.plugins.hosts import HostsPlugin
-from crossnet.providers.lab.dns.plugins.kubernetes import DEFAULT_KUBERNETES_TTL, KubernetesPlugin
+from crossnet.providers.lab.dns.plugins.kubernetes import (
+    ALWAYS_PRESENT_NAMESPACES,
+    DEFAULT_KUBERNETES_TTL,
+    KubernetesPlugin,
+)
 from crossnet.providers.lab.dns.plugins.lighthouse import LighthousePlugin
+from crossnet.providers.lab.dns.plugins.multicluster import MulticlusterPlugin
 from crossnet.providers.lab.dns.query import Fallthrough, Plugin, Transport, most_specific
 from crossnet.providers.lab.dns.records import (
     ClusterRecords,
@@ -130,8 +142,32 @@ class _BlockBuilder:
         self._refuse_unknown_and_doubled(server)
         plugins: list[Plugin] = []
         for name in PLUGIN_ORDER:
-            plugins.extend(self.plugin(zones, d) for d in server.plugins(name))
+            for directive in server.plugins(name):
+                plugin = self.plugin(zones, directive)
+                if isinstance(plugin, MulticlusterPlugin):
+                    self._refuse_shadowed_multicluster(plugin, directive, plugins)
+                plugins.append(plugin)
         return Block(zones, tuple(plugins), bool(server.plugins("errors")))
+
+    def _refuse_shadowed_multicluster(
+        self, multicluster: MulticlusterPlugin, directive: Directive, before: list[Plugin]
+    ) -> None:
+        """A multicluster zone the kubernetes plugin of the same block serves (and does not fall
+        through for) is never reached: kubernetes answers first, NXDOMAIN for every import."""
+        for kubernetes in (p for p in before if isinstance(p, KubernetesPlugin)):
+            for zone in multicluster.zones:
+                served = most_specific(kubernetes.zones, zone)
+                if served is None or kubernetes.fallthrough.covers(zone):
+                    continue
+                name, cluster = zone.to_text(omit_final_dot=True), served.to_text(omit_final_dot=True)
+                where = f"is inside the kubernetes zone {cluster}"
+                where = where if zone != served else "is the kubernetes plugin's zone"
+                raise self.error(
+                    directive.line,
+                    f"multicluster zone {name} {where}: the kubernetes plugin would answer first "
+                    "(NXDOMAIN for every ServiceImport)",
+                    "use clusterset.local ('multicluster clusterset.local'), the MCS zone",
+                )
 
     def _refuse_unknown_and_doubled(self, server: ServerBlock) -> None:
         first_line: dict[str, int] = {}
@@ -158,6 +194,10 @@ class _BlockBuilder:
             return self.hosts(zones, directive)
         if directive.name == "kubernetes":
             return self.kubernetes(zones, directive)
+        if directive.name == "multicluster":
+            return self.multicluster(zones, directive)
+        if directive.name == "header":
+            return self.header(directive)
         if directive.name == "lighthouse":
             return LighthousePlugin(zones, {dns.name.from_text(n): a for n, a in self.records.clusterset})
         return self.forward(directive)
@@ -220,6 +260,47 @@ class _BlockBuilder:
             elif option.name not in _KUBERNETES_IGNORED:
                 raise self.unknown_option("kubernetes", option)
         return KubernetesPlugin(zones, self.records, ttl, pod_mode, fallthrough, namespaces, self.serial)
+
+    def multicluster(self, server_zones: tuple[dns.name.Name, ...], directive: Directive) -> MulticlusterPlugin:
+        zones = self.zones(directive.args, directive.line) if directive.args else server_zones
+        fallthrough, serve_endpoints = Fallthrough(), True
+        for option in directive.block:
+            if option.name == "fallthrough":
+                fallthrough = self.fallthrough(option)
+            elif option.name == "noendpoints":
+                serve_endpoints = False
+            elif option.name != "kubeconfig":
+                raise self.unknown_option("multicluster", option)
+        records = self.records
+        namespaces = frozenset(
+            {s.namespace for s in records.services} | {p.namespace for p in records.pods} | ALWAYS_PRESENT_NAMESPACES
+        )
+        return MulticlusterPlugin(zones, records.serviceimports, namespaces, fallthrough, serve_endpoints, self.serial)
+
+    def header(self, directive: Directive) -> HeaderPlugin:
+        rules: list[HeaderRule] = []
+        example = "write e.g. 'response set ra' in the header block"
+        for option in directive.block:
+            words = [option.name.lower(), *(a.lower() for a in option.args)]
+            if words[0] in HEADER_ACTIONS:  # no selector: a response rule, as CoreDNS reads it
+                words.insert(0, "response")
+            selector, action, flags = words[0], words[1] if len(words) > 1 else "", words[2:]
+            if selector not in HEADER_SELECTORS or action not in HEADER_ACTIONS or not flags:
+                raise self.error(
+                    option.line, f"header rule {' '.join(words)!r} is not 'query|response set|clear FLAGS'", example
+                )
+            unknown = [flag for flag in flags if flag not in HEADER_FLAGS]
+            if unknown:
+                raise self.error(
+                    option.line, f"header flag {unknown[0]!r} is not one of {', '.join(HEADER_FLAGS)}", example
+                )
+            mask = 0
+            for flag in flags:
+                mask |= int(HEADER_FLAGS[flag])
+            rules.append(HeaderRule(selector, action, mask))
+        if not rules:
+            raise self.error(directive.line, "header needs at least one rule", example)
+        return HeaderPlugin(tuple(rules))
 
     def cache(self, server_zones: tuple[dns.name.Name, ...], directive: Directive) -> CachePlugin:
         args = list(directive.args)

@@ -77,11 +77,21 @@ class Chain:
 def response(
     query: Query, rcode: dns.rcode.Rcode = dns.rcode.NOERROR, authoritative: bool = False
 ) -> dns.message.Message:
-    reply = dns.message.make_response(query.request, recursion_available=True, our_payload=EDNS_PAYLOAD)
+    """A reply as CoreDNS's SetReply makes it: RD copied from the query, RA never set (CoreDNS's own
+    answers -- kubernetes, multicluster, hosts, errors -- say no recursion unless the `header` plugin
+    sets RA; a forwarded answer is the upstream's own message, flags and all)."""
+    reply = dns.message.make_response(query.request, recursion_available=False, our_payload=EDNS_PAYLOAD)
     reply.set_rcode(rcode)
     if authoritative:
         reply.flags |= int(dns.flags.AA)
     return reply
+
+
+def soa_rrset(zone: dns.name.Name, ttl: int, serial: int) -> dns.rrset.RRset:
+    """The SOA CoreDNS's kubernetes-style plugins put in the authority section of a denial."""
+    origin = zone.to_text()
+    rdata = f"ns.dns.{origin} hostmaster.{origin} {serial} 7200 1800 86400 {ttl}"
+    return dns.rrset.from_text(zone, ttl, "IN", "SOA", rdata)
 
 
 def servfail(query: Query, error: str) -> dns.message.Message:

@@ -17,8 +17,11 @@ __all__ = [
     "RECORDS_FORMAT",
     "ClusterRecords",
     "EndpointRecord",
+    "ImportEndpointRecord",
+    "ImportPortRecord",
     "LabDnsConfigError",
     "PodRecord",
+    "ServiceImportRecord",
     "ServiceRecord",
     "load_records",
 ]
@@ -31,14 +34,25 @@ records file (JSON, written by the lab provider):
                  "external_name": "echo.crossnet.svc.cluster-1.com" | null,
                  "endpoints": [{"ip": "10.10.1.2", "hostname": "agent-worker" | null}]}],
    "pods": [{"ip": "10.10.1.2", "namespace": "crossnet"}],
-   "clusterset": {"echo.crossnet.svc.clusterset.local": ["242.0.255.253"]}}
-  Every top-level key may be left out. `clusterset` is what the lighthouse plugin answers.
-  Other keys (e.g. a service's "ports": no SRV records are served) are ignored.
+   "clusterset": {"echo.crossnet.svc.clusterset.local": ["242.0.255.253"]},
+   "serviceimports": [{"name": "echo", "namespace": "crossnet",
+                       "type": "ClusterSetIP" | "Headless",
+                       "ips": ["10.41.0.200"],
+                       "ports": [["tcp", 8080, "echo"], ["udp", 8080]],
+                       "endpoints": [{"ip": "10.10.1.2", "hostname": "agent-worker" | null,
+                                      "cluster": "mcs-1"}]}]}
+  Every top-level key may be left out. `clusterset` is what the lighthouse plugin answers,
+  `serviceimports` what the multicluster plugin answers (a port is [protocol, port] or
+  [protocol, port, name]; `ips` is the ClusterSetIP's, `endpoints` a Headless import's pods).
+  Other keys (e.g. a service's "ports": the kubernetes plugin serves no SRV records) are ignored.
 """
 """The records file format: the one definition (shown by --help)."""
 
 ServiceType = Literal["ClusterIP", "Headless", "ExternalName"]
 _SERVICE_TYPES: tuple[ServiceType, ...] = ("ClusterIP", "Headless", "ExternalName")
+ImportType = Literal["ClusterSetIP", "Headless"]
+_IMPORT_TYPES: tuple[ImportType, ...] = ("ClusterSetIP", "Headless")
+_PROTOCOLS = ("tcp", "udp", "sctp")
 
 
 class LabDnsConfigError(ValueError):
@@ -93,6 +107,37 @@ class PodRecord:
 
 
 @dataclass(frozen=True)
+class ImportPortRecord:
+    protocol: str  # tcp | udp | sctp
+    port: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ImportEndpointRecord:
+    ip: str
+    cluster: str
+    hostname: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The endpoint's name under its cluster: its hostname, or its IP with dashes."""
+        return self.hostname or self.ip.replace(".", "-").replace(":", "-")
+
+
+@dataclass(frozen=True)
+class ServiceImportRecord:
+    """An MCS ServiceImport (what the multicluster plugin answers from)."""
+
+    name: str
+    namespace: str
+    type: ImportType
+    ips: tuple[str, ...] = ()
+    ports: tuple[ImportPortRecord, ...] = ()
+    endpoints: tuple[ImportEndpointRecord, ...] = ()
+
+
+@dataclass(frozen=True)
 class ClusterRecords:
     """What the kubernetes plugin answers from (what the API server holds on kind)."""
 
@@ -100,6 +145,8 @@ class ClusterRecords:
     pods: tuple[PodRecord, ...] = ()
     # For the lighthouse plugin: clusterset.local names -> global IPs, as Lighthouse would answer.
     clusterset: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # For the multicluster plugin: the MCS ServiceImports of the cluster set.
+    serviceimports: tuple[ServiceImportRecord, ...] = ()
 
     @classmethod
     def from_json(cls, data: object, source: str = "records") -> ClusterRecords:
@@ -108,6 +155,7 @@ class ClusterRecords:
         document = reader.mapping(data, "top level")
         services = reader.items(document, "services")
         pods = reader.items(document, "pods")
+        imports = reader.items(document, "serviceimports")
         clusterset = document.get("clusterset") or {}
         if not isinstance(clusterset, dict):
             raise reader.error("clusterset", "must map names to lists of IP addresses")
@@ -120,6 +168,7 @@ class ClusterRecords:
             services=tuple(reader.service(item, f"services[{i}]") for i, item in enumerate(services)),
             pods=tuple(reader.pod(item, f"pods[{i}]") for i, item in enumerate(pods)),
             clusterset=tuple(entries),
+            serviceimports=tuple(reader.service_import(item, f"serviceimports[{i}]") for i, item in enumerate(imports)),
         )
 
 
@@ -204,3 +253,47 @@ class _RecordsReader:
     def pod(self, value: object, where: str) -> PodRecord:
         item = self.mapping(value, where)
         return PodRecord(cast(str, self.ip(item, "ip", where)), cast(str, self.text(item, "namespace", where)))
+
+    def service_import(self, value: object, where: str) -> ServiceImportRecord:
+        item = self.mapping(value, where)
+        kind = item.get("type")
+        if kind not in _IMPORT_TYPES:
+            raise self.error(f"{where}.type", f"{kind!r} is not one of {', '.join(_IMPORT_TYPES)}")
+        ips = item.get("ips") or []
+        if not isinstance(ips, list) or not all(isinstance(ip, str) and is_ip(ip) for ip in ips):
+            raise self.error(f"{where}.ips", "must be a list of IP addresses")
+        if kind == "ClusterSetIP" and not ips:
+            raise self.error(f"{where}.ips", "a ClusterSetIP import needs its IP")
+        endpoints = item.get("endpoints") or []
+        if not isinstance(endpoints, list):
+            raise self.error(f"{where}.endpoints", 'expected a list of {"ip", "hostname", "cluster"} objects')
+        return ServiceImportRecord(
+            name=cast(str, self.text(item, "name", where)),
+            namespace=cast(str, self.text(item, "namespace", where)),
+            type=cast(ImportType, kind),
+            ips=tuple(str(ipaddress.ip_address(ip)) for ip in ips),
+            ports=self.ports(item.get("ports") or [], f"{where}.ports"),
+            endpoints=tuple(self.import_endpoint(e, f"{where}.endpoints[{i}]") for i, e in enumerate(endpoints)),
+        )
+
+    def ports(self, value: object, where: str) -> tuple[ImportPortRecord, ...]:
+        if not isinstance(value, list):
+            raise self.error(where, "expected a list of [protocol, port] or [protocol, port, name]")
+        ports = []
+        for i, entry in enumerate(value):
+            valid = isinstance(entry, list) and len(entry) in (2, 3) and str(entry[0]).lower() in _PROTOCOLS
+            valid = valid and isinstance(entry[1], int) and not isinstance(entry[1], bool) and 0 < entry[1] < 65536
+            valid = valid and (len(entry) == 2 or isinstance(entry[2], str))
+            if not valid:
+                expected = "[tcp|udp|sctp, port] or [tcp|udp|sctp, port, name]"
+                raise self.error(f"{where}[{i}]", f"{entry!r} is not {expected}")
+            ports.append(ImportPortRecord(str(entry[0]).lower(), entry[1], entry[2] if len(entry) == 3 else ""))
+        return tuple(ports)
+
+    def import_endpoint(self, value: object, where: str) -> ImportEndpointRecord:
+        item = self.mapping(value, where)
+        return ImportEndpointRecord(
+            ip=str(ipaddress.ip_address(cast(str, self.ip(item, "ip", where)))),
+            cluster=cast(str, self.text(item, "cluster", where)),
+            hostname=self.text(item, "hostname", where, optional=True),
+        )

@@ -227,5 +227,6 @@ def _render(request: dns.message.Message, reply: dns.message.Message, transport:
 def _format_error(wire: bytes) -> bytes | None:
     if len(wire) < 12 or wire[2] & 0x80:
         return None
-    flags = bytes([0x80 | (wire[2] & 0x78), 0x80 | int(dns.rcode.FORMERR)])
+    # QR, the opcode and RD of the query (as miekg/dns's SetReply); no RA, as CoreDNS sends none.
+    flags = bytes([0x80 | (wire[2] & 0x79), int(dns.rcode.FORMERR)])
     return wire[:2] + flags + bytes(8)

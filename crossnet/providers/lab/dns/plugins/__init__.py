@@ -5,8 +5,9 @@ from __future__ import annotations
 
 __all__ = ["IMPLEMENTED_PLUGINS", "KNOWN_PLUGINS", "NO_OP_PLUGINS", "PLUGIN_ORDER"]
 
-PLUGIN_ORDER = ("cache", "hosts", "kubernetes", "lighthouse", "forward")  # as in CoreDNS's plugin.cfg
-"""The plugins that answer queries, in the order a query meets them."""
+# As in CoreDNS's plugin.cfg (`multicluster` is external: its README puts it just below `kubernetes`).
+PLUGIN_ORDER = ("cache", "header", "hosts", "kubernetes", "multicluster", "lighthouse", "forward")
+"""The plugins a query meets, in this order."""
 
 IMPLEMENTED_PLUGINS = ("errors", *PLUGIN_ORDER)
 

@@ -14,11 +14,19 @@ import dns.rdatatype
 import dns.reversename
 import dns.rrset
 
-from crossnet.providers.lab.dns.query import Fallthrough, Next, Query, address_rrsets, most_specific, response
+from crossnet.providers.lab.dns.query import (
+    Fallthrough,
+    Next,
+    Query,
+    address_rrsets,
+    most_specific,
+    response,
+    soa_rrset,
+)
 from crossnet.providers.lab.dns.records import ClusterRecords, ServiceRecord
 
 DEFAULT_KUBERNETES_TTL = 5
-_ALWAYS_PRESENT_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+ALWAYS_PRESENT_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ class KubernetesPlugin:
         self.services = {(s.name, s.namespace): s for s in records.services}
         self.pods = frozenset((p.ip, p.namespace) for p in records.pods)
         self.namespaces = frozenset(
-            {s.namespace for s in records.services} | {p.namespace for p in records.pods} | _ALWAYS_PRESENT_NAMESPACES
+            {s.namespace for s in records.services} | {p.namespace for p in records.pods} | ALWAYS_PRESENT_NAMESPACES
         )
         self.reverse = self._reverse_names(records)
 
@@ -86,9 +94,7 @@ class KubernetesPlugin:
         return reply
 
     def _soa(self, zone: dns.name.Name) -> dns.rrset.RRset:
-        origin = zone.to_text()
-        rdata = f"ns.dns.{origin} hostmaster.{origin} {self.serial} 7200 1800 86400 {self.ttl}"
-        return dns.rrset.from_text(zone, self.ttl, "IN", "SOA", rdata)
+        return soa_rrset(zone, self.ttl, self.serial)
 
     async def _answers(self, query: Query, zone: dns.name.Name, node: _Node) -> list[dns.rrset.RRset]:
         owner, qtype = query.qname, query.qtype
