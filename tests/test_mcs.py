@@ -186,3 +186,27 @@ def test_a_withdrawn_export_makes_the_name_nxdomain(tmp_path: Path) -> None:
         assert any("nxdomain" in messages[i] for i in withdrawn if i.endswith("dns-udp"))
     finally:
         crossnet("down", "--state-dir", str(state))
+
+
+def test_an_answer_without_the_ra_bit_is_a_regression_where_the_profile_configures_header() -> None:
+    from crossnet.judge import judge
+    from crossnet.live import live_cell
+    from crossnet.model import Observation
+    from crossnet.profile import load_profile as profile_named
+    from crossnet.providers.lab.clusterset import live_cluster_set
+    from crossnet.providers.lab.mcs import with_mcs
+    from crossnet.providers.lab.topology import plan_lab
+
+    plan = with_mcs(plan_lab(MCS.topology), MCS.topology, profile_named("mcs-karmada").plumbing.mcs or McsPlumbing())
+    cluster_set = live_cluster_set(plan)
+    cell = next(c for c in MCS.cells if c.id == "pod:mcs-2/worker->mcs-1:clusterset:echo:dns-name:dns-udp")
+    live = live_cell(cell, cluster_set, 2.0)
+    assert live.expected_answers == (str(plan.cluster("mcs-2").spec.service_network[200]),)
+    answered = Observation(reached=True, answers=live.expected_answers, rcode="NOERROR", ra=True)
+    assert judge(live, answered).verdict == "pass"
+    without_ra = judge(live, Observation(reached=True, answers=live.expected_answers, rcode="NOERROR", ra=False))
+    assert without_ra.verdict == "regression" and "header { response set ra }" in without_ra.message
+    only = load_setup("mcs", None, "mcs-clusterset-only")
+    relaxed = next(c for c in only.cells if c.id == cell.id)
+    assert judge(live_cell(relaxed, cluster_set, 2.0), Observation(
+        reached=True, answers=live.expected_answers, rcode="NOERROR", ra=False)).verdict == "pass"
