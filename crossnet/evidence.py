@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from testinfra.host import Host
 
 from crossnet.facts import node_host
+from crossnet.facts_bgp import bgp_evidence
 from crossnet.lifecycle import Run
 from crossnet.model import ClusterSet
 from crossnet.providers.base import ExecTarget
@@ -206,6 +207,7 @@ def collect_evidence(
     for index, end in enumerate(ends):
         if end.pod and end not in ends[:index]:
             parts.append(_pod_links(run, end))
+    parts += [_section(title, text) for title, text in bgp_evidence(run, [(e.cluster, e.node) for e in ends])]
     if dns_cluster:
         try:
             parts.append(_section(f"{dns_cluster}: Corefile", run.provider.read_corefile(dns_cluster)))

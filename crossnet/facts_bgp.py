@@ -26,9 +26,9 @@ from crossnet.lifecycle import Run
 from crossnet.model import Topology
 from crossnet.plumbing.bgp import NAT_OUTGOING_CHAIN
 from crossnet.profile import BgpPlumbing
-from crossnet.providers.base import ProviderError
+from crossnet.providers.base import ExecTarget, ProviderError
 
-__all__ = ["KINDS", "check_bgp_fact", "planned_bgp_facts"]
+__all__ = ["KINDS", "bgp_evidence", "check_bgp_fact", "planned_bgp_facts"]
 
 KINDS = frozenset({"blackhole", "bgp-routes", "nat-outgoing", "bgp-session", "bgp-routes-of", "forward-zone"})
 
@@ -148,3 +148,31 @@ def _nat_outgoing(host: Host, run: Run, fact: Any) -> tuple[bool, str, str]:
         expected += f", not for {', '.join(peers)} (disabled pools)"
         return masq and exempt == peers, expected, "; ".join(rules) or "no chain"
     return masq, expected, "; ".join(rules) or "no chain"
+
+
+def bgp_evidence(run: Run, ends: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Sections for a failing cell's evidence under the bgp topology: `birdc show protocols` of the
+    BIRD at each end that runs one (where the provider recorded its control socket) and of the
+    switch, and the routes the switch holds. Empty for every other topology; never raises."""
+    office = next((c for c in run.cluster_set.outside if c.name == OFFICE), None)
+    if office is None or not any(n.short == SWITCH for n in office.nodes):
+        return []
+    sections: list[tuple[str, str]] = []
+    speakers = [(cluster, node) for cluster, node in ends if cluster != OFFICE] + [(OFFICE, SWITCH)]
+    for cluster, node in dict.fromkeys(speakers):
+        netns = _switch_netns(run) if (cluster, node) == (OFFICE, SWITCH) else f"{cluster}.{node}"
+        control = _daemon_record(run, "bird", netns).get("control")
+        if control is None and cluster != OFFICE:
+            continue  # Calico's BIRD on a real node: its sessions are the switch's to show
+        birdc = "birdc " + (f"-s {shlex.quote(control)} " if control else "") + "show protocols"
+        commands = [("BGP sessions (birdc show protocols)", birdc)]
+        if cluster == OFFICE:
+            commands.append(("the switch's routes (ip route show proto bird)", "ip route show proto bird"))
+        for title, command in commands:
+            try:
+                rc, out, err = run.provider.exec(ExecTarget(cluster, node), ["sh", "-c", command], timeout=10.0)
+                text = out if rc == 0 else f"{(out + err).strip()}\n({command}: exit {rc})"
+            except Exception as exc:  # noqa: BLE001 - evidence never breaks a report
+                text = f"could not collect it: {exc.__class__.__name__}: {exc}"
+            sections.append((f"{cluster}/{node}: {title}", text))
+    return sections

@@ -86,11 +86,12 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         dst, agents = name, _agents_of(cluster_set, target.cluster)
         if not target.expect_nxdomain and protocol.startswith("dns"):
             expected = _expected_answers(cell, cluster_set)
-        if target.form == "srv":
+        if target.form == "srv" and protocol.startswith("dns"):
             probe["qtype"] = "SRV"
     if by_name:
         probe.update({"qname": dst, "server": src_cluster.dns_service_ip, "search": search})
         flags = f" --server {src_cluster.dns_service_ip} " + " ".join(f"--search {s}" for s in search)
+        flags += " --qtype SRV" if probe.get("qtype") else ""
     else:
         probe["dst"] = dst
         flags = ""

@@ -16,7 +16,7 @@ DEFAULT_CONFIGS = (KIND_CONFIGS / "cluster-1.yaml", KIND_CONFIGS / "cluster-2.ya
 
 
 def _lab(state: Path, up_args: list[str]) -> Iterator[Path]:
-    from tests.lab_helpers import assert_nothing_left, crossnet, host_snapshot
+    from tests.lab_helpers import assert_nothing_left, crossnet, down, host_snapshot
 
     before = host_snapshot()
     up = crossnet("up", "--provider", "lab", "--state-dir", str(state), *up_args)
@@ -24,7 +24,7 @@ def _lab(state: Path, up_args: list[str]) -> Iterator[Path]:
     try:
         yield state
     finally:
-        crossnet("down", "--state-dir", str(state))
+        down(state)
         assert_nothing_left(state, before)
 
 

@@ -85,6 +85,20 @@ def crossnet(*args: str, check: bool = True, timeout: float = 120.0) -> subproce
     return done
 
 
+def down(state: Path) -> None:
+    """`crossnet down`; when that fails (the code under test broke), end the sandbox anyway through
+    its recorded pid (SIGTERM to `unshare` ends the supervisor, which ends everything), then fail."""
+    done = crossnet("down", "--state-dir", str(state), check=False)
+    if done.returncode == 0:
+        return
+    try:
+        pid = int(json.loads((state / "state.json").read_text())["sandbox_pid"])
+        os.kill(pid, 9)  # `unshare` ignores SIGTERM; its death SIGTERMs the supervisor (--kill-child)
+    except (OSError, ValueError, KeyError):
+        pass
+    raise AssertionError(f"crossnet down exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+
+
 def pytest_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
 

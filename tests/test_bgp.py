@@ -24,6 +24,7 @@ from crossnet.suites import suite
 from tests.lab_helpers import (
     assert_nothing_left,
     crossnet,
+    down,
     host_snapshot,
     lab_unavailable_reason,
     load_matrix,
@@ -185,12 +186,17 @@ def test_bird_stopped_on_an_ingress_node_cuts_the_office_and_the_peer_and_the_fa
         into_bgp2 = {i: v for i, v in cells.items() if i.startswith("external:") and "->bgp-2/" in i
                      and ":pod-ip:" in i}
         assert into_bgp2 and set(into_bgp2.values()) == {"pass"}
-        facts = {f["id"]: f for f in load_matrix(max(tmp_path.glob("r*")))["facts"]}
+        matrix = load_matrix(max(tmp_path.glob("r*")))
+        cut_off = "external:office/host->bgp-1/worker:pod-ip:tcp"
+        evidence = next(c["evidence"] for c in matrix["cells"] if c["id"] == cut_off)
+        assert "office/tor: BGP sessions (birdc show protocols)" in evidence and "the switch's routes" in evidence
+        assert "bgp-1/worker: BGP sessions" not in evidence or "Established" not in evidence.split("office/tor")[0]
+        facts = {f["id"]: f for f in matrix["facts"]}
         session = facts["office/tor:bgp-session:bgp-1/worker"]
         assert not session["ok"] and "Established" not in session["observed"], session
         assert facts["office/tor:bgp-session:bgp-2/worker"]["ok"]
     finally:
-        crossnet("down", "--state-dir", str(state))
+        down(state)
 
 
 @needs_bgp_lab
@@ -208,7 +214,7 @@ def test_a_withdrawn_service_range_fails_exactly_the_office_cells_to_that_cluste
                 "external:office/host->bgp-1:full:echo:dns-name:udp"))}, failing
         assert {cells[i] for i in failing} == {"regression"}
     finally:
-        crossnet("down", "--state-dir", str(state))
+        down(state)
 
 
 @needs_bgp_lab
@@ -226,7 +232,7 @@ def test_a_removed_disabled_pool_gives_source_mismatch_on_exactly_the_cross_clus
                          and (":pod-ip:" in i or ":headless:" in i)}, wrong
         assert {cells[i] for i in wrong} == {"source-mismatch"}
     finally:
-        crossnet("down", "--state-dir", str(state))
+        down(state)
 
 
 @needs_bgp_lab
@@ -241,7 +247,7 @@ def test_a_removed_forward_zone_fails_exactly_that_domains_office_dns_cells(tmp_
             ":dns-udp" in i or ":dns-tcp" in i or ":headless:" in i)}, failing
         assert {cells[i] for i in failing} == {"regression"}
     finally:
-        crossnet("down", "--state-dir", str(state))
+        down(state)
 
 
 def test_a_provider_without_the_office_network_skips_its_cells_saying_why() -> None:

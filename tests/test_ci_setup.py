@@ -46,7 +46,7 @@ STUBS = {
     # Docker CE's containerd.io installed, without a docker CLI on PATH
     "dpkg-query": RECORD + 'case "$*" in *containerd.io*) printf "install ok installed" ;; *) exit 1 ;; esac\n',
 }
-LAB = {"iproute2", "iptables", "conntrack", "procps", "util-linux", "mount"}
+LAB = {"iproute2", "iptables", "conntrack", "procps", "util-linux", "mount", "bird2", "unbound"}
 DEV = LAB | {"chromium", "shellcheck"} | (set() if os.access("/bin/busybox", os.X_OK) else {"busybox-static"})
 
 

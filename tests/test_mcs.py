@@ -21,6 +21,7 @@ from crossnet.providers.lab.stock import stock_corefile
 from tests.lab_helpers import (
     assert_nothing_left,
     crossnet,
+    down,
     host_snapshot,
     load_matrix,
     needs_lab,
@@ -133,7 +134,7 @@ def test_wrong_serviceimport_ips_fail_the_clusterset_cells_and_not_the_derived_o
         assert {cells[i] for i in _failing(cells)} == {"regression"}
         assert {cells[i] for i in _importer_cells(cells, ":derived:")} == {"pass"}
     finally:
-        crossnet("down", "--state-dir", str(state))
+        down(state)
 
 
 @needs_lab
@@ -150,7 +151,7 @@ def test_the_multicluster_line_removed_fails_exactly_the_clusterset_cells(tmp_pa
         assert _failing(cells) == clusterset, _failing(cells) ^ clusterset
         assert {cells[i] for i in _importer_cells(cells, ":derived:")} == {"pass"}
     finally:
-        crossnet("down", "--state-dir", str(state))
+        down(state)
 
 
 @needs_lab
@@ -166,7 +167,7 @@ def test_emptied_derived_endpoints_fail_the_derived_connections(tmp_path: Path) 
         assert _failing(cells) == derived_connections
         assert {cells[i] for i in derived_connections} == {"regression"}
     finally:
-        crossnet("down", "--state-dir", str(state))
+        down(state)
 
 
 @needs_lab
@@ -185,7 +186,7 @@ def test_a_withdrawn_export_makes_the_name_nxdomain(tmp_path: Path) -> None:
         messages = {c["id"]: c.get("message", "") for c in load_matrix(max(tmp_path.glob("r*")))["cells"]}
         assert any("nxdomain" in messages[i] for i in withdrawn if i.endswith("dns-udp"))
     finally:
-        crossnet("down", "--state-dir", str(state))
+        down(state)
 
 
 def test_an_answer_without_the_ra_bit_is_a_regression_where_the_profile_configures_header() -> None:

@@ -47,6 +47,7 @@ _OBSERVATION_TYPES: dict[str, tuple[type, ...]] = {
     "loop_lag_ms": _NUMBER,
     "path_mtu": (int, type(None)),
     "ttl": (int, type(None)),
+    "ra": (bool, type(None)),
 }
 
 
