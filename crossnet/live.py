@@ -3,6 +3,7 @@ as the answer, and the command that reproduces the probe by hand. No judging."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 from dataclasses import dataclass
@@ -133,8 +134,8 @@ def _node_addresses(cluster_set: ClusterSet, cluster: str) -> tuple[str, ...]:
     addresses: list[str] = []
     for node in cluster_set.cluster(cluster).nodes:
         addresses.append(node.ip)
-        if node.pod_cidr:
-            addresses.append(str(ipaddress.IPv4Network(node.pod_cidr)[1]))
+        with contextlib.suppress(ValueError):  # a discovered podCIDR may be IPv6 or empty: the node IP only
+            addresses.append(str(ipaddress.IPv4Network(node.pod_cidr, strict=False)[1]))
     return tuple(addresses)
 
 

@@ -261,3 +261,21 @@ def test_a_provider_without_the_office_network_skips_its_cells_saying_why() -> N
     assert why is not None and "'office'" in why and "--provider lab" in why
     inside = next(c for c in BGP.cells if c.suite == "pod-to-pod")
     assert refused(object(), inside, without_office) is None
+
+
+def test_a_node_of_the_target_cluster_is_its_ip_or_its_pod_gateway_whatever_its_pod_cidr_looks_like() -> None:
+    from dataclasses import replace
+
+    from crossnet.live import live_cell
+    from crossnet.providers.lab.bgp import outside_cluster
+    from crossnet.providers.lab.clusterset import live_cluster_set
+    from crossnet.providers.lab.topology import plan_lab
+
+    cluster_set = replace(live_cluster_set(plan_lab(BGP.topology)), outside=(outside_cluster(),))
+    cell = next(c for c in BGP.cells if c.id == "external:office/host->bgp-1/worker:echo:node-port:tcp:source")
+    assert "10.30.1.1" in live_cell(cell, cluster_set, 2.0).target_node_ips  # bgp-1/worker's pod gateway
+    bgp1 = cluster_set.cluster("bgp-1")
+    cidrs = ["fd00::/64", "", "10.30.2.7/24"]  # IPv6, none, host bits set: never a crash
+    odd = replace(bgp1, nodes=tuple(replace(n, pod_cidr=c) for n, c in zip(bgp1.nodes, cidrs, strict=True)))
+    weird = replace(cluster_set, clusters=(odd, cluster_set.cluster("bgp-2")))
+    assert live_cell(cell, weird, 2.0).target_node_ips == ("172.19.0.2", "172.19.0.3", "172.19.0.4", "10.30.2.1")
