@@ -221,6 +221,9 @@ def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plu
         for cluster in cluster_set.clusters:
             for node in cluster.nodes:
                 provider.exec(ExecTarget(cluster.name, node.short), CONNTRACK_FLUSH)
+    # The clusterset.local block (CoreDNS's multicluster plugin, as Karmada sets it up) is crossnet's to
+    # add only where no multi-cluster layer owns the Corefile: Lighthouse on kind serves that zone itself.
+    mcs_blocks = [clusterset_block(plumbing.mcs)] if plumbing.mcs and not provider.multicluster_owns_corefile else []
     for cluster in cluster_set.clusters:
         if globalnet and provider.multicluster_owns_corefile:
             continue  # the multi-cluster layer (Submariner's Lighthouse on kind) wires clusterset.local itself
@@ -231,8 +234,7 @@ def apply_plumbing(provider: Provider, cluster_set: ClusterSet, run_id: str, plu
         )
         original = provider.read_corefile(cluster.name)
         try:
-            extra = [clusterset_block(plumbing.mcs)] if plumbing.mcs is not None else []
-            patch = plan_forward_patch(original, run_id, forwards, extra_blocks=extra)
+            patch = plan_forward_patch(original, run_id, forwards, extra_blocks=mcs_blocks)
         except CorefileError as exc:
             raise ProviderError(f"{cluster.name}: cannot add the peer forwards to its Corefile: {exc}") from None
         record["corefiles"][cluster.name] = patch.original

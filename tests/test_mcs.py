@@ -211,3 +211,18 @@ def test_an_answer_without_the_ra_bit_is_a_regression_where_the_profile_configur
     relaxed = next(c for c in only.cells if c.id == cell.id)
     assert judge(live_cell(relaxed, cluster_set, 2.0), Observation(
         reached=True, answers=live.expected_answers, rcode="NOERROR", ra=False)).verdict == "pass"
+
+
+def test_the_clusterset_block_is_added_only_where_no_multicluster_layer_owns_the_corefile(tmp_path: Path) -> None:
+    from crossnet.lifecycle import apply_plumbing
+    from crossnet.providers.fake import FakeProvider
+
+    plumbing = load_profile("mcs-karmada").plumbing
+    for owned in (False, True):
+        provider = FakeProvider(tmp_path / f"s{owned}")
+        provider.multicluster_owns_corefile = owned  # type: ignore[misc]  # kind with Lighthouse: True
+        cluster_set = provider.up(MCS.topology)
+        apply_plumbing(provider, cluster_set, "run-1", plumbing)  # type: ignore[arg-type]
+        patched = provider.corefiles["mcs-2"]
+        assert ("multicluster clusterset.local" in patched) is not owned
+        assert "forward . " in patched.split("# crossnet begin")[1]  # the peer forward either way
