@@ -4,6 +4,7 @@ as the answer, and the command that reproduces the probe by hand. No judging."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ class LiveCell:
     global_ip: str = ""  # under Globalnet: the target's global ingress IP
     target_node_ips: tuple[str, ...] = ()  # the IPs of the target cluster's nodes
 
-    @property
+    @functools.cached_property
     def probe_key(self) -> str:
         """Two cells with the same key run the same probe (the SNAT suite reuses observations)."""
         return json.dumps({k: v for k, v in self.probe.items() if k != "id"} | {"agent": self.agent}, sort_keys=True)

@@ -385,6 +385,22 @@ def test_reload_after_corefile_and_records_change(serve: Serve, tmp_path: Path,
     assert f"{server.corefile_path}:5: unknown plugin 'bogus'" in capfd.readouterr().err
 
 
+def test_answers_from_the_records_are_sent_again_and_forwarded_ones_asked_again(serve: Serve) -> None:
+    """An answer made from the records alone is kept (bytes, the new query's ID); a forwarded one
+    is asked upstream every time, so a change behind a forward shows at once."""
+    upstream, up_port = serve("cluster-2.com:53 {\n    kubernetes\n}\n", CLUSTER_2, name="upstream")
+    server, port = serve("cluster-1.com:53 {\n    kubernetes\n}\n"
+                         f"cluster-2.com:53 {{\n    forward . 127.0.0.1:{up_port}\n}}\n", CLUSTER_1, name="front")
+    first, again = (ask(port, "echo.crossnet.svc.cluster-1.com") for _ in range(2))
+    assert first.id != again.id and again.to_wire()[2:] == first.to_wire()[2:]
+    assert len(server._answers) == 1, "the records' answer is kept"
+    assert addresses(ask(port, "echo.crossnet.svc.cluster-2.com")) == ["10.50.0.100"]
+    assert len(server._answers) == 1, "a forwarded answer is never kept"
+    upstream.records_path.write_text(json.dumps({"services": [service("echo", "ClusterIP", "10.50.9.9")]}))
+    wait_for_reload_check()
+    assert addresses(ask(port, "echo.crossnet.svc.cluster-2.com")) == ["10.50.9.9"]
+
+
 # --------------------------------------------------------------------------- truncation
 
 

@@ -13,6 +13,7 @@ import time
 from typing import Any, cast
 
 from crossnet.agent.icmp import IP_HEADER, IP_RECVERR, icmp_origin, open_probe_socket, path_mtu, probe_icmp
+from crossnet.agent.lookup import probe_dns
 from crossnet.agent.results import HELLO, SMALL_PACKET
 from crossnet.agent.results import ms_since as _ms
 from crossnet.agent.results import os_error as _os_error
@@ -25,7 +26,6 @@ PROBE_PROTOCOLS = ("tcp", "udp", "icmp", "dns-udp", "dns-tcp")
 MAX_LINE = 65536
 NOT_ECHO = "not-crossnet-echo"  # the `peer` of a result whose reply came from something else
 MAX_CONCURRENT = 256  # probes of one request in flight at once (sockets: stay far below RLIMIT_NOFILE)
-MAX_ANSWERS = 64  # DNS records reported per probe
 
 AGENT_ID = re.compile(r"[A-Za-z0-9._-]{1,63}(/[A-Za-z0-9._-]{1,63}){0,7}")  # what an echo reply may name
 MAX_REPLY = 4096  # crossnet's echo answers with one short JSON line; anything longer is someone else
@@ -98,37 +98,39 @@ def _payload(probe: dict[str, Any]) -> bytes:
 
 
 async def _probe_tcp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Connect, send the hello, read crossnet's one-line echo reply (plain non-blocking socket
+    calls under one deadline: no stream objects or extra tasks per connection -- a Service cell
+    makes several)."""
     started = time.perf_counter()
+    loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_IP, IP_RECVERR, 1)  # to tell a REJECT on the way from a closed port
     sock.setblocking(False)
+    connected = False
     try:
-        await asyncio.wait_for(
-            asyncio.get_running_loop().sock_connect(sock, (probe["dst"], int(probe["port"]))), timeout
-        )
-        reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_REPLY)
-    except TimeoutError:
-        sock.close()
-        return _result(False, "timeout", latency_ms=_ms(started), detail=f"no TCP answer within {timeout}s")
-    except OSError as exc:
-        origin = icmp_origin(sock)
-        sock.close()
-        return _os_error(exc, started, probe, origin)
-    try:
-        writer.write(_payload(probe))
-        await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), max(timeout - (time.perf_counter() - started), 0.05))
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, (probe["dst"], int(probe["port"])))
+            connected = True
+            await loop.sock_sendall(sock, _payload(probe))
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = await loop.sock_recv(sock, MAX_REPLY + 1 - len(line))
+                if not chunk:
+                    break
+                line += chunk
+                if len(line) > MAX_REPLY:  # a line longer than MAX_REPLY: not crossnet's echo
+                    return _not_echo(MAX_REPLY, started, f"more than {MAX_REPLY} bytes without a newline")
         if not line:
             return _result(False, "refused", latency_ms=_ms(started), detail="connection closed without a reply")
         return _check_reply(line, probe, started)
-    except ValueError:  # a line longer than MAX_REPLY: not crossnet's echo
-        return _not_echo(MAX_REPLY, started, f"more than {MAX_REPLY} bytes without a newline")
     except TimeoutError:
+        if not connected:
+            return _result(False, "timeout", latency_ms=_ms(started), detail=f"no TCP answer within {timeout}s")
         return _result(False, "timeout", latency_ms=_ms(started), detail="connected, but no reply")
     except OSError as exc:
-        return _os_error(exc, started)
+        return _os_error(exc, started) if connected else _os_error(exc, started, probe, icmp_origin(sock))
     finally:
-        writer.close()
+        sock.close()
 
 
 class _DatagramWaiter(asyncio.DatagramProtocol):
@@ -156,7 +158,8 @@ async def _probe_udp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     # asyncio reads the error from the socket; the ICMP that caused it stays in the error queue.
     try:
         transport.sendto(_payload(probe))
-        data = await asyncio.wait_for(waiter.reply, timeout)
+        async with asyncio.timeout(timeout):
+            data = await waiter.reply
         return _check_reply(data, probe, started)
     except TimeoutError:
         return _result(False, "timeout", latency_ms=_ms(started), detail=f"no UDP answer within {timeout}s")
@@ -177,85 +180,14 @@ async def _probe_icmp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     return _result(False, "timeout", latency_ms=_ms(started), detail=f"no echo reply within {timeout}s")
 
 
-async def _probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Resolve like a pod's resolver would: the cluster DNS server, its search list, ndots:5.
-    `qtype` A (default) or SRV (answers "srv:<priority> <weight> <port> <target>"); `ra` is the
-    RA flag of the response (absent when none came)."""
-    import dns.asyncresolver
-    import dns.edns
-    import dns.exception
-    import dns.message
-    import dns.name
-    import dns.rdatatype
-    import dns.resolver
-
-    started = time.perf_counter()
-    resolver = dns.asyncresolver.Resolver(configure=False)
-    resolver.nameservers = [str(probe["server"])]
-    resolver.port = int(probe.get("dns_port") or 53)
-    resolver.search = [dns.name.from_text(s) for s in probe.get("search") or []]
-    resolver.use_search_by_default = True
-    resolver.ndots = int(probe.get("ndots", 5))
-    resolver.retry_servfail = False
-    padding = int(probe.get("payload") or 0)
-    if padding:  # an EDNS Padding option (RFC 7830) makes the query itself near-MTU sized
-        resolver.use_edns(0, 0, 4096, options=[dns.edns.GenericOption(dns.edns.OptionType.PADDING, b"\0" * padding)])
-    qtype = str(probe.get("qtype") or "A")
-    try:
-        answer = await resolver.resolve(
-            str(probe["qname"]), qtype, tcp=probe["protocol"] == "dns-tcp", lifetime=timeout, raise_on_no_answer=False
-        )
-    except dns.resolver.NXDOMAIN as exc:
-        replies = list((exc.kwargs.get("responses") or {}).values())  # qname -> its NXDOMAIN response
-        return _result(False, "nxdomain", latency_ms=_ms(started), rcode="NXDOMAIN", **_ra(replies))
-    except dns.resolver.NoNameservers as exc:
-        errors = exc.kwargs.get("errors") or ()  # (server, tcp, port, error, response) tuples
-        replies = [e[-1] for e in errors if isinstance(e, tuple) and e and isinstance(e[-1], dns.message.Message)]
-        detail = str(exc)[:300]
-        return _result(False, "servfail", latency_ms=_ms(started), rcode="SERVFAIL", detail=detail, **_ra(replies))
-    except dns.resolver.LifetimeTimeout:
-        return _result(False, "timeout", latency_ms=_ms(started), detail=f"no DNS answer within {timeout}s")
-    except dns.exception.DNSException as exc:
-        return _result(False, "error", latency_ms=_ms(started), detail=f"{exc.__class__.__name__}: {exc}"[:300])
-    records: list[str] = []
-    # The lowest TTL of the answer: below what the zone serves, it was a cached answer (a moved
-    # target stays hidden until it runs out).
-    ttl = min((rrset.ttl for rrset in answer.response.answer), default=None)
-    for rrset in answer.response.answer:
-        for rdata in rrset:
-            if rdata.rdtype == dns.rdatatype.CNAME:
-                records.append(f"cname:{rdata.target.to_text()}")
-            elif rdata.rdtype == dns.rdatatype.A:
-                records.append(rdata.address)
-            elif rdata.rdtype == dns.rdatatype.SRV:
-                records.append(f"srv:{rdata.priority} {rdata.weight} {rdata.port} {rdata.target.to_text()}")
-    del records[MAX_ANSWERS:]
-    return _result(
-        True,
-        latency_ms=_ms(started),
-        rcode="NOERROR",
-        answers=records,
-        ttl=ttl,
-        **_ra([answer.response]),
-        detail=f"resolved as {answer.qname.to_text()}" + (f" (TTL {ttl} s)" if ttl is not None else ""),
-    )
-
-
-def _ra(responses: list[Any]) -> dict[str, Any]:
-    """{"ra": the RA (recursion available) flag of the last response}, or {} when none came."""
-    import dns.flags
-
-    return {"ra": bool(responses[-1].flags & dns.flags.RA)} if responses else {}
-
-
-PROBERS = {"tcp": _probe_tcp, "udp": _probe_udp, "icmp": _probe_icmp, "dns-udp": _probe_dns, "dns-tcp": _probe_dns}
+PROBERS = {"tcp": _probe_tcp, "udp": _probe_udp, "icmp": _probe_icmp, "dns-udp": probe_dns, "dns-tcp": probe_dns}
 
 
 async def _resolve_then(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Resolve `qname` like a pod would, then probe the first address over tcp/udp: how a
     client reaches a headless pod or an ExternalName Service by name."""
     started = time.perf_counter()
-    resolved = await _probe_dns({**probe, "protocol": "dns-udp", "qtype": "A"}, timeout)
+    resolved = await probe_dns({**probe, "protocol": "dns-udp", "qtype": "A"}, timeout)
     addresses = [a for a in resolved.get("answers", []) if not a.startswith("cname:")]
     if not resolved["reached"]:
         return {**resolved, "detail": f"resolving {probe['qname']}: {resolved.get('error')}"}
@@ -298,7 +230,12 @@ class LoopLag:
         now = asyncio.get_running_loop().time()
         last = self.samples[-1][0] if self.samples else since
         overdue = max(0.0, now - max(last, since) - self.TICK)
-        return max([late for at, late in self.samples if at >= since] + [overdue])
+        worst = overdue
+        for at, late in reversed(self.samples):  # newest first: only this probe's ticks are read
+            if at < since:
+                break
+            worst = max(worst, late)
+        return worst
 
 
 LOOP_LAG = LoopLag()
@@ -477,7 +414,8 @@ class EchoServers:
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
-            line = await asyncio.wait_for(reader.readline(), 5.0)
+            async with asyncio.timeout(5.0):
+                line = await reader.readline()
             if line.startswith(b"GET "):
                 body = json.dumps({"agent": self.agent_id, "seen": peer[0]}).encode()
                 writer.write(

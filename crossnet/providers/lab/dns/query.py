@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -32,6 +34,10 @@ class Query:
     resolver: Callable[[Query], Awaitable[dns.message.Message]]
     depth: int = 0  # 0: a client's query; more: one the server made itself, chasing a CNAME
     errors: list[str] = field(default_factory=list)
+    # Why this answer may differ next time (a forward, a cache hit whose TTLs count down), shared
+    # with the queries made to chase a CNAME; an answer without any is the records' own, and the
+    # server may send its bytes again for the same question until the Corefile or records change.
+    varies: list[str] = field(default_factory=list)
 
     @property
     def qname(self) -> dns.name.Name:
@@ -51,7 +57,7 @@ class Query:
             self.errors.append(f"CNAME chain longer than {MAX_CHASE_DEPTH} at {name}")
             return None
         request = dns.message.make_query(name, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
-        return await self.resolver(Query(request, self.transport, self.resolver, self.depth + 1))
+        return await self.resolver(Query(request, self.transport, self.resolver, self.depth + 1, varies=self.varies))
 
 
 Next = Callable[[Query], Awaitable[dns.message.Message]]
@@ -88,10 +94,16 @@ def response(
 
 
 def soa_rrset(zone: dns.name.Name, ttl: int, serial: int) -> dns.rrset.RRset:
-    """The SOA CoreDNS's kubernetes-style plugins put in the authority section of a denial."""
+    """The SOA CoreDNS's kubernetes-style plugins put in the authority section of a denial (a
+    new RRset each time, its rdata parsed once: most of a search list's queries are denials)."""
+    return dns.rrset.from_rdata(zone, ttl, _soa_rdata(zone, ttl, serial))
+
+
+@functools.lru_cache(maxsize=256)
+def _soa_rdata(zone: dns.name.Name, ttl: int, serial: int) -> dns.rdata.Rdata:
     origin = zone.to_text()
-    rdata = f"ns.dns.{origin} hostmaster.{origin} {serial} 7200 1800 86400 {ttl}"
-    return dns.rrset.from_text(zone, ttl, "IN", "SOA", rdata)
+    text = f"ns.dns.{origin} hostmaster.{origin} {serial} 7200 1800 86400 {ttl}"
+    return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SOA, text)
 
 
 def servfail(query: Query, error: str) -> dns.message.Message:

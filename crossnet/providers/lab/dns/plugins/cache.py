@@ -55,6 +55,7 @@ class CachePlugin:
         now = time.monotonic()
         entry = self.entries.get(key)
         if entry is not None and entry.expires > now:
+            query.varies.append("cache")
             return _from_cache(request, entry, now)
         reply = await next_plugin(query)
         self._store(key, reply, now)

@@ -74,6 +74,7 @@ class ForwardPlugin:
                 f"forward: no upstream for {query.qname}: the lab never reads {files} (traffic stays inside the lab)",
             )
         transport = self.transport or query.transport
+        query.varies.append("forward")
         for upstream in self._in_policy_order():
             reply = await self._ask(query, upstream, transport)
             if reply is not None:
