@@ -130,4 +130,7 @@ class StateData(TypedDict, total=False):
     reused: list[str]
     agent_token: str
     submariner: dict[str, Any]
+    # MCS: kind, the ServiceExports it made (cluster, namespace, version, exports, run_id, imported); the lab,
+    # the objects it emulates (cluster, namespace, serviceexports with conditions, serviceimports)
+    mcs: dict[str, Any]
     corefiles_written: dict[str, str]

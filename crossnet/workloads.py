@@ -11,13 +11,14 @@ __all__ = [
     "AGENT_POD",
     "DERIVED_PREFIX",
     "ECHO_NODE_PORT",
+    "ECHO_NODE_PORT_SERVICE",
     "ECHO_SERVICE",
     "HEADLESS_SERVICE",
     "NONEXISTENT_SERVICE",
     "REMOTE_SERVICE",
-    "SRV_PORT_NAME",
     "ExternalNameService",
     "agent_id",
+    "echo_port_name",
     "external_name_services",
     "pod_hostname",
 ]
@@ -25,10 +26,21 @@ __all__ = [
 AGENT_POD = "agent"
 ECHO_SERVICE = "echo"  # type NodePort: a ClusterIP plus ECHO_NODE_PORT on every node
 ECHO_NODE_PORT = 30080
+# MCS on real clusters: Submariner Lighthouse exports only type ClusterIP Services (and headless ones); a
+# NodePort `echo` gets Valid=False UnsupportedServiceType. So where `echo` is exported it is plain ClusterIP
+# and this Service (same pods, same ports) carries the NodePort the node-port cells probe.
+ECHO_NODE_PORT_SERVICE = "echo-nodeport"
 HEADLESS_SERVICE = "echo-headless"  # the agent pods, each with its own DNS name
 REMOTE_SERVICE = "remote-echo"  # MCS: exists in the exporting cluster only, exported (the short-name cells)
 DERIVED_PREFIX = "derived-"  # MCS (Karmada): the importing cluster's derived-<svc> Service
-SRV_PORT_NAME = "echo"  # the echo Service's port name (SRV: _echo._tcp, _echo._udp)
+
+
+def echo_port_name(protocol: str) -> str:
+    """The echo Services name each port after its protocol ("tcp", "udp"): Kubernetes wants the
+    names of a Service's ports unique, so SRV asks _tcp._tcp.<svc> and _udp._udp.<svc>."""
+    return protocol
+
+
 NONEXISTENT_SERVICE = "does-not-exist"
 
 

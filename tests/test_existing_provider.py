@@ -308,6 +308,10 @@ def test_globalnet_exports_in_its_namespace_and_reads_the_global_ips(tmp_path: P
     globalnet = load_profile("globalnet")
     world = World("--profile", "globalnet", globalnet=True, crds=[*GLOBALNET_CRDS, *MCS_CRDS],
                   domain="cluster.local", pod_subnet="10.244.0.0/16", service_cidr="10.96.0.0/16")
+    served = {"ctx-1": ["v1alpha1"], "ctx-2": ["v1beta1", "v1alpha1"]}  # each cluster's MCS API, by discovery
+    for context, fake in world.clusters.items():
+        fake.api_resources = {f"multicluster.x-k8s.io/{v}": ["serviceexports", "serviceimports"]
+                              for v in served[context]}
     provider = world.provider(tmp_path, profile=globalnet)
     cluster_set = bring_up(provider)  # identical CIDRs and domains: fine under Globalnet
     two = cluster_set.cluster("cluster-2")
@@ -316,6 +320,8 @@ def test_globalnet_exports_in_its_namespace_and_reads_the_global_ips(tmp_path: P
     exports = world.clusters["ctx-1"].objects(
         "/apis/multicluster.x-k8s.io/v1alpha1/namespaces/crossnet-run-1/serviceexports")
     assert sorted(exports) == ["echo", "echo-headless"]
+    assert sorted(world.clusters["ctx-2"].objects(  # the version the cluster serves, not a hard-coded v1alpha1
+        "/apis/multicluster.x-k8s.io/v1beta1/namespaces/crossnet-run-1/serviceexports")) == ["echo", "echo-headless"]
     provider.down()
     assert all(c.denied() == [] for c in world.clusters.values()) and world.writes_outside("crossnet-run-1") == []
     assert "serviceexports" not in rbac_text()  # only an MCS or Globalnet profile gets that right
@@ -757,3 +763,88 @@ def test_node_facts_are_skipped_with_the_reason_without_node_evidence(world: Wor
         assert existing_mode.node_facts_refused(object(), "cluster-1") is None
     finally:
         provider.down()
+
+
+# --------------------------------------------------------------------------- Multi-Cluster Services
+
+
+MCS_GROUP = "multicluster.x-k8s.io"
+
+
+def mcs_world(served: dict[str, list[str]], namespace: str = "crossnet-run-1") -> tuple[World, dict[str, Any]]:
+    """Two fake clusters with exactly `crossnet rbac --profile mcs-karmada`'s rights, the MCS API in the versions
+    `served` (context -> versions), CoreDNS reading ServiceImports itself on ctx-2 (its multicluster plugin,
+    granted by system:coredns) and Lighthouse acting on ctx-1's exports (tests/test_mcs_api.StrictLighthouse)."""
+    from tests.test_mcs_api import STOCK, StrictLighthouse, rbac
+
+    world = World("--profile", "mcs-karmada", crds=list(MCS_CRDS))
+    one, two = world.clusters["ctx-1"], world.clusters["ctx-2"]
+    for context, fake in world.clusters.items():
+        fake.api_resources = {f"{MCS_GROUP}/{v}": ["serviceexports", "serviceimports"] for v in served[context]}
+    corefile = two.objects("/api/v1/namespaces/kube-system/configmaps")["coredns"]["data"]
+    corefile["Corefile"] += "clusterset.local:53 {\n    multicluster clusterset.local\n}\n"
+    grant = {"apiGroups": [MCS_GROUP], "resources": ["serviceimports"], "verbs": ["list", "watch"]}
+    rbac(two, [STOCK, grant])
+    apis = {"ctx-1": StrictLighthouse(one, [(two, served["ctx-2"][0]), (one, served["ctx-1"][0])],
+                                      lambda n: one.objects(f"/api/v1/namespaces/{namespace}/services").get(n),
+                                      served["ctx-1"][0]),
+            "ctx-2": two}
+    return world, apis
+
+
+def test_an_mcs_run_exports_discovers_the_version_and_needs_exactly_the_rights_crossnet_rbac_prints(
+        tmp_path: Path) -> None:
+    """Under an MCS profile on existing clusters: the first cluster's echo (ClusterIP: Lighthouse refuses a
+    NodePort export; its NodePort on echo-nodeport), echo-headless and remote-echo (there only) exported in the
+    version discovery finds (v1beta1 here), the ServiceImports awaited in the other cluster, CoreDNS's grant
+    read there -- with exactly the rights `crossnet rbac --profile mcs-karmada` prints, nothing denied."""
+    profile = load_profile("mcs-karmada")
+    world, apis = mcs_world(served={"ctx-1": ["v1beta1", "v1alpha1"], "ctx-2": ["v1alpha1"]})
+    settings = world.settings(profile)
+    assert settings.mcs  # an MCS profile needs the MCS API (CRDs, rights), without a `requires:`
+    found = discover(settings, lambda _k, c: apis[c], quiet)
+    provider = ExistingProvider(tmp_path / "state", "run-1", settings, discovery=found,
+                                api_factory=lambda _k, c: apis[c], progress=quiet, mcs=profile.plumbing.mcs)
+    cluster_set = bring_up(provider)
+    one, two = world.clusters["ctx-1"], world.clusters["ctx-2"]
+    assert [r for c in world.clusters.values() for r in c.denied()] == []
+    ns = "crossnet-run-1"
+    assert sorted(one.objects(f"/apis/{MCS_GROUP}/v1beta1/namespaces/{ns}/serviceexports")) == [
+        "echo", "echo-headless", "remote-echo"]
+    assert not one.objects(f"/apis/{MCS_GROUP}/v1alpha1/namespaces/{ns}/serviceexports")
+    assert not two.objects(f"/apis/{MCS_GROUP}/v1alpha1/namespaces/{ns}/serviceexports")
+    services = {n: o["spec"] for n, o in one.objects(f"/api/v1/namespaces/{ns}/services").items()}
+    assert services["echo"]["type"] == "ClusterIP" and services["echo-nodeport"]["type"] == "NodePort"
+    assert services["remote-echo"]["type"] == "ClusterIP"
+    assert "remote-echo" not in two.objects(f"/api/v1/namespaces/{ns}/services")
+    node_port = {p["nodePort"] for p in services["echo-nodeport"]["ports"]}
+    assert {cluster_set.cluster("cluster-1").service("echo", ns).node_port} == node_port  # the node-port cells
+    recorded = provider.state.read()["existing"]["mcs"]
+    assert recorded["version"] == "v1beta1" and recorded["cluster"] == "cluster-1"
+    assert sorted(recorded["imported"]["cluster-2"]) == ["echo", "echo-headless", "remote-echo"]
+    assert recorded["coredns"] == {"cluster-2": "granted"}  # its ClusterRole read with crossnet's rights
+    exported = {s.name: s.cluster_ip for s in cluster_set.cluster("cluster-1").services}
+    for cluster in ("cluster-1", "cluster-2"):  # what clusterset.local must answer: the import's IPs, else the
+        expected = {  # exporter's ClusterIP (Lighthouse without a clusterset IP); the exporter sees the same
+            (n, ip) for n, i in recorded["imported"]["cluster-2"].items() if i["type"] == "ClusterSetIP"
+            for ip in (i["ips"] or [exported[n]])}
+        assert set(cluster_set.cluster(cluster).clusterset_ips) == expected
+        assert {n for n, _ in expected} == {"echo", "remote-echo"}
+    provider.down()
+    assert [r for c in world.clusters.values() for r in c.denied()] == []
+    assert world.writes_outside(ns) == []
+
+
+def test_an_mcs_profile_gets_the_mcs_rights_and_others_do_not() -> None:
+    text = rbac_text("--profile", "mcs-karmada")
+    for resource in ("serviceexports", "serviceimports", "clusterroles", "clusterrolebindings"):
+        assert resource in text and resource not in rbac_text()
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    rules = [r for d in docs if d["kind"] in ("Role", "ClusterRole") for r in d["rules"]]
+    exports = next(r for r in rules if r["resources"] == ["serviceexports"])
+    assert set(exports["verbs"]) == {"create", "get", "delete"}
+    assert next(r for r in rules if r["resources"] == ["serviceimports"])["verbs"] == ["get", "list"]
+    coredns = next(r for r in rules if r["resources"] == ["deployments"])
+    assert coredns["resourceNames"] == ["coredns"] and coredns["verbs"] == ["get"]
+    discovery = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "crossnet-discovery")
+    assert all(set(rule["verbs"]) <= {"get", "list"} for rule in discovery["rules"])  # cluster-wide: still read only

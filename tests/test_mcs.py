@@ -125,6 +125,10 @@ def test_each_profile_holds_on_the_lab_and_leaves_nothing(tmp_path: Path, profil
 def test_wrong_serviceimport_ips_fail_the_clusterset_cells_and_not_the_derived_ones(tmp_path: Path) -> None:
     state = _up(tmp_path, "mcs-karmada")
     try:
+        recorded = json.loads((state / "state.json").read_text())["mcs"]  # the emulated objects, in the state file
+        assert [(e["name"], e["cluster"]) for e in recorded["serviceexports"]] == [
+            ("echo", "mcs-1"), ("echo-headless", "mcs-1"), ("remote-echo", "mcs-1")]
+        assert {i["name"] for i in recorded["serviceimports"]} == {"echo", "echo-headless", "remote-echo"}
         records = json.loads(_records(state).read_text())
         for entry in records["serviceimports"]:
             entry["ips"] = ["10.151.0.250"] if entry["ips"] else []
@@ -226,3 +230,34 @@ def test_the_clusterset_block_is_added_only_where_no_multicluster_layer_owns_the
         patched = provider.corefiles["mcs-2"]
         assert ("multicluster clusterset.local" in patched) is not owned
         assert "forward . " in patched.split("# crossnet begin")[1]  # the peer forward either way
+
+
+def test_the_lab_records_its_serviceexports_valid_and_ready_beside_its_serviceimports_in_a_valid_state() -> None:
+    from crossnet.providers.base import STATE_SCHEMA, state_problems
+    from crossnet.providers.lab.mcs import serviceimports, state_record, with_mcs
+    from crossnet.providers.lab.topology import plan_lab
+
+    plan = with_mcs(plan_lab(MCS.topology), MCS.topology, McsPlumbing())
+    record = state_record(MCS.topology, serviceimports(plan, MCS.topology))
+    assert record["cluster"] == "mcs-1" and record["namespace"] == "crossnet"
+    assert record["serviceexports"] == [
+        {"name": name, "namespace": "crossnet", "cluster": "mcs-1",
+         "conditions": [{"type": "Valid", "status": "True"}, {"type": "Ready", "status": "True"}]}
+        for name in ("echo", "echo-headless", "remote-echo")]
+    assert {i["name"] for i in record["serviceimports"]} == {"echo", "echo-headless", "remote-echo"}
+    state = {"schema": STATE_SCHEMA, "provider": "lab", "run_id": "run-1", "mcs": json.loads(json.dumps(record))}
+    assert state_problems(state) == []
+    kind = {"cluster": "mcs-1", "namespace": "crossnet-run-1", "version": "v1beta1", "run_id": "run-1",
+            "exports": ["echo", "echo-headless", "remote-echo"], "imported": {}, "coredns": {}}
+    assert state_problems({**state, "provider": "kind", "mcs": kind}) == []  # what kind/mcs.py records
+    for broken, problem in (
+        ({"serviceexports": [{**record["serviceexports"][0], "name": "Echo;rm"}]}, "mcs.serviceexports"),
+        ({"serviceexports": [{**record["serviceexports"][0], "conditions": [{"type": "Valid", "status": "yes"}]}]},
+         "mcs.serviceexports"),
+        ({"serviceimports": [{**record["serviceimports"][0], "ips": ["not-an-ip"]}]}, "mcs.serviceimports"),
+        ({"cluster": "../etc"}, "mcs.cluster"),
+        ({"exports": ["echo", 7]}, "mcs.exports"),
+    ):
+        found = state_problems({**state, "mcs": {**record, **broken}})
+        assert len(found) == 1 and found[0].startswith(problem), found
+    assert state_problems({**state, "mcs": ["echo"]}) == ["mcs is not an object"]

@@ -35,8 +35,8 @@ def cluster(context: str = "mcs-1", index: int = 1, versions: tuple[str, ...] = 
     return fake
 
 
-def exports_path(version: str = "v1alpha1") -> str:
-    return f"/apis/{GROUP}/{version}/namespaces/{NS}/serviceexports"
+def exports_path(version: str = "v1alpha1", namespace: str = NS) -> str:
+    return f"/apis/{GROUP}/{version}/namespaces/{namespace}/serviceexports"
 
 
 def imports_path(version: str = "v1alpha1") -> str:
@@ -272,7 +272,8 @@ def test_the_import_wait_names_what_is_missing_and_what_is_there() -> None:
         mcs_api.wait_imported(fake, "mcs-2", NS, kind_mcs.EXPORTED, timeout=6, clock=clock, sleep=clock.sleep)
     assert str(caught.value) == (
         f"mcs-2: the ServiceImports in {NS} are not there within 6s: echo: type 'Headless', not ClusterSetIP; "
-        "echo-headless: missing (there: echo (Headless)); is the MCS controller importing into this cluster?")
+        "echo-headless: missing; remote-echo: missing (there: echo (Headless)); is the MCS controller importing "
+        "into this cluster?")
 
 
 def test_a_port_conflict_as_data_is_a_same_named_service_with_other_ports_and_its_export() -> None:
@@ -396,6 +397,7 @@ def lighthouse(first: FakeCluster, second: FakeCluster) -> Any:
             set_conditions(first, name, cond("Valid", "True"), cond("Ready", "True", "Exported"))
         put_import(second, "echo", "ClusterSetIP", [], [8080], ["mcs-1"])
         put_import(second, "echo-headless", "Headless", [], [8080], ["mcs-1"])
+        put_import(second, "remote-echo", "ClusterSetIP", [], [8080], ["mcs-1"])
     return act
 
 
@@ -411,11 +413,12 @@ def test_the_kind_hook_records_exports_waits_for_imports_and_checks_coredns() ->
     done = kind_mcs.export_services(site)
     assert seen_before[0] == [], "recorded before anything is created"
     assert records[0] == {"cluster": "mcs-1", "namespace": NS, "version": "v1alpha1",
-                          "exports": ["echo", "echo-headless"], "run_id": RUN}
+                          "exports": ["echo", "echo-headless", "remote-echo"], "run_id": RUN}
     assert records[-1] == done and done["imported"]["mcs-2"]["echo"]["type"] == "ClusterSetIP"
     assert clock.sleeps == 1  # one pause: then Lighthouse had set the conditions and made the imports
     assert done["coredns"]["mcs-2"].startswith("not needed")  # the stock Corefile: no multicluster plugin
-    assert sorted(first.objects(exports_path())) == ["echo", "echo-headless"] and not second.objects(exports_path())
+    assert sorted(first.objects(exports_path())) == ["echo", "echo-headless", "remote-echo"]
+    assert not second.objects(exports_path())
     # teardown: ours only, on a cluster that is still there
     first._put(exports_path(), {"metadata": {"name": "theirs", "labels": {}}})
     assert kind_mcs.undo_mcs(done, {"mcs-1": first}.__getitem__, {"mcs-1"}) == []
@@ -497,11 +500,110 @@ def test_the_provider_hooks_run_on_a_kind_provider(tmp_path: Path, monkeypatch: 
     apis = {"mcs-1": Lighthouse(first, second), "mcs-2": Lighthouse(second, first)}
     done = kind_mcs.export(made, TOPOLOGY, apis.__getitem__)
     assert done is not None and made.state.read()["mcs"] == done and done["run_id"] == "run-1"
-    assert sorted(done["imported"]["mcs-2"]) == ["echo", "echo-headless"]
-    assert [r.namespace for r in first.requests if r.method == "POST"] == ["crossnet-run-1", "crossnet-run-1"]
+    assert sorted(done["imported"]["mcs-2"]) == ["echo", "echo-headless", "remote-echo"]
+    assert [r.namespace for r in first.requests if r.method == "POST"] == ["crossnet-run-1"] * 3
     assert kind_mcs.undo(made, made.state.read(), apis.__getitem__) == []
     assert first.objects("/apis/multicluster.x-k8s.io/v1alpha1/namespaces/crossnet-run-1/serviceexports") == {}
     made.mcs = None  # type: ignore[attr-defined]
     assert kind_mcs.export(made, TOPOLOGY) is None and kind_mcs.undo(made, {}) == []
     monkeypatch.setattr(kind_mcs, "kind_api", lambda _state_dir: apis.__getitem__)  # down() undoes again: a no-op
     made.down()
+
+
+# ------------------------------------------------------------------------------------ what Lighthouse exports
+
+
+def lighthouse_import_type(service: dict[str, Any]) -> str | None:
+    """Lighthouse's getServiceImportType (submariner-io/lighthouse, pkg/agent/controller/agent.go): a Service
+    of type "" or ClusterIP is exported (ClusterSetIP, or Headless with clusterIP None); any other type
+    (NodePort, LoadBalancer, ExternalName) is not: Valid=False, reason UnsupportedServiceType."""
+    spec = service.get("spec") or {}
+    if spec.get("type") not in (None, "", "ClusterIP"):
+        return None
+    return "Headless" if spec.get("clusterIP") == "None" else "ClusterSetIP"
+
+
+class StrictLighthouse:
+    """One cluster's REST seam with Lighthouse's agent acting at once on a ServiceExport created there, as it
+    does on a real one: the Service must exist (`service_of`), be exportable (`lighthouse_import_type`; else the
+    export is Valid=False UnsupportedServiceType, which ends crossnet's wait), and then the export is Valid and
+    Ready and every peer (a FakeCluster and the MCS version it serves) gets the ServiceImport."""
+
+    def __init__(self, fake: FakeCluster, peers: list[tuple[FakeCluster, str]],
+                 service_of: Any, version: str = "v1alpha1") -> None:
+        self.fake, self.peers, self.service_of, self.version = fake, peers, service_of, version
+        self.context = fake.context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fake, name)
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        answer = self.fake.request(method, path, **kw)
+        dry = ("dryRun", "All") in list(kw.get("query") or ())
+        if method == "POST" and path.endswith("/serviceexports") and not dry:
+            meta = kw["body"]["metadata"]
+            name, namespace = meta["name"], meta["namespace"]
+            service = self.service_of(name)
+            assert service is not None, f"ServiceExport {namespace}/{name}: Service to be exported doesn't exist"
+            kind = lighthouse_import_type(service)
+            if kind is None:
+                set_conditions(self.fake, name, cond("Valid", "False", "UnsupportedServiceType",
+                                                     f"Service of type {service['spec']['type']} not supported"),
+                               version=self.version, namespace=namespace)
+                return answer
+            set_conditions(self.fake, name, cond("Valid", "True"), cond("Ready", "True"), version=self.version,
+                           namespace=namespace)
+            ports = [p["port"] for p in service["spec"].get("ports") or []]
+            ips = [service["spec"]["clusterIP"]] if kind == "ClusterSetIP" and service["spec"].get("clusterIP") else []
+            for peer, version in self.peers:
+                put_import(peer, name, kind, ips, ports, [self.context], version=version, namespace=namespace)
+        return answer
+
+
+def test_the_kind_exporter_deploys_services_lighthouse_exports_and_remote_echo_there_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On kind under MCS the first cluster's echo is ClusterIP (Lighthouse refuses to export a NodePort
+    Service), its NodePort on echo-nodeport (the node-port cells still find it), and remote-echo exists there
+    only and is exported, as the lab emulates it; the importer keeps the NodePort echo and has no remote-echo."""
+    from tests.test_kind_provider import FakeKind, FakeSubctl, provider
+
+    made, kubes, _nodes = provider(tmp_path, FakeKind())
+    made.mcs = SimpleNamespace(derived_services=False, header_ra=True)
+    made._subctl = FakeSubctl(kubes)
+    made.up(TOPOLOGY)
+    first, second = cluster(), cluster("mcs-2", 2)
+    for fake in (first, second):
+        fake._put("/api/v1/namespaces", {"metadata": {"name": made.namespace, "labels": {}}})
+
+    def applied(cluster_name: str) -> dict[str, dict[str, Any]]:
+        return {m["metadata"]["name"]: m for m in kubes[cluster_name].applied if m["kind"] == "Service"}
+
+    apis = {"mcs-1": StrictLighthouse(first, [(second, "v1alpha1")], lambda n: applied("mcs-1").get(n)),
+            "mcs-2": StrictLighthouse(second, [(first, "v1alpha1")], lambda n: applied("mcs-2").get(n))}
+    monkeypatch.setattr(kind_mcs, "kind_api", lambda _state_dir: apis.__getitem__)
+    cluster_set = made.deploy_agents()  # the agents, then kind_mcs.export: Lighthouse accepts every export
+    exporter, importer = applied("mcs-1"), applied("mcs-2")
+    assert {n: lighthouse_import_type(exporter[n]) for n in kind_mcs.EXPORTED} == kind_mcs.EXPORTED
+    assert exporter["echo-nodeport"]["spec"]["type"] == "NodePort"
+    assert {p["nodePort"] for p in exporter["echo-nodeport"]["spec"]["ports"]} == {30080}
+    assert exporter["remote-echo"]["spec"]["selector"] == exporter["echo"]["spec"]["selector"]
+    assert importer["echo"]["spec"]["type"] == "NodePort" and not {"remote-echo", "echo-nodeport"} & set(importer)
+    assert cluster_set.cluster("mcs-1").service("echo", made.namespace).node_port == 30080  # node-port cells
+    assert cluster_set.cluster("mcs-1").service("remote-echo", made.namespace).type == "ClusterIP"
+    assert sorted(made.state.read()["mcs"]["imported"]["mcs-2"]) == ["echo", "echo-headless", "remote-echo"]
+    assert set(first.objects(exports_path(namespace=made.namespace))) == set(kind_mcs.EXPORTED)
+
+
+def test_clusterset_answers_come_from_the_imports_else_the_exporters_cluster_ip() -> None:
+    from crossnet.providers.kind.mcs import clusterset_ips
+
+    record = {"cluster": "c1", "imported": {"c2": {
+        "echo": {"type": "ClusterSetIP", "ips": ["10.99.0.5"]},
+        "remote-echo": {"type": "ClusterSetIP", "ips": []},
+        "echo-headless": {"type": "Headless", "ips": []},
+    }}}
+    exporter = {"echo": "10.40.0.100", "remote-echo": "10.40.0.102"}
+    answers = (("echo", "10.99.0.5"), ("remote-echo", "10.40.0.102"))
+    assert clusterset_ips(record, "c2", exporter) == answers
+    assert clusterset_ips(record, "c1", exporter) == answers, "the exporter sees what the importers see"
+    assert clusterset_ips(None, "c2", exporter) == () and clusterset_ips({"imported": {}}, "c2", exporter) == ()

@@ -19,7 +19,7 @@ from crossnet.workloads import (
     ECHO_SERVICE,
     HEADLESS_SERVICE,
     REMOTE_SERVICE,
-    SRV_PORT_NAME,
+    echo_port_name,
     pod_hostname,
 )
 
@@ -72,7 +72,7 @@ def _targets(topology: Topology, importer: str, ra: bool) -> list[tuple[Target, 
         (Target(e, "dns-name", service=derived, name=f"{derived}.{ns}.svc.{own_domain}", form="derived"), by_name)
     )
     for proto in SERVICE_PROTOCOLS:
-        name = f"_{SRV_PORT_NAME}._{proto}.{echo}.{CLUSTERSET_DOMAIN}"
+        name = f"_{echo_port_name(proto)}._{proto}.{echo}.{CLUSTERSET_DOMAIN}"
         targets.append(
             (
                 Target(e, "dns-name", service=f"{ECHO_SERVICE}:{proto}", name=name, form="srv", expect_ra=ra),

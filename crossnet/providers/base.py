@@ -180,7 +180,58 @@ def state_problems(data: Any) -> list[str]:
         and all(isinstance(k, str) and SAFE_NAME.match(k) and isinstance(v, str) for k, v in corefiles.items()),
         "plumbing.corefiles is not cluster name -> Corefile text",
     )
+    problems += _mcs_problems(data.get("mcs"))
     return problems
+
+
+MCS_CONDITION_STATUSES = ("True", "False", "Unknown")
+
+
+def _mcs_problems(mcs: Any) -> list[str]:
+    """`mcs`: the MCS objects a run made (kind: the ServiceExports, by name) or emulates (the lab: its
+    ServiceExports with their conditions and its ServiceImports; providers/lab/mcs.py state_record)."""
+    if mcs is None:
+        return []
+    if not isinstance(mcs, dict):
+        return ["mcs is not an object"]
+    problems = [
+        f"mcs.{key} is not a DNS-1123 name"
+        for key in ("cluster", "namespace")
+        if mcs.get(key) is not None and not (isinstance(mcs[key], str) and SAFE_NAME.match(mcs[key]))
+    ]
+    exports, imports = mcs.get("serviceexports"), mcs.get("serviceimports")
+    if mcs.get("exports") is not None and not _list_of(mcs["exports"], _name_ok):
+        problems.append("mcs.exports is not a list of Service names")
+    if exports is not None and not _list_of(exports, _export_ok):
+        problems.append("mcs.serviceexports holds an export without name, namespace, cluster or well-formed conditions")
+    if imports is not None and not _list_of(imports, _import_ok):
+        problems.append("mcs.serviceimports holds an import without name, namespace, type ClusterSetIP/Headless or IPs")
+    return problems
+
+
+def _list_of(value: Any, ok: Callable[[Any], bool]) -> bool:
+    return isinstance(value, list) and all(ok(item) for item in value)
+
+
+def _name_ok(value: Any) -> bool:
+    return isinstance(value, str) and bool(SAFE_NAME.match(value))
+
+
+def _export_ok(export: Any) -> bool:
+    """A ServiceExport: its name, namespace, cluster, and conditions of a type and a status."""
+    if not isinstance(export, dict) or not all(_name_ok(export.get(k)) for k in ("name", "namespace", "cluster")):
+        return False
+    return _list_of(
+        export.get("conditions", []),
+        lambda c: isinstance(c, dict) and isinstance(c.get("type"), str) and c.get("status") in MCS_CONDITION_STATUSES,
+    )
+
+
+def _import_ok(item: Any) -> bool:
+    """A ServiceImport: its name, namespace, type and ClusterSetIPs (addresses)."""
+    if not isinstance(item, dict) or not all(_name_ok(item.get(k)) for k in ("name", "namespace")):
+        return False
+    return item.get("type") in ("ClusterSetIP", "Headless") and _list_of(item.get("ips", []), _address_ok)
 
 
 def _object(value: Any) -> dict[str, Any]:

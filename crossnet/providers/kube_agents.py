@@ -4,8 +4,11 @@ today, existing clusters from a kubeconfig next): nothing here knows how the clu
 Per cluster, in the run's namespace: the Namespace, the token Secret, the agent zipapp as a
 ConfigMap, two agent pods pinned to every node (the pod vantage `agent-<node>` and the
 hostNetwork vantage `host-<node>`, both running the zipapp on a plain Python image), the echo
-Services (NodePort, not exported, headless) and the ExternalName Services. Then the wait until
-every agent is ready, what the ClusterSet reports of them, and `KubeAgentClient`, the control API
+Services (NodePort, not exported, headless) and the ExternalName Services. In the exporting cluster
+of the mcs topology (`mcs_exporter`) `echo` is ClusterIP -- Submariner Lighthouse exports nothing else
+(a NodePort export is Valid=False UnsupportedServiceType) -- and `echo-nodeport` carries its NodePort;
+`remote-echo`, a Service only that cluster has, is deployed there too (all exported by the provider).
+Then the wait until every agent is ready, what the ClusterSet reports of them, and `KubeAgentClient`, the control API
 through the API server's pod proxy with the run's token on every request.
 
 The caller says which nodes (`AgentNode`: the topology's short name and the Kubernetes node
@@ -18,9 +21,9 @@ namespace labels and annotations, a namespace that already exists).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +36,12 @@ from crossnet.wire import ProbeResult, ProbeSpec
 from crossnet.workloads import (
     AGENT_POD,
     ECHO_NODE_PORT,
+    ECHO_NODE_PORT_SERVICE,
     ECHO_SERVICE,
     HEADLESS_SERVICE,
+    REMOTE_SERVICE,
     agent_id,
+    echo_port_name,
     external_name_services,
     pod_hostname,
 )
@@ -63,8 +69,10 @@ __all__ = [
     "agent_pod_name",
     "apply_agents",
     "deploy_agents",
+    "echo_node_ports",
     "external_names",
     "live_agents",
+    "node_port_carrier",
     "run_labels",
     "wait_agents",
 ]
@@ -280,10 +288,13 @@ def agent_manifests(
     archive: bytes,
     external: Sequence[tuple[str, str]] = (),
     options: AgentPodOptions | None = None,
+    mcs_exporter: bool = False,
 ) -> list[dict[str, Any]]:
     """Everything one cluster gets, in the order it is applied: the Namespace, the token Secret,
     the zipapp ConfigMap, both agent pods of every node (the host one unless `options` leave it
-    out), the echo Services and the ExternalName Services `external` names ((name, externalName) pairs)."""
+    out), the echo Services and the ExternalName Services `external` names ((name, externalName) pairs).
+    `mcs_exporter`: the cluster exports echo (then ClusterIP, its NodePort on echo-nodeport), echo-headless
+    and remote-echo (the mcs topology: see the module's docstring)."""
     options = options or AgentPodOptions()
     ns, labels = namespace, dict(labels)
     namespace_meta: dict[str, Any] = {"name": ns, "labels": {**labels, **dict(options.namespace_labels)}}
@@ -307,19 +318,26 @@ def agent_manifests(
             manifests.append(
                 agent_pod(cluster, node, vantage, namespace=ns, image=image, labels=labels, options=options)
             )
-    ports = [{"name": p, "protocol": p.upper(), "port": AGENT_PORT, "targetPort": AGENT_PORT} for p in ("tcp", "udp")]
-    manifests.append(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": ECHO_SERVICE, "namespace": ns, "labels": labels},
-            "spec": {
-                "type": "NodePort",
-                "selector": {"app": AGENT_APP},
-                "ports": [p if options.node_port is None else {**p, "nodePort": options.node_port} for p in ports],
-            },
-        }
-    )
+    ports = [
+        {"name": echo_port_name(p), "protocol": p.upper(), "port": AGENT_PORT, "targetPort": AGENT_PORT}
+        for p in ("tcp", "udp")
+    ]
+    node_port = {
+        "type": "NodePort",
+        "selector": {"app": AGENT_APP},
+        "ports": [p if options.node_port is None else {**p, "nodePort": options.node_port} for p in ports],
+    }
+    plain = {"type": "ClusterIP", "selector": {"app": AGENT_APP}, "ports": ports}
+    echoes = [(ECHO_SERVICE, plain), (ECHO_NODE_PORT_SERVICE, node_port), (REMOTE_SERVICE, plain)]
+    for name, spec in echoes if mcs_exporter else [(ECHO_SERVICE, node_port)]:
+        manifests.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": ns, "labels": labels},
+                "spec": spec,
+            }
+        )
     manifests.append(
         {
             "apiVersion": "v1",
@@ -394,9 +412,11 @@ def deploy_agents(
     external: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     timeout: float = READY_TIMEOUT,
     options: AgentPodOptions | None = None,
+    mcs_exporter: str | None = None,
 ) -> None:
     """Build the agent zipapp, apply every cluster's manifests (`nodes` says which clusters and
-    nodes; `external` each cluster's ExternalName Services) in parallel, and wait for the agents."""
+    nodes; `external` each cluster's ExternalName Services; `mcs_exporter` the cluster that exports
+    the MCS Services, if any) in parallel, and wait for the agents."""
     archive = build_agent_zipapp()
     manifests = {
         cluster: agent_manifests(
@@ -409,6 +429,7 @@ def deploy_agents(
             archive=archive,
             external=(external or {}).get(cluster, ()),
             options=options,
+            mcs_exporter=cluster == mcs_exporter,
         )
         for cluster, cluster_nodes in nodes.items()
     }
@@ -444,4 +465,19 @@ def live_agents(
                 hostnames=tuple(pod_hostname(p.node) for p in pods) if headless else (),
             )
         )
+    carrier = next((s for s in services if s.name == node_port_carrier(s.name for s in services)), None)
+    if carrier is not None and carrier.name != ECHO_SERVICE:  # echo is exported (ClusterIP): its NodePort is here
+        services = [replace(s, node_port=carrier.node_port) if s.name == ECHO_SERVICE else s for s in services]
     return tuple(pods), tuple(services)
+
+
+def node_port_carrier(names: Iterable[str]) -> str:
+    """The Service that carries the echo NodePort: echo-nodeport where echo is exported (ClusterIP), else echo."""
+    return ECHO_NODE_PORT_SERVICE if ECHO_NODE_PORT_SERVICE in set(names) else ECHO_SERVICE
+
+
+def echo_node_ports(services: Sequence[Mapping[str, Any]]) -> tuple[str, set[Any]]:
+    """(the Service carrying the echo NodePort, the nodePorts of its ports) among Service objects of the API."""
+    carrier = node_port_carrier(str((s.get("metadata") or {}).get("name")) for s in services)
+    found = next((s for s in services if (s.get("metadata") or {}).get("name") == carrier), {})
+    return carrier, {p.get("nodePort") for p in (found.get("spec") or {}).get("ports") or [] if isinstance(p, dict)}

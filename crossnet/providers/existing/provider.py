@@ -8,7 +8,8 @@ deploy_agents(): in each cluster one namespace `crossnet-<run-id>` (labelled wit
                  of an agent pod (refused: the run stops, with the reason), a hostNetwork pod (only
                  with --host-vantage; refused: host vantages off, with the reason) and a debug pod
                  (--node-evidence); then the agents of kube_agents, pinned to the sampled nodes,
-                 meeting Pod Security "restricted"; the echo NodePort allocated by the API server.
+                 meeting Pod Security "restricted"; the echo NodePort allocated by the API server. Under
+                 an MCS profile (mcs.py) the first cluster's echo Services exported, imports awaited.
 down():          delete the namespace where its labels name this run (--keep: leave it), or in a
                  given namespace the objects carrying the run's labels; nothing else, ever.
 
@@ -34,6 +35,7 @@ from crossnet.providers.base import ExecTarget, InputError, ProviderError
 from crossnet.providers.existing.debug import debug_pod, debug_pod_name
 from crossnet.providers.existing.discovery import service_cidrs_by_dry_run
 from crossnet.providers.existing.kube import ExistingKube
+from crossnet.providers.existing.mcs import export_kinds, export_services, exporter, globalnet_exports
 from crossnet.providers.existing.preflight import PRIVILEGED, blocking, preflight, render_table
 from crossnet.providers.existing.sample import topology_to_json
 from crossnet.providers.existing.session import (
@@ -58,6 +60,7 @@ from crossnet.providers.kube_agents import (
     agent_pod,
     agent_pod_name,
     apply_agents,
+    echo_node_ports,
     external_names,
     live_agents,
     run_labels,
@@ -98,8 +101,9 @@ class ExistingProvider:
         api_factory: ApiFactory | None = None,
         progress: Callable[[str], None] = _stderr,
         global_cidr: str | None = None,
+        mcs: Any = None,
     ) -> None:
-        self.state_dir, self.run_id, self.settings = state_dir, run_id, settings
+        self.state_dir, self.run_id, self.settings, self.mcs = state_dir, run_id, settings, mcs  # McsPlumbing
         self.state = ExistingStateFile(state_dir)
         self.namespace = settings.namespace or f"crossnet-{run_id}".lower()
         self.global_cidr = global_cidr
@@ -210,6 +214,8 @@ class ExistingProvider:
             self._learn_from_agents(name, kubes[name])
         if self.global_cidr is not None:
             self._globalnet(kubes)
+        elif self.mcs is not None:  # mcs.py: the exports, the imports, CoreDNS's RBAC (recorded: existing.mcs)
+            export_services(self)
         cluster_set = self._cluster_set(with_agents=True)
         self._record(discovery=self._require().to_json())
         self.state.update(phase="agents-ready", cluster_set=cluster_set.to_json())
@@ -322,6 +328,7 @@ class ExistingProvider:
             archive=archive,
             external=() if self.global_cidr else external_names(discovery.topology, cluster, self.namespace),
             options=replace(options, host_vantage=not self._host[cluster]),
+            mcs_exporter=cluster == exporter(self.mcs, discovery.topology),
         )
         for manifest in manifests:
             if manifest["kind"] == "Pod" and manifest["metadata"]["labels"].get("app") == AGENT_APP:
@@ -336,11 +343,9 @@ class ExistingProvider:
         fact = discovery.fact(cluster)
         shorts = [s.short for s in discovery.sampled[cluster]]
         pods, _ = live_agents(kube, cluster, self.namespace, shorts)
-        services = kube.list_objects(f"/api/v1/namespaces/{self.namespace}/services")
-        echo = next((s for s in services if (s.get("metadata") or {}).get("name") == ECHO_SERVICE), {})
-        node_ports = {p.get("nodePort") for p in (echo.get("spec") or {}).get("ports") or []}
+        carrier, node_ports = echo_node_ports(kube.list_objects(f"/api/v1/namespaces/{self.namespace}/services"))
         if len(node_ports) != 1:  # the cells probe one NodePort over tcp and udp, as the API server allocates it
-            raise ProviderError(f"{cluster}: the echo Service got NodePorts {sorted(map(str, node_ports))}, not one")
+            raise ProviderError(f"{cluster}: Service {carrier} got NodePorts {sorted(map(str, node_ports))}, not one")
         notes = list(fact.notes)
         if not fact.pod_cidrs:
             fact = replace(
@@ -367,17 +372,8 @@ class ExistingProvider:
         IPs Globalnet allocates, as on kind."""
         from crossnet.providers.kind.submariner import read_allocations
 
-        for kube in kubes.values():
-            kube.apply(
-                [
-                    {
-                        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
-                        "kind": "ServiceExport",
-                        "metadata": {"name": name, "namespace": self.namespace, "labels": run_labels(self.run_id)},
-                    }
-                    for name in (ECHO_SERVICE, HEADLESS_SERVICE)
-                ]
-            )
+        for kube in kubes.values():  # in the MCS API version each cluster serves
+            globalnet_exports(kube, self.namespace, self.run_id, (ECHO_SERVICE, HEADLESS_SERVICE))
         self._allocations = read_allocations(self._require().topology, kubes, self.namespace, self._progress)
 
     def _agent_token(self) -> str:
@@ -425,7 +421,7 @@ class ExistingProvider:
             selector = ",".join(f"{k}={v}" for k, v in {**MANAGED_BY, RUN_LABEL: run_id}.items())
             kinds = [("v1", "pods"), ("v1", "services"), ("v1", "configmaps"), ("v1", "secrets")]
             if self.settings.mcs or self.settings.globalnet:
-                kinds.append(("multicluster.x-k8s.io/v1alpha1", "serviceexports"))
+                kinds += export_kinds(kube)  # the version the cluster serves
             for version, plural in kinds:
                 kube.delete_collection(version, plural, namespace, selector)
             return
@@ -488,10 +484,11 @@ class ExistingProvider:
 
         return exec_host(self.exec, cluster, node)
 
-    # ------------------------------------------------------------------ the cluster set
-
     def _cluster_set(self, with_agents: bool) -> ClusterSet:
-        return live_cluster_set(self._require(), self.kube if with_agents else None, self.namespace, self._allocations)
+        mcs = (self.state.read().get("existing") or {}).get("mcs") if with_agents and self.mcs is not None else None
+        return live_cluster_set(
+            self._require(), self.kube if with_agents else None, self.namespace, self._allocations, mcs
+        )
 
 
 def create(state_dir: Path, run_id: str, settings: ProviderSettings) -> ExistingProvider:
@@ -507,7 +504,9 @@ def create(state_dir: Path, run_id: str, settings: ProviderSettings) -> Existing
         )
     if settings.agent_image:
         existing = replace(existing, image=settings.agent_image)
-    return ExistingProvider(state_dir, run_id, existing, discovery=discovery, global_cidr=settings.global_cidr)
+    return ExistingProvider(
+        state_dir, run_id, existing, discovery=discovery, global_cidr=settings.global_cidr, mcs=settings.mcs
+    )
 
 
 def attach(state_dir: Path, alive: bool = True) -> ExistingProvider:

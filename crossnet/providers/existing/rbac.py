@@ -3,12 +3,15 @@ YAML, `crossnet preflight` asks a SelfSubjectAccessReview for each, and the test
 grants exactly these and denies everything else.
 
 - cluster-wide read (ClusterRole `crossnet-discovery`): nodes, namespaces, DaemonSets, CRDs,
-  ServiceCIDRs, Calico IPPools (and Globalnet's egress IPs for a Globalnet profile);
+  ServiceCIDRs, Calico IPPools (and Globalnet's egress IPs for a Globalnet profile; for an MCS
+  profile ClusterRoleBindings and ClusterRoles: whether CoreDNS may list ServiceImports);
 - kube-system read (Role `crossnet-discovery`): the ConfigMaps coredns, kube-proxy,
-  kubeadm-config and cilium-config by name, and the pods and Services there (CoreDNS);
+  kubeadm-config and cilium-config by name, and the pods and Services there (CoreDNS; for an
+  MCS profile the coredns Deployment by name: its ServiceAccount);
 - the run's own namespace: pods, `pods/proxy` (the agents' control API), `pods/log` (an agent's
   resolv.conf), Services, ConfigMaps, Secrets (the agents' token); `pods/exec` only with
-  --node-evidence; ServiceExports (and GlobalIngressIPs) only for an MCS or Globalnet profile.
+  --node-evidence; ServiceExports (made, read for their conditions, deleted) and ServiceImports
+  (read) only for an MCS or Globalnet profile, GlobalIngressIPs only for a Globalnet one.
 
 Where those last rights live depends on the namespace. RBAC cannot bind a Role in a namespace
 that does not exist yet, so with per-run namespaces (`crossnet-<run-id>`, the default) they are a
@@ -33,6 +36,7 @@ DISCOVERY = "crossnet-discovery"
 RUN = "crossnet-run"
 NAMESPACES = "crossnet-namespaces"
 READ_CONFIGMAPS = ("coredns", "kube-proxy", "kubeadm-config", "cilium-config")
+MCS, RBAC = "multicluster.x-k8s.io", "rbac.authorization.k8s.io"
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,16 @@ def rights(
         found.append(Right("namespaces", "", "namespaces", ("create", "delete"), "the run's own namespace"))
     if node_evidence:
         found.append(Right("run", "", "pods/exec", ("create", "get"), "--node-evidence: commands in debug pods"))
-    if mcs or globalnet:
-        found.append(
-            Right("run", "multicluster.x-k8s.io", "serviceexports", ("create", *cleanup), "export the echo Services")
-        )
+    if mcs or globalnet:  # providers/existing/mcs.py, providers/mcs_api.py
+        found += [
+            Right(
+                "run", MCS, "serviceexports", ("create", "get", "delete", *cleanup), "export echo Services, conditions"
+            ),
+            Right("run", MCS, "serviceimports", ("get", "list"), "the ServiceImports the MCS controller makes"),
+            Right("cluster", RBAC, "clusterrolebindings", ("list",), "who binds CoreDNS (may it list serviceimports?)"),
+            Right("cluster", RBAC, "clusterroles", ("get",), "CoreDNS's ClusterRoles (may it list serviceimports?)"),
+            Right("kube-system", "apps", "deployments", ("get",), "CoreDNS's ServiceAccount", ("coredns",)),
+        ]
     if globalnet:
         found.append(Right("run", "submariner.io", "globalingressips", ("list",), "Globalnet's ingress IPs"))
         found.append(Right("cluster", "submariner.io", "clusterglobalegressips", ("list",), "Globalnet's egress IPs"))

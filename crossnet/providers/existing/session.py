@@ -17,7 +17,7 @@ import json
 import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from crossnet.providers.existing.sample import (
     topology_to_json,
 )
 from crossnet.providers.existing.settings import ExistingSettings
+from crossnet.providers.kind.mcs import clusterset_ips
 from crossnet.providers.kube_agents import live_agents
 
 __all__ = [
@@ -182,10 +183,13 @@ def live_cluster_set(
     kube_of: Callable[[str], ExistingKube] | None,
     namespace: str,
     allocations: Mapping[str, GlobalAllocation] | None = None,
+    mcs_record: Mapping[str, Any] | None = None,
 ) -> ClusterSet:
     """The ClusterSet of a discovery; with `kube_of`, with the agents and Services in `namespace`.
-    A node without spec.podCIDRs (Calico IPAM) reports its agent's IP as its pod CIDR."""
+    A node without spec.podCIDRs (Calico IPAM) reports its agent's IP as its pod CIDR; with the
+    record of an MCS run (mcs.py), what clusterset.local answers in each cluster."""
     clusters = []
+    exporter_ips: dict[str, str] = {}
     for spec in discovery.topology.clusters:
         fact = discovery.fact(spec.name)
         sampled = {s.short: s.node for s in discovery.sampled[spec.name]}
@@ -193,6 +197,8 @@ def live_cluster_set(
         services: tuple[LiveService, ...] = ()
         if kube_of is not None:
             pods, services = live_agents(kube_of(spec.name), spec.name, namespace, list(sampled))
+        if spec.name == (mcs_record or {}).get("cluster"):
+            exporter_ips = {s.name: s.cluster_ip for s in services if s.cluster_ip}
         agent_cidrs = {p.node: f"{p.ip}/32" for p in pods if p.ip}
         nodes = tuple(
             LiveNode(
@@ -228,6 +234,8 @@ def live_cluster_set(
                 **global_fields,
             )
         )
+    if mcs_record:  # the exporter's ClusterIPs answer where the implementation allocates no clusterset IP
+        clusters = [replace(c, clusterset_ips=clusterset_ips(mcs_record, c.name, exporter_ips)) for c in clusters]
     return ClusterSet(provider="existing", clusters=tuple(clusters), namespace=namespace)
 
 

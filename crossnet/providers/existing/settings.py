@@ -179,12 +179,13 @@ def settings_from_options(
 
 def profile_needs(profile: Profile | None) -> dict[str, Any]:
     """What a profile needs of the clusters: Globalnet; the MCS API (when it requires an MCS-based
-    layer, or Globalnet, which exports); its `requires:`."""
+    layer, is an MCS profile -- plumbing.mcs, the mcs topology -- or Globalnet, which exports); its `requires:`."""
     if profile is None:
         return {"globalnet": False, "mcs": False, "requires": ()}
     requires = tuple(getattr(profile, "requires", ()) or ())
     wanted: Sequence[str] = dict(requires).get("multicluster", ())
     mcs = profile.globalnet or bool({"mcs", "submariner", "submariner-globalnet"} & set(wanted))
+    mcs = mcs or getattr(profile.plumbing, "mcs", None) is not None
     return {"globalnet": profile.globalnet, "mcs": mcs, "requires": requires}
 
 

@@ -1,11 +1,16 @@
 """Multi-Cluster Services on kind (the `mcs` topology): Submariner with Lighthouse and without Globalnet
-(subctl, the version pinned in submariner.py), the first cluster's `echo` and `echo-headless` exported
-(ServiceExport), the importing clusters' ServiceImports waited for, and CoreDNS's RBAC for ServiceImports
+(subctl, the version pinned in submariner.py), the first cluster's `echo`, `echo-headless` and `remote-echo`
+exported (ServiceExport), the importing clusters' ServiceImports waited for, and CoreDNS's RBAC for ServiceImports
 checked where CoreDNS reads them itself (its `multicluster` plugin; Lighthouse answers clusterset.local
 from its own DNS server, which CoreDNS forwards to).
 
 Every change goes to `record` (the state file, key `mcs`; Submariner's under `submariner`, undone by the
 provider as for Globalnet) before it is made; `undo_mcs` deletes only this run's ServiceExports (by label).
+Lighthouse exports only ClusterIP and headless Services (Valid=False UnsupportedServiceType for a NodePort
+one: submariner-io/lighthouse pkg/agent/controller/agent.go, getServiceImportType), so in the exporting
+cluster kube_agents makes `echo` ClusterIP (its NodePort on `echo-nodeport`) and adds `remote-echo` (a
+Service only the exporter has, imported everywhere: reached from the importers through clusterset.local
+only), as the lab emulates them (providers/lab/mcs.py); `exporter` names that cluster to kube_agents.
 Tested with fakes (tests/test_mcs_api.py); only the nightly `kind-mcs` job runs real Lighthouse.
 """
 
@@ -23,7 +28,7 @@ from crossnet.providers.base import ProviderError
 from crossnet.providers.existing.kube import ApiError, KubeApi
 from crossnet.providers.kind.kube import KubeCluster
 from crossnet.providers.kind.submariner import SubctlCli, SubctlRunner, deploy_globalnet
-from crossnet.workloads import ECHO_SERVICE, HEADLESS_SERVICE
+from crossnet.workloads import ECHO_SERVICE, HEADLESS_SERVICE, REMOTE_SERVICE
 
 __all__ = [
     "EXPORTED",
@@ -34,12 +39,14 @@ __all__ = [
     "deploy_lighthouse",
     "export",
     "export_services",
+    "exporter",
     "mcs_of",
     "undo",
     "undo_mcs",
 ]
 
-EXPORTED = {ECHO_SERVICE: "ClusterSetIP", HEADLESS_SERVICE: "Headless"}  # name -> the ServiceImport's type
+# name -> the ServiceImport's type; each a ClusterIP or headless Service of the exporter (kube_agents, mcs_exporter)
+EXPORTED = {ECHO_SERVICE: "ClusterSetIP", HEADLESS_SERVICE: "Headless", REMOTE_SERVICE: "ClusterSetIP"}
 IMPORT_TIMEOUT = 300.0  # Lighthouse: the export reaches the broker, then every other cluster
 
 Record = Callable[[dict[str, Any]], object]
@@ -48,6 +55,11 @@ Record = Callable[[dict[str, Any]], object]
 def mcs_of(settings: Any) -> Any:
     """The profile's `McsPlumbing` from ProviderSettings (None: no MCS), before and after the field exists."""
     return getattr(settings, "mcs", None)
+
+
+def exporter(provider: Any, topology: Topology) -> str | None:
+    """The cluster whose agents' Services are made exportable (kube_agents' mcs_exporter): the first, under MCS."""
+    return topology.clusters[0].name if getattr(provider, "mcs", None) is not None else None
 
 
 class LighthouseCli(SubctlCli):
@@ -238,3 +250,24 @@ def undo(provider: Any, data: Mapping[str, Any], api: Callable[[str], KubeApi] |
         return []
     clusters = set(data.get("created") or []) | set(data.get("reused") or [])
     return undo_mcs(data["mcs"], api or kind_api(provider.state_dir), clusters)
+
+
+def clusterset_ips(
+    record: Mapping[str, Any] | None, cluster: str, exporter_ips: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """What `<svc>.<ns>.svc.clusterset.local` answers in `cluster`, from the recorded imports of
+    `export_services`: a ClusterSetIP import's `ips`; where the implementation allocates none
+    (Lighthouse without a clusterset IP answers with the exporting cluster's ClusterIP) the
+    exporter's ClusterIP of that Service (`exporter_ips`: name -> ClusterIP). The exporting cluster
+    itself, which imports nothing of its own here, sees what the importers see."""
+    imported = (record or {}).get("imported") or {}
+    if not isinstance(imported, Mapping) or not imported:
+        return ()
+    view = imported.get(cluster) or next(iter(imported.values()))
+    found: list[tuple[str, str]] = []
+    for name, entry in sorted(view.items()):
+        if not isinstance(entry, Mapping) or entry.get("type") != "ClusterSetIP":
+            continue
+        ips = [str(ip) for ip in entry.get("ips") or []] or ([exporter_ips[name]] if exporter_ips.get(name) else [])
+        found += [(str(name), ip) for ip in ips]
+    return tuple(found)

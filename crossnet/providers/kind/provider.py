@@ -260,6 +260,7 @@ class KindProvider:
             image=self.agent_image,
             token=self._agent_token(),
             external=None if self.global_cidr else {n: external_names(topology, n, self.namespace) for n in names},
+            mcs_exporter=kind_mcs.exporter(self, topology),
         )
         if self.global_cidr is not None:
             export_services(self._subctl_cli(), topology, self._kubeconfigs(), self.namespace)
@@ -450,7 +451,9 @@ class KindProvider:
         return self._topology
 
     def _cluster_set(self, with_agents: bool) -> ClusterSet:
-        clusters = []
+        clusters: list[LiveCluster] = []
+        imports = self.state.read().get("mcs") if self.mcs is not None and with_agents else None
+        exporter_ips: dict[str, str] = {}
         for spec in self._require_topology().clusters:
             kube = self.kube(spec.name)
             blocks = node_blocks(kube) if self.bgp is not None else {}  # Calico IPAM's, not spec.podCIDR
@@ -472,6 +475,8 @@ class KindProvider:
             services: tuple[LiveService, ...] = ()
             if with_agents:
                 pods, services = live_agents(kube, spec.name, self.namespace, [n.short for n in nodes])
+            if not clusters:  # the first cluster exports (kind/mcs.py)
+                exporter_ips = {s.name: s.cluster_ip for s in services if s.cluster_ip}
             clusters.append(
                 LiveCluster(
                     name=spec.name,
@@ -483,6 +488,7 @@ class KindProvider:
                     services=services,
                     dns_service_ip=kube_dns.cluster_ip if kube_dns and kube_dns.cluster_ip else "",
                     dns_server_ips=tuple(sorted(p.ip for p in dns_pods)),
+                    clusterset_ips=kind_mcs.clusterset_ips(imports, spec.name, exporter_ips),
                     **self._global_fields(spec.name),
                 )
             )

@@ -10,6 +10,8 @@ the lab's own Services and DNS records.
   Service with its own ClusterIP and the exporter's pods as endpoints.
 - `private` exists in every cluster and is never exported: NXDOMAIN in clusterset.local.
 - The lab DNS's `multicluster` plugin answers clusterset.local from `serviceimports` in its records.
+- The state file's `mcs` holds the objects emulated: the exporter's ServiceExports (Valid and Ready, as an
+  MCS controller leaves them) and the ServiceImports (`state_record`; checked by base.state_problems).
 """
 
 from __future__ import annotations
@@ -20,17 +22,21 @@ from typing import Any
 from crossnet.model import AGENT_PORT, CROSSNET_NAMESPACE, Topology
 from crossnet.profile import McsPlumbing
 from crossnet.providers.lab.topology import LabPlan, LabService
-from crossnet.workloads import DERIVED_PREFIX, ECHO_SERVICE, HEADLESS_SERVICE, REMOTE_SERVICE, SRV_PORT_NAME
+from crossnet.workloads import DERIVED_PREFIX, ECHO_SERVICE, HEADLESS_SERVICE, REMOTE_SERVICE, echo_port_name
 
 __all__ = [
     "CLUSTERSET_TYPE",
+    "EXPORTED",
     "exporter",
+    "serviceexports",
     "serviceimports",
+    "state_record",
     "with_mcs",
 ]
 
 CLUSTERSET_TYPE = "ClusterSetIP"  # a LabService that is a ServiceImport's VIP, not a Service of the API
 ECHO_PORTS = (("tcp", AGENT_PORT, AGENT_PORT), ("udp", AGENT_PORT, AGENT_PORT))
+EXPORTED = (ECHO_SERVICE, HEADLESS_SERVICE, REMOTE_SERVICE)  # the exporter's ServiceExports
 
 
 def exporter(topology: Topology) -> str:
@@ -74,7 +80,7 @@ def with_mcs(plan: LabPlan, topology: Topology, mcs: McsPlumbing) -> LabPlan:
 def serviceimports(plan: LabPlan, topology: Topology) -> list[dict[str, Any]]:
     """The `serviceimports` of the lab DNS records: the same in every cluster."""
     source = plan.cluster(exporter(topology))
-    ports = [[protocol, port, SRV_PORT_NAME] for protocol, port, _ in ECHO_PORTS]
+    ports = [[protocol, port, echo_port_name(protocol)] for protocol, port, _ in ECHO_PORTS]
     headless = next(s for s in source.services if s.name == HEADLESS_SERVICE)
     imports: list[dict[str, Any]] = [
         {
@@ -98,3 +104,26 @@ def serviceimports(plan: LabPlan, topology: Topology) -> list[dict[str, Any]]:
         }
     )
     return imports
+
+
+def serviceexports(topology: Topology) -> list[dict[str, Any]]:
+    """The exporter's ServiceExports as the lab emulates them: exported, so Valid and Ready."""
+    return [
+        {
+            "name": name,
+            "namespace": CROSSNET_NAMESPACE,
+            "cluster": exporter(topology),
+            "conditions": [{"type": kind, "status": "True"} for kind in ("Valid", "Ready")],
+        }
+        for name in EXPORTED
+    ]
+
+
+def state_record(topology: Topology, imports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The state file's `mcs`: the exporting cluster, the ServiceExports and the ServiceImports emulated."""
+    return {
+        "cluster": exporter(topology),
+        "namespace": CROSSNET_NAMESPACE,
+        "serviceexports": serviceexports(topology),
+        "serviceimports": imports,
+    }

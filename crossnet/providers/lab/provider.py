@@ -183,6 +183,7 @@ class LabProvider:
                 cluster_set=cluster_set.to_json(),
                 plan=_plan_json(plan, bgp is not None),
                 namespaces=[j[0] for j in jobs],
+                **({"mcs": lab_mcs.state_record(topology, self._imports)} if self.mcs is not None else {}),
             )
         except BaseException:
             self.down()
