@@ -483,6 +483,9 @@ def test_the_provider_hooks_run_on_a_kind_provider(tmp_path: Path, monkeypatch: 
     from tests.test_kind_provider import FakeKind, FakeSubctl, provider
 
     made, kubes, _nodes = provider(tmp_path, FakeKind())
+    made.mcs = SimpleNamespace(derived_services=True, header_ra=True)  # type: ignore[attr-defined]
+    with pytest.raises(ProviderError, match="Lighthouse, which makes none: use --profile mcs-clusterset-only"):
+        kind_mcs.check_tools(made)  # mcs-karmada's derived Services: nothing on kind would make them
     made.mcs = SimpleNamespace(derived_services=False, header_ra=True)  # type: ignore[attr-defined]
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ProviderError, match="subctl is not on PATH"):

@@ -212,7 +212,13 @@ def undo_mcs(done: Mapping[str, Any], api: Callable[[str], KubeApi], clusters: s
 
 
 def check_tools(provider: Any) -> None:
-    """At the start of `up`, before any cluster is made: subctl is on PATH when MCS is asked for."""
+    """At the start of `up`, before any cluster is made: the profile asks for nothing Lighthouse does
+    not make, and subctl is on PATH when MCS is asked for."""
+    if provider.mcs is not None and provider.mcs.derived_services:
+        raise ProviderError(
+            "the profile expects Karmada's derived Services (plumbing.mcs.derived_services), but kind's MCS is "
+            "Submariner Lighthouse, which makes none: use --profile mcs-clusterset-only (or --provider lab)"
+        )
     if provider.mcs is not None and provider._subctl is None:
         provider._subctl = LighthouseCli()
 
