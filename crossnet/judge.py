@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 from crossnet.live import LiveCell
 from crossnet.model import Cell, Judgement, Observation
+from crossnet.wire import CellRecord
 
-__all__ = ["CAUSES", "TARGET_WORDS", "counts_by_expectation", "judge", "outcome"]
+__all__ = ["CAUSES", "TARGET_WORDS", "cell_record", "counts_by_expectation", "judge", "outcome"]
 
 
 def outcome(live: LiveCell, observation: Observation) -> tuple[bool, str | None]:
@@ -177,3 +178,40 @@ def counts_by_expectation(cells: Sequence[Cell]) -> dict[str, int]:
     for cell in cells:
         result[cell.expectation.reachable] += 1
     return result
+
+
+def cell_record(live: LiveCell, judgement: Judgement, nodeid: str, dst_name: str, repro: str) -> CellRecord:
+    """What matrix.json, the reports and the results bundle keep of one judged cell (evidence is
+    added by the caller when the cell fails)."""
+    cell, obs = live.cell, judgement.observation
+    reached, error = outcome(live, obs)
+    return {
+        "id": cell.id,
+        "nodeid": nodeid,
+        "suite": cell.suite,
+        "src": f"{cell.vantage.cluster}/{cell.vantage.node}",
+        "src_kind": cell.vantage.kind,
+        "src_ip": live.src_ip,
+        "dst": dst_name,
+        "dst_kind": cell.target.kind,
+        "dst_addr": live.dst_addr,
+        "protocol": cell.probe.label,
+        "expected": cell.expectation.reachable,
+        "expected_source": cell.expectation.source,
+        "rule": cell.expectation.rule,
+        "because": cell.expectation.because,
+        "verdict": judgement.verdict,
+        "observed": "reached" if reached else (error or "-"),
+        "source_ip": obs.source_ip,
+        "expected_source_ip": judgement.expected_source_ip,
+        "latency_ms": obs.latency_ms,
+        "message": judgement.message,
+        "repro": repro,
+        "answers": list(obs.answers),
+        "expected_answers": list(live.expected_answers),
+        "retried": judgement.retried,
+        "evidence": "",
+        "global_ip": live.global_ip or None,
+        "path_mtu": obs.path_mtu,
+        "ttl": obs.ttl,
+    }

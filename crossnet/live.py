@@ -7,14 +7,16 @@ import contextlib
 import functools
 import ipaddress
 import json
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from crossnet.globalnet import CLUSTERSET_DOMAIN
 from crossnet.model import AGENT_PORT, Cell, ClusterSet
 from crossnet.wire import ProbeSpec
 from crossnet.workloads import ECHO_SERVICE, HEADLESS_SERVICE, agent_id, pod_hostname
 
-__all__ = ["LiveCell", "live_cell", "search_list"]
+__all__ = ["LiveCell", "live_cell", "repro_command", "search_list", "state_dir_implied"]
 
 
 def search_list(namespace: str, domain: str) -> list[str]:
@@ -201,3 +203,19 @@ def _expected_answers(cell: Cell, cluster_set: ClusterSet) -> tuple[str, ...]:
                 return (target.cluster_ip,) if target.cluster_ip else target.endpoints
         return ()
     return (service.cluster_ip,) if service.cluster_ip else service.endpoints
+
+
+def state_dir_implied(state_dir: Path, where: Path) -> bool:
+    """`crossnet exec` run in `where` finds this run without --state-dir: it is under ./.crossnet/
+    and the only run there."""
+    runs = where / ".crossnet"
+    return state_dir.resolve().parent == runs.resolve() and len(list(runs.glob("*/state.json"))) <= 1
+
+
+def repro_command(repro: str, state_dir: Path, where: Path, implied: bool | None = None) -> str:
+    """The repro command as a user pastes it in `where` (where pytest ran): any state directory
+    `crossnet exec` would not find by itself (state_dir_implied, unless `implied` says) is named,
+    quoted for a shell."""
+    if not repro.startswith("crossnet exec ") or (state_dir_implied(state_dir, where) if implied is None else implied):
+        return repro
+    return f"crossnet exec --state-dir {shlex.quote(str(state_dir))} {repro.removeprefix('crossnet exec ')}"

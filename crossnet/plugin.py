@@ -10,7 +10,6 @@ from the configs and the profile alone, sorted, so every worker collects the sam
 
 from __future__ import annotations
 
-import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from crossnet import existing_mode, report
 from crossnet.config import ConfigError
 from crossnet.evidence import collect_evidence, path_ends
-from crossnet.judge import counts_by_expectation, outcome
+from crossnet.judge import cell_record, counts_by_expectation
 from crossnet.lifecycle import (
     Run,
     attach,
@@ -32,7 +31,7 @@ from crossnet.lifecycle import (
     sigterm_as_interrupt,
     tear_down,
 )
-from crossnet.live import LiveCell
+from crossnet.live import LiveCell, repro_command, state_dir_implied
 from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Protocol, Scope, Topology, VantageKind
 from crossnet.options import Setup, add_options, fingerprint, load_setup, reports_dir_problem, setup_mismatch
 from crossnet.profile import Profile, ProfileError
@@ -43,7 +42,6 @@ from crossnet.resources import default_reports_dir
 from crossnet.runner import INFRASTRUCTURE_ERRORS, SuiteRunner
 from crossnet.suites import SUITES
 from crossnet.suites import suite as suite_named
-from crossnet.wire import CellRecord
 
 RUN_KEY = pytest.StashKey[Run]()
 SETUP_KEY = pytest.StashKey[tuple[Topology, Profile, list[Cell]]]()
@@ -58,6 +56,8 @@ STARTED_KEY = pytest.StashKey[float]()
 BATCH_KEY = pytest.StashKey[dict[str, dict[str, Judgement]]]()
 RUNNER_KEY = pytest.StashKey[SuiteRunner]()
 EVIDENCE_KEY = pytest.StashKey[dict[str, str]]()
+IMPLIED_KEY = pytest.StashKey[dict[Path, bool]]()
+ITEM_KEY = pytest.StashKey[pytest.Item]()  # the cell test running now (judge_cell judges it)
 pytest_plugins = ["crossnet.bundle.hooks"]  # the results bundle: vendor options, raw observations, the .tar.gz
 
 
@@ -282,10 +282,10 @@ def current_setup(config: pytest.Config) -> tuple[Topology, Profile, list[Cell]]
     return config.stash[SETUP_KEY]
 
 
-def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, Judgement]:
+def _suite_judgements(item: pytest.Item, suite: str) -> dict[str, Judgement]:
     """Every cell of `suite` this process runs, probed in one batch and judged (crossnet.runner),
     once per suite and process."""
-    config = request.config
+    config = item.config
     cache = config.stash.setdefault(BATCH_KEY, {})
     if suite not in cache:
         runner, run = config.stash.get(RUNNER_KEY, None), current_run(config)
@@ -295,7 +295,7 @@ def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, J
             )
         cells = [
             cell
-            for cell in (_cell_of(item) for item in request.session.items)
+            for cell in (_cell_of(other) for other in item.session.items)
             if cell is not None
             and cell.suite == suite
             and not existing_mode.refused(run.provider, cell, run.cluster_set)
@@ -307,101 +307,77 @@ def _suite_judgements(request: pytest.FixtureRequest, suite: str) -> dict[str, J
 JudgeCell = Callable[[Cell], None]
 
 
-@pytest.fixture
-def judge_cell(request: pytest.FixtureRequest) -> JudgeCell:
-    """The one fixture a suite needs: probes the suite once (batched) and judges the test's cell.
-    A cell that could not be probed (an agent or the sandbox gone, the harness starved) is a
-    pytest *error* raised here, in setup: never a network verdict."""
-    cell = _cell_of(request.node)
-    if cell is not None:
-        run = current_run(request.config)
-        existing_mode.skip_refused_vantage(run.provider, cell, run.cluster_set)
-        judgement = _suite_judgements(request, cell.suite)[cell.id]
-        obs = judgement.observation
-        if obs.error in INFRASTRUCTURE_ERRORS:
-            raise ProbeInfrastructureError(f"not probed ({obs.error}): {obs.detail or judgement.message}")
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a cell's test: probe its suite once (batched) and note the item for `judge_cell`. A
+    cell that could not be probed (an agent or the sandbox gone, the harness starved) is a pytest
+    *error* raised here, in setup: never a network verdict. (A hook, not a per-test fixture: at
+    tens of thousands of cells pytest's per-item fixture machinery cost more than the probing.)"""
+    cell = _cell_of(item)
+    if cell is None or "judge_cell" not in getattr(item, "fixturenames", ()):
+        return
+    item.config.stash[ITEM_KEY] = item
+    run = current_run(item.config)
+    existing_mode.skip_refused_vantage(run.provider, cell, run.cluster_set)
+    judgement = _suite_judgements(item, cell.suite)[cell.id]
+    obs = judgement.observation
+    if obs.error in INFRASTRUCTURE_ERRORS:
+        raise ProbeInfrastructureError(f"not probed ({obs.error}): {obs.detail or judgement.message}")
+
+
+@pytest.fixture(scope="session")
+def judge_cell(pytestconfig: pytest.Config) -> JudgeCell:
+    """The one fixture a suite needs: judges the running test's cell (probed in its setup)."""
 
     def judge(cell: Cell) -> None:
         __tracebackhide__ = True
-        check_cell(request, cell)
+        check_cell(pytestconfig.stash[ITEM_KEY], cell)
 
     return judge
 
 
-def check_cell(request: pytest.FixtureRequest, cell: Cell) -> None:
+def check_cell(item: pytest.Item, cell: Cell) -> None:
     """Judge one cell and fail with one actionable line plus the repro command."""
     __tracebackhide__ = True
-    judgement = _suite_judgements(request, cell.suite)[cell.id]
-    live = request.config.stash[RUNNER_KEY].lives[cell.id]
+    config = item.config
+    judgement = _suite_judgements(item, cell.suite)[cell.id]
+    live = config.stash[RUNNER_KEY].lives[cell.id]
+    dst_name = current_run(config).cluster_set.name(cell.target.label)
+    record = cell_record(live, judgement, item.nodeid, dst_name, _repro(config, live.repro))
     obs = judgement.observation
-    item = request.node
-    reached, error = outcome(live, obs)
-    observed = "reached" if reached else (error or "-")
-    protocol = cell.probe.label
     item.user_properties += [
         ("src", f"{cell.vantage.label} {live.src_ip}"),
         ("dst", live.dst_addr),
-        ("protocol", protocol),
+        ("protocol", record["protocol"]),
         ("expected", cell.expectation.reachable),
-        ("observed", observed),
+        ("observed", record["observed"]),
         ("source-ip", obs.source_ip or ""),
         ("latency", f"{obs.latency_ms:.3f}ms" if obs.latency_ms is not None else ""),
         ("rule", cell.expectation.rule),
         ("verdict", judgement.verdict),
     ] + ([("global-ip", live.global_ip)] if live.global_ip else [])
-    record: CellRecord = {
-        "id": cell.id,
-        "nodeid": item.nodeid,
-        "suite": cell.suite,
-        "src": f"{cell.vantage.cluster}/{cell.vantage.node}",
-        "src_kind": cell.vantage.kind,
-        "src_ip": live.src_ip,
-        "dst": current_run(request.config).cluster_set.name(cell.target.label),
-        "dst_kind": cell.target.kind,
-        "dst_addr": live.dst_addr,
-        "protocol": protocol,
-        "expected": cell.expectation.reachable,
-        "expected_source": cell.expectation.source,
-        "rule": cell.expectation.rule,
-        "because": cell.expectation.because,
-        "verdict": judgement.verdict,
-        "observed": observed,
-        "source_ip": obs.source_ip,
-        "expected_source_ip": judgement.expected_source_ip,
-        "latency_ms": obs.latency_ms,
-        "message": judgement.message,
-        "repro": repro_command(live.repro, current_run(request.config).state_dir, request.config),
-        "answers": list(obs.answers),
-        "expected_answers": list(live.expected_answers),
-        "retried": judgement.retried,
-        "evidence": "",
-        "global_ip": live.global_ip or None,
-        "path_mtu": obs.path_mtu,
-        "ttl": obs.ttl,
-    }
-    item.crossnet_cell = record
-    if cell.suite == "snat" and judgement.verdict == "regression":
-        del item.crossnet_cell  # not a source question: the path itself failed in its own suite
+    if cell.suite == "snat" and judgement.verdict == "regression":  # not a source question: the path failed
         pytest.skip(
             f"the path was not reached ({judgement.message}); its source IP is judged once the path's own cell passes"
         )
-    failing = set(FAILING_VERDICTS) | ({"flaky"} if request.config.getoption("strict_flakes") else set())
+    node: Any = item
+    node.crossnet_cell = record  # pytest_runtest_makereport puts it on the report
+    failing = set(FAILING_VERDICTS) | ({"flaky"} if config.getoption("strict_flakes") else set())
     if judgement.verdict in failing:
-        evidence = _evidence(request.config, cell, live)
-        item.crossnet_cell["evidence"] = evidence
+        evidence = _evidence(config, cell, live)
+        record["evidence"] = evidence
         print(evidence)  # JUnit system-out of this cell (junit_logging = system-out)
         pytest.fail(f"{judgement.verdict}: {judgement.message}\n  repro: {record['repro']}", pytrace=False)
 
 
-def repro_command(repro: str, state_dir: Path, config: pytest.Config | Path) -> str:
-    """The repro command as a user pastes it where pytest ran (`config`, or that directory):
-    `crossnet exec` finds a run without --state-dir only under ./.crossnet/, and only when it is
-    the only one there; any other state directory is named, quoted for a shell."""
-    runs = (Path(config.invocation_params.dir) if isinstance(config, pytest.Config) else config) / ".crossnet"
-    default = state_dir.resolve().parent == runs.resolve() and len(list(runs.glob("*/state.json"))) <= 1
-    if default or not repro.startswith("crossnet exec "):
-        return repro
-    return f"crossnet exec --state-dir {shlex.quote(str(state_dir))} {repro.removeprefix('crossnet exec ')}"
+def _repro(config: pytest.Config, repro: str) -> str:
+    """live.repro_command where pytest ran; whether the run's state directory must be named is
+    looked up once per session (it globs the state directories)."""
+    state_dir, where = current_run(config).state_dir, Path(config.invocation_params.dir)
+    implied = config.stash.setdefault(IMPLIED_KEY, {})
+    if state_dir not in implied:
+        implied[state_dir] = state_dir_implied(state_dir, where)
+    return repro_command(repro, state_dir, where, implied[state_dir])
 
 
 def _evidence(config: pytest.Config, cell: Cell, live: LiveCell) -> str:

@@ -20,10 +20,9 @@ from crossnet.evidence import End, collect_evidence, filter_excerpt, link_mtus, 
 from crossnet.facts import NodeFact, check_fact, node_host
 from crossnet.judge import TARGET_WORDS, judge
 from crossnet.lifecycle import Run, apply_plumbing
-from crossnet.live import LiveCell, live_cell
+from crossnet.live import LiveCell, live_cell, repro_command
 from crossnet.model import ClusterSet, Observation, TargetKind
 from crossnet.options import load_setup
-from crossnet.plugin import repro_command
 from crossnet.providers.base import ExecTarget
 from crossnet.providers.fake import FakeProvider
 from crossnet.providers.lab.clusterset import live_cluster_set

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from crossnet.config import load_topology
-from crossnet.judge import judge
+from crossnet.judge import cell_record, judge
 from crossnet.live import LiveCell, live_cell
 from crossnet.model import Observation
 from crossnet.profile import load_profile
@@ -100,37 +100,8 @@ def _record(live: LiveCell, index: int, dst_name: str) -> dict[str, Any] | None:
     judgement = judge(live, first, retry)
     if cell.suite == "snat" and judgement.verdict == "regression":
         return None
-    obs = judgement.observation
-    record: dict[str, Any] = {
-        "id": cell.id,
-        "nodeid": f"suites/test_{cell.suite.replace('-', '_')}.py::test_cell[{cell.id}]",
-        "suite": cell.suite,
-        "src": f"{cell.vantage.cluster}/{cell.vantage.node}",
-        "src_kind": cell.vantage.kind,
-        "src_ip": live.src_ip,
-        "dst": dst_name,
-        "dst_kind": cell.target.kind,
-        "dst_addr": live.dst_addr,
-        "protocol": cell.probe.label,
-        "expected": cell.expectation.reachable,
-        "expected_source": cell.expectation.source,
-        "rule": cell.expectation.rule,
-        "because": cell.expectation.because,
-        "verdict": judgement.verdict,
-        "observed": "reached" if obs.reached and not obs.error else (obs.error or "-"),
-        "source_ip": obs.source_ip,
-        "expected_source_ip": judgement.expected_source_ip,
-        "latency_ms": obs.latency_ms,
-        "message": judgement.message,
-        "repro": live.repro,
-        "answers": list(obs.answers),
-        "expected_answers": list(live.expected_answers),
-        "retried": judgement.retried,
-        "evidence": "",
-        "global_ip": live.global_ip or None,
-        "path_mtu": obs.path_mtu,
-        "ttl": obs.ttl,
-    }
+    nodeid = f"suites/test_{cell.suite.replace('-', '_')}.py::test_cell[{cell.id}]"
+    record: dict[str, Any] = dict(cell_record(live, judgement, nodeid, dst_name, live.repro))
     if judgement.verdict in failing_verdicts({}):
         flow = f"{live.src_ip} {live.dst_addr.split(':')[0].split(' ')[0]}"
         record["evidence"] = _evidence(record["src"], f"{cell.target.cluster}/{cell.target.node}", flow)

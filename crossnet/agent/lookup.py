@@ -14,9 +14,25 @@ from typing import Any
 from crossnet.agent.results import ms_since as _ms
 from crossnet.agent.results import result as _result
 
-__all__ = ["MAX_ANSWERS", "probe_dns", "qnames_to_try"]
+__all__ = ["MAX_ANSWERS", "preload", "probe_dns", "qnames_to_try"]
 
 MAX_ANSWERS = 64  # DNS records reported per probe
+
+
+def preload() -> None:
+    """Import what a DNS probe uses (the lab's fork server calls it once, so no agent pays the
+    imports on its first probe)."""
+    import dns.asyncbackend
+    import dns.asyncquery
+    import dns.edns
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.rcode
+    import dns.rdatatype
+
+    dns.asyncbackend.get_backend("asyncio")
 
 
 def qnames_to_try(qname: str, search: list[str], ndots: int) -> list[Any]:

@@ -21,6 +21,9 @@ from collections.abc import Callable
 
 import crossnet.agent.__main__ as agent_main
 import crossnet.providers.lab.dns as dns_main
+from crossnet.agent.lookup import preload
+
+preload()  # the agents' DNS probes: imported once here, shared by every forked child
 
 CLONE_NEWNET = 0x40000000
 PROGRAMS: dict[str, Callable[[list[str]], int]] = {"agent": agent_main.main, "dns": dns_main.main}
