@@ -3,9 +3,7 @@ as the answer, and the command that reproduces the probe by hand. No judging."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import ipaddress
 import json
 import shlex
 from dataclasses import dataclass
@@ -126,20 +124,8 @@ def live_cell(cell: Cell, cluster_set: ClusterSet, timeout: float) -> LiveCell:
         repro,
         src_cluster.global_egress,
         _global_ip(cell, cluster_set),
-        _node_addresses(cluster_set, target.cluster),
+        cluster_set.cluster(target.cluster).sender_addresses,
     )
-
-
-def _node_addresses(cluster_set: ClusterSet, cluster: str) -> tuple[str, ...]:
-    """Every address a node of `cluster` sends from: its IP, and the address its pod veths carry
-    (kindnet's and the lab's ptp gateway, the first of its podCIDR) -- a masquerade towards a pod
-    takes the outgoing interface's address."""
-    addresses: list[str] = []
-    for node in cluster_set.cluster(cluster).nodes:
-        addresses.append(node.ip)
-        with contextlib.suppress(ValueError):  # a discovered podCIDR may be IPv6 or empty: the node IP only
-            addresses.append(str(ipaddress.IPv4Network(node.pod_cidr, strict=False)[1]))
-    return tuple(addresses)
 
 
 MCS_FORMS = frozenset(

@@ -6,6 +6,8 @@ process boundaries (xdist workers, the state file, matrix.json) as JSON.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import ipaddress
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
@@ -199,6 +201,18 @@ class LiveCluster:
     clusterset_dns_ips: tuple[str, ...] = ()
     # Multi-Cluster Services: the ServiceImports of this cluster (service name -> its ClusterSetIP).
     clusterset_ips: tuple[tuple[str, str], ...] = ()
+
+    @functools.cached_property
+    def sender_addresses(self) -> tuple[str, ...]:
+        """Every address a node of this cluster sends from: its IP, and the address its pod veths
+        carry (kindnet's and the lab's ptp gateway, the first of its podCIDR) -- a masquerade
+        towards a pod takes the outgoing interface's address. (Computed once: every cell asks.)"""
+        addresses: list[str] = []
+        for node in self.nodes:
+            addresses.append(node.ip)
+            with contextlib.suppress(ValueError):  # a discovered podCIDR may be IPv6 or empty: the node IP only
+                addresses.append(str(ipaddress.IPv4Network(node.pod_cidr, strict=False)[1]))
+        return tuple(addresses)
 
     def global_ip(self, key: str) -> str:
         for name, ip in self.global_ingress:

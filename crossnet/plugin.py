@@ -10,6 +10,7 @@ from the configs and the profile alone, sorted, so every worker collects the sam
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,7 @@ RUNNER_KEY = pytest.StashKey[SuiteRunner]()
 EVIDENCE_KEY = pytest.StashKey[dict[str, str]]()
 IMPLIED_KEY = pytest.StashKey[dict[Path, bool]]()
 ITEM_KEY = pytest.StashKey[pytest.Item]()  # the cell test running now (judge_cell judges it)
+HTML_MAX_CELLS = 3_000  # above it pytest-html's report.html is not written (matrix.html folds there too)
 pytest_plugins = ["crossnet.bundle.hooks"]  # the results bundle: vendor options, raw observations, the .tar.gz
 
 
@@ -164,7 +166,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[STARTED_KEY] = time.time()
         if not getattr(config.option, "xmlpath", None):
             config.option.xmlpath = str(reports_dir / "junit.xml")
-        if hasattr(config.option, "htmlpath") and not config.option.htmlpath:
+        if hasattr(config.option, "htmlpath") and not config.option.htmlpath and len(cells) <= HTML_MAX_CELLS:
             config.option.htmlpath = str(reports_dir / "report.html")
             config.option.self_contained_html = True
 
@@ -266,6 +268,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if cell is not None:
             for mark in (cell.suite, cell.probe.protocol, cell.scope, cell.vantage.kind):
                 item.add_marker(mark.replace("-", "_"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The collected cells live until the end: out of the garbage collector's sight (gc.freeze), a
+    large matrix's heap is not traversed again by every collection during the run."""
+    if _runs_suites(session.config):
+        gc.freeze()
 
 
 def current_run(config: pytest.Config) -> Run:
@@ -462,11 +471,24 @@ def _matrix(config: pytest.Config, exitstatus: int | None) -> dict[str, Any]:
     }
 
 
+def _no_html(cells: int) -> str:
+    """report.html of a run too large for pytest-html (one row per test, ~20 MB at 25,000 cells and
+    seconds of work per thousand): says where the results are instead of leaving an older run's."""
+    return (
+        "<!doctype html><meta charset=utf-8><title>crossnet: report.html not written</title>"
+        f"<p>pytest-html's report is written for runs of up to {HTML_MAX_CELLS:,} cells; this run had "
+        f"{cells:,}. Every cell is in <a href=matrix.html>matrix.html</a> (and matrix.json, junit.xml); "
+        "pass <code>--html PATH</code> to have pytest-html's report anyway.</p>\n"
+    )
+
+
 def _finish(config: pytest.Config, exitstatus: int) -> None:
     if config.stash.get(REPORTS_STARTED_KEY, False):
         config.stash[REPORTS_STARTED_KEY] = False  # written once, with how the run ended
         matrix = _matrix(config, int(exitstatus))
-        written = report.write_reports(matrix, Path(config.getoption("reports")))
+        stub = hasattr(config.option, "htmlpath") and not config.option.htmlpath  # pytest-html left out
+        extra = [("report.html", _no_html(len(matrix["cells"])))] if stub else []
+        written = report.write_reports(matrix, Path(config.getoption("reports")), extra)
         terminal = config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None:
             counts = report.counts(matrix)

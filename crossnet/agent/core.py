@@ -133,40 +133,30 @@ async def _probe_tcp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
         sock.close()
 
 
-class _DatagramWaiter(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if not self.reply.done():
-            self.reply.set_result(data)
-
-    def error_received(self, exc: Exception) -> None:
-        if not self.reply.done():
-            self.reply.set_exception(exc)
-
-
 async def _probe_udp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One datagram and its echo on a connected socket (plain socket calls: no transport per
+    probe). An ICMP error comes back as the receive's error; its sender stays in the error queue."""
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     try:
         sock = open_probe_socket(socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-        sock.connect((probe["dst"], int(probe["port"])))
-        transport, waiter = await loop.create_datagram_endpoint(_DatagramWaiter, sock=sock)
     except OSError as exc:
         return _os_error(exc, started, probe)
-    # asyncio reads the error from the socket; the ICMP that caused it stays in the error queue.
     try:
-        transport.sendto(_payload(probe))
+        try:
+            sock.connect((probe["dst"], int(probe["port"])))
+        except OSError as exc:
+            return _os_error(exc, started, probe)
+        sock.send(_payload(probe))
         async with asyncio.timeout(timeout):
-            data = await waiter.reply
+            data = await loop.sock_recv(sock, 65535)
         return _check_reply(data, probe, started)
     except TimeoutError:
         return _result(False, "timeout", latency_ms=_ms(started), detail=f"no UDP answer within {timeout}s")
     except OSError as exc:
         return _os_error(exc, started, probe, icmp_origin(sock))
     finally:
-        transport.close()
+        sock.close()
 
 
 async def _probe_icmp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +58,16 @@ __all__ = [
 ]
 
 
-def write_reports(matrix: Mapping[str, Any], out_dir: Path) -> list[Path]:
-    """Write matrix.json, matrix.html and summary.md into ``out_dir`` (created if needed)."""
+def write_reports(matrix: Mapping[str, Any], out_dir: Path, extra: Sequence[tuple[str, str]] = ()) -> list[Path]:
+    """Write matrix.json, matrix.html and summary.md (and `extra` (name, text) documents) into
+    ``out_dir`` (created if needed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     documents = (
         ("matrix.json", json.dumps(matrix, indent=1, sort_keys=True, ensure_ascii=False) + "\n"),
         ("matrix.html", render_html(matrix)),
         ("summary.md", render_summary(matrix)),
+        *extra,
     )
     written: list[Path] = []
     for name, content in documents:  # each atomically: two runs at once never leave a torn file
