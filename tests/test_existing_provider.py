@@ -320,6 +320,11 @@ def test_globalnet_exports_in_its_namespace_and_reads_the_global_ips(tmp_path: P
     exports = world.clusters["ctx-1"].objects(
         "/apis/multicluster.x-k8s.io/v1alpha1/namespaces/crossnet-run-1/serviceexports")
     assert sorted(exports) == ["echo", "echo-headless"]
+    for fake in world.clusters.values():  # Lighthouse exports ClusterIP Services only: the NodePort moves
+        objects = fake.objects("/api/v1/namespaces/crossnet-run-1/services")
+        services = {n: o["spec"].get("type") for n, o in objects.items()}
+        assert (services["echo"], services["echo-nodeport"]) == ("ClusterIP", "NodePort")
+        assert "remote-echo" not in services
     assert sorted(world.clusters["ctx-2"].objects(  # the version the cluster serves, not a hard-coded v1alpha1
         "/apis/multicluster.x-k8s.io/v1beta1/namespaces/crossnet-run-1/serviceexports")) == ["echo", "echo-headless"]
     provider.down()

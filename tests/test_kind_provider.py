@@ -411,6 +411,9 @@ def test_globalnet_on_kind_deploys_submariner_and_reads_its_allocation(tmp_path:
     assert subctl.calls[:4] == ["deploy-broker kubeconfig-globalnet-1", "join globalnet-1", "join globalnet-2",
                                 "join globalnet-3"]
     assert "export globalnet-2 crossnet-run-1/echo-headless" in subctl.calls
+    for kube in kubes.values():  # Lighthouse exports ClusterIP Services only: the NodePort is echo-nodeport's
+        types = {m["metadata"]["name"]: m["spec"].get("type") for m in kube.applied if m.get("kind") == "Service"}
+        assert (types["echo"], types["echo-nodeport"]) == ("ClusterIP", "NodePort") and "remote-echo" not in types
     assert kubes["globalnet-2"].labels == {"globalnet-2-worker": {"submariner.io/gateway": "true"}}
     live = run.cluster_set.cluster("globalnet-2")
     assert (live.global_cidr, live.global_egress[0], live.global_ip("svc/echo")) == ("242.1.0.0/16", "242.1.0.1",

@@ -21,7 +21,7 @@ namespace labels and annotations, a namespace that already exists).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -289,12 +289,14 @@ def agent_manifests(
     external: Sequence[tuple[str, str]] = (),
     options: AgentPodOptions | None = None,
     mcs_exporter: bool = False,
+    exported: bool = False,
 ) -> list[dict[str, Any]]:
     """Everything one cluster gets, in the order it is applied: the Namespace, the token Secret,
     the zipapp ConfigMap, both agent pods of every node (the host one unless `options` leave it
     out), the echo Services and the ExternalName Services `external` names ((name, externalName) pairs).
     `mcs_exporter`: the cluster exports echo (then ClusterIP, its NodePort on echo-nodeport), echo-headless
-    and remote-echo (the mcs topology: see the module's docstring)."""
+    and remote-echo (the mcs topology: see the module's docstring); `exported`: echo is exported
+    (Globalnet): ClusterIP, its NodePort on echo-nodeport, no remote-echo."""
     options = options or AgentPodOptions()
     ns, labels = namespace, dict(labels)
     namespace_meta: dict[str, Any] = {"name": ns, "labels": {**labels, **dict(options.namespace_labels)}}
@@ -329,7 +331,8 @@ def agent_manifests(
     }
     plain = {"type": "ClusterIP", "selector": {"app": AGENT_APP}, "ports": ports}
     echoes = [(ECHO_SERVICE, plain), (ECHO_NODE_PORT_SERVICE, node_port), (REMOTE_SERVICE, plain)]
-    for name, spec in echoes if mcs_exporter else [(ECHO_SERVICE, node_port)]:
+    chosen = echoes if mcs_exporter else echoes[:2] if exported else [(ECHO_SERVICE, node_port)]
+    for name, spec in chosen:
         manifests.append(
             {
                 "apiVersion": "v1",
@@ -413,6 +416,7 @@ def deploy_agents(
     timeout: float = READY_TIMEOUT,
     options: AgentPodOptions | None = None,
     mcs_exporter: str | None = None,
+    exported: Collection[str] = (),
 ) -> None:
     """Build the agent zipapp, apply every cluster's manifests (`nodes` says which clusters and
     nodes; `external` each cluster's ExternalName Services; `mcs_exporter` the cluster that exports
@@ -430,6 +434,7 @@ def deploy_agents(
             external=(external or {}).get(cluster, ()),
             options=options,
             mcs_exporter=cluster == mcs_exporter,
+            exported=cluster in exported,
         )
         for cluster, cluster_nodes in nodes.items()
     }

@@ -329,6 +329,7 @@ class ExistingProvider:
             external=() if self.global_cidr else external_names(discovery.topology, cluster, self.namespace),
             options=replace(options, host_vantage=not self._host[cluster]),
             mcs_exporter=cluster == exporter(self.mcs, discovery.topology),
+            exported=self.global_cidr is not None,  # every cluster exports echo under Globalnet
         )
         for manifest in manifests:
             if manifest["kind"] == "Pod" and manifest["metadata"]["labels"].get("app") == AGENT_APP:

@@ -261,6 +261,7 @@ class KindProvider:
             token=self._agent_token(),
             external=None if self.global_cidr else {n: external_names(topology, n, self.namespace) for n in names},
             mcs_exporter=kind_mcs.exporter(self, topology),
+            exported=names if self.global_cidr is not None else (),  # Lighthouse exports ClusterIP Services only
         )
         if self.global_cidr is not None:
             export_services(self._subctl_cli(), topology, self._kubeconfigs(), self.namespace)
