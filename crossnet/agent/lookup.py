@@ -125,10 +125,10 @@ async def probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     padding = int(probe.get("payload") or 0)
     # An EDNS Padding option (RFC 7830) makes the query itself near-MTU sized.
     options: list[dns.edns.Option] = [dns.edns.GenericOption(dns.edns.OptionType.PADDING, b"\0" * padding)]
-    names = qnames_to_try(str(probe["qname"]), list(probe.get("search") or []), int(probe.get("ndots", 5)))
     channel = _Channel(str(probe["server"]), int(probe.get("dns_port") or 53), probe["protocol"] == "dns-tcp", deadline)
     replies: list[Any] = []
     try:
+        names = qnames_to_try(str(probe["qname"]), list(probe.get("search") or []), int(probe.get("ndots", 5)))
         for name in names:
             if padding:
                 query = dns.message.make_query(name, qtype, use_edns=0, payload=4096, options=options)
