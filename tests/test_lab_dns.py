@@ -447,3 +447,19 @@ def test_a_dns_probe_records_the_answer_ttl_so_a_cached_answer_shows(clusters: T
     assert isinstance(first["ttl"], int) and isinstance(cached["ttl"], int)
     assert cached["ttl"] <= first["ttl"] - 2, (first["ttl"], cached["ttl"])
     assert f"TTL {cached['ttl']} s" in cached["detail"]
+
+
+@pytest.mark.parametrize("protocol", ["dns-udp", "dns-tcp"])
+def test_a_dns_probe_to_a_server_that_is_not_there_is_refused_at_once_naming_it(protocol: str) -> None:
+    """No DNS server on the address (its pod gone, a wrong Service port): `refused` at once, the
+    server named, as a stub resolver on a connected socket sees it -- not a timeout, not SERVFAIL."""
+    from crossnet.agent.core import run_probe
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:  # a port nothing listens on
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+    probe = {"id": "gone", "protocol": protocol, "qname": "echo.crossnet.svc.cluster-1.com.", "server": "127.0.0.1",
+             "dns_port": port, "timeout": 2.0, "search": []}
+    result = asyncio.run(run_probe(probe))
+    assert (result["reached"], result["error"]) == (False, "refused"), result
+    assert result["latency_ms"] < 1000 and f"no DNS server listens on 127.0.0.1 port {port}" in result["detail"]

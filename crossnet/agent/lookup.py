@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from crossnet.agent.results import ms_since as _ms
+from crossnet.agent.results import os_error
 from crossnet.agent.results import result as _result
 
 __all__ = ["MAX_ANSWERS", "preload", "probe_dns", "qnames_to_try"]
@@ -76,8 +77,11 @@ class _Channel:
         import dns.flags
 
         if not self.tcp:
-            if self.udp is None:
-                self.udp = await self.backend.make_socket(self.family, socket.SOCK_DGRAM)  # type: ignore[no-untyped-call]
+            if self.udp is None:  # connected, as a stub resolver's: an ICMP port unreachable is seen at once
+                destination = (self.server, self.port)
+                self.udp = await self.backend.make_socket(  # type: ignore[no-untyped-call]
+                    self.family, socket.SOCK_DGRAM, 0, None, destination
+                )
             reply = await dns.asyncquery.udp(
                 query, self.server, self.remaining(), self.port, sock=self.udp, ignore_unexpected=True
             )
@@ -111,7 +115,8 @@ class _Channel:
 async def probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     """`qtype` A (default) or SRV (answers "srv:<priority> <weight> <port> <target>"); NXDOMAIN
     only when every name of the search list was; any other rcode ends the walk as `servfail`
-    (as dnspython's resolver without retry_servfail); `ra` is the RA flag of the last response
+    (as dnspython's resolver without retry_servfail); no server there is `refused`, no way to it
+    `no-route` (the errno classes of every probe); `ra` is the RA flag of the last response
     (absent when none came); `ttl` the answer's lowest TTL."""
     import dns.edns
     import dns.exception
@@ -146,9 +151,14 @@ async def probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
             return _answered(reply, name, started)
     except (dns.exception.Timeout, TimeoutError):
         return _result(False, "timeout", latency_ms=_ms(started), detail=f"no DNS answer within {timeout}s")
-    except OSError as exc:  # refused, unreachable: no DNS server answered
-        detail = f"no DNS server answered: {exc.__class__.__name__}: {exc}"[:300]
-        return _result(False, "servfail", latency_ms=_ms(started), rcode="SERVFAIL", detail=detail, **_ra(replies))
+    except OSError as exc:  # refused, unreachable, no buffer: classified as for any other probe
+        failed = os_error(exc, started)
+        if failed["error"] == "refused":
+            how = "a reset" if channel.tcp or channel.stream is not None else "ICMP port unreachable"
+            failed["detail"] = f"no DNS server listens on {channel.server} port {channel.port} ({how})"
+        else:
+            failed["detail"] = f"DNS server {channel.server} port {channel.port}: {failed.get('detail', '')}"[:300]
+        return {**failed, **_ra(replies)}
     except (dns.exception.DNSException, EOFError) as exc:
         return _result(False, "error", latency_ms=_ms(started), detail=f"{exc.__class__.__name__}: {exc}"[:300])
     finally:
