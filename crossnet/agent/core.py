@@ -393,6 +393,52 @@ class _UdpEcho(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)
 
 
+class _TcpEcho(asyncio.Protocol):
+    """One TCP echo connection: read one line, answer, close (a protocol, not streams: no task or
+    stream objects per connection -- a Service cell makes tens of them). A line not finished in
+    5 s, or longer than the limit, is dropped without an answer."""
+
+    def __init__(self, agent_id: str) -> None:
+        self.agent_id = agent_id
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.timer = asyncio.get_running_loop().call_later(5.0, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\n" in self.buffer:
+            self._answer(self.buffer[: self.buffer.index(b"\n") + 1])
+        elif len(self.buffer) > MAX_LINE * 2 and self.transport is not None:
+            self.transport.close()
+
+    def eof_received(self) -> bool:
+        if self.buffer:  # the peer finished without a newline: answer what came, as readline() would
+            self._answer(self.buffer)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _answer(self, line: bytes) -> None:
+        transport, self.buffer = self.transport, b""
+        if transport is None or transport.is_closing():
+            return
+        peer = transport.get_extra_info("peername")
+        if line.startswith(b"GET "):
+            body = json.dumps({"agent": self.agent_id, "seen": peer[0]}).encode()
+            header = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+            transport.write(header + b"\r\n\r\n" + body)
+        else:
+            size = len(line) - len(HELLO) - 1 if line.startswith(HELLO) else -1
+            transport.write(json.dumps({"agent": self.agent_id, "seen": peer[0], "len": size}).encode() + b"\n")
+        transport.close()  # after the buffered reply is sent
+
+
 class EchoServers:
     """TCP and UDP echo on one port: the reply names the agent and the source address it saw."""
 
@@ -401,32 +447,10 @@ class EchoServers:
         self._tcp: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
 
-    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        try:
-            async with asyncio.timeout(5.0):
-                line = await reader.readline()
-            if line.startswith(b"GET "):
-                body = json.dumps({"agent": self.agent_id, "seen": peer[0]}).encode()
-                writer.write(
-                    b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                    + str(len(body)).encode()
-                    + b"\r\n\r\n"
-                    + body
-                )
-            else:
-                size = len(line) - len(HELLO) - 1 if line.startswith(HELLO) else -1
-                writer.write(json.dumps({"agent": self.agent_id, "seen": peer[0], "len": size}).encode() + b"\n")
-            await writer.drain()
-        except (TimeoutError, OSError, ValueError):
-            pass
-        finally:
-            writer.close()
-
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tcp = await asyncio.start_server(
-            self._on_tcp, self.host, self.port, reuse_address=True, limit=MAX_LINE * 2
+        self._tcp = await loop.create_server(
+            lambda: _TcpEcho(self.agent_id), self.host, self.port, reuse_address=True, backlog=1024
         )
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _UdpEcho(self.agent_id), local_addr=(self.host, self.port)
