@@ -316,7 +316,7 @@ def _suite_judgements(item: pytest.Item, suite: str) -> dict[str, Judgement]:
 JudgeCell = Callable[[Cell], None]
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl  # after pytest's skip/xfail marks (a skipped cell is never probed), before its fixtures
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before a cell's test: probe its suite once (batched) and note the item for `judge_cell`. A
     cell that could not be probed (an agent or the sandbox gone, the harness starved) is a pytest
@@ -340,7 +340,10 @@ def judge_cell(pytestconfig: pytest.Config) -> JudgeCell:
 
     def judge(cell: Cell) -> None:
         __tracebackhide__ = True
-        check_cell(pytestconfig.stash[ITEM_KEY], cell)
+        item = pytestconfig.stash.get(ITEM_KEY, None)
+        if item is None or _cell_of(item) is not cell:
+            raise pytest.UsageError("judge_cell(cell) judges the running test's own `cell` parameter only")
+        check_cell(item, cell)
 
     return judge
 
@@ -472,13 +475,12 @@ def _matrix(config: pytest.Config, exitstatus: int | None) -> dict[str, Any]:
 
 
 def _no_html(cells: int) -> str:
-    """report.html of a run too large for pytest-html (one row per test, ~20 MB at 25,000 cells and
-    seconds of work per thousand): says where the results are instead of leaving an older run's."""
+    """report.html above HTML_MAX_CELLS (pytest-html: ~20 MB at 25,000 cells): where the results are."""
     return (
         "<!doctype html><meta charset=utf-8><title>crossnet: report.html not written</title>"
-        f"<p>pytest-html's report is written for runs of up to {HTML_MAX_CELLS:,} cells; this run had "
-        f"{cells:,}. Every cell is in <a href=matrix.html>matrix.html</a> (and matrix.json, junit.xml); "
-        "pass <code>--html PATH</code> to have pytest-html's report anyway.</p>\n"
+        f"<p>pytest-html's report is written when the setup's matrix has up to {HTML_MAX_CELLS:,} cells; this one "
+        f"has {cells:,}. Every cell run is in <a href=matrix.html>matrix.html</a> (and matrix.json, junit.xml); pass "
+        "<code>--html PATH</code> to have pytest-html's report anyway.</p>\n"
     )
 
 
@@ -487,7 +489,7 @@ def _finish(config: pytest.Config, exitstatus: int) -> None:
         config.stash[REPORTS_STARTED_KEY] = False  # written once, with how the run ended
         matrix = _matrix(config, int(exitstatus))
         stub = hasattr(config.option, "htmlpath") and not config.option.htmlpath  # pytest-html left out
-        extra = [("report.html", _no_html(len(matrix["cells"])))] if stub else []
+        extra = [("report.html", _no_html(len(config.stash[SETUP_KEY][2])))] if stub else []
         written = report.write_reports(matrix, Path(config.getoption("reports")), extra)
         terminal = config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None:

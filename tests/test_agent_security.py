@@ -7,6 +7,7 @@ directory and on 127.0.0.1 ports, and talks raw HTTP to it, so malformed request
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -553,3 +554,30 @@ def test_one_request_runs_at_most_256_probes_at_once_in_order(start_agent: Agent
     assert all(r["error"] == "timeout" for r in answer.body["results"])
     assert silent.total == 300
     assert 200 <= silent.peak <= 256, silent.peak
+
+
+def test_a_peer_that_sends_a_line_and_keeps_talking_is_judged_on_its_first_line() -> None:
+    """A banner line followed by more bytes, the connection held open: `wrong-answer` at once from
+    the first line (not a timeout waiting for the buffer to end in a newline)."""
+    from crossnet.agent.core import run_probe
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def banner() -> None:
+        conn, _ = listener.accept()
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\npartial")
+        held.append(conn)  # kept open until the test ends
+
+    thread = threading.Thread(target=banner, daemon=True)
+    thread.start()
+    probe = {"id": "banner", "protocol": "tcp", "dst": "127.0.0.1", "port": listener.getsockname()[1], "timeout": 2.0}
+    try:
+        result = asyncio.run(run_probe(probe))
+    finally:
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert (result["reached"], result["error"]) == (False, "wrong-answer"), result
+    assert result["latency_ms"] < 1000 and "SSH" not in str(result), result

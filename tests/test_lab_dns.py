@@ -25,6 +25,7 @@ import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import pytest
 
 from crossnet.plumbing.corefile import plan_forward_patch
@@ -463,3 +464,48 @@ def test_a_dns_probe_to_a_server_that_is_not_there_is_refused_at_once_naming_it(
     result = asyncio.run(run_probe(probe))
     assert (result["reached"], result["error"]) == (False, "refused"), result
     assert result["latency_ms"] < 1000 and f"no DNS server listens on 127.0.0.1 port {port}" in result["detail"]
+
+
+def test_an_answer_the_cache_stored_is_not_kept_so_its_ttl_counts_down(serve: Serve) -> None:
+    """Behind `cache` (no `disable`), the second answer is the cache's, its TTL lower: the server
+    must not send the first answer's bytes again (case of the name makes no difference)."""
+    _, port = serve("cluster-1.com:53 {\n    cache 30\n    kubernetes cluster-1.com {\n        ttl 20\n    }\n}\n",
+                    CLUSTER_1, name="cached")
+    first = ask(port, "echo.crossnet.svc.cluster-1.com")
+    time.sleep(1.2)
+    later = ask(port, "echo.crossnet.svc.cluster-1.com")
+    assert addresses(first) == addresses(later) == ["10.40.0.100"]
+    assert later.answer[0].ttl < first.answer[0].ttl, (first.answer[0].ttl, later.answer[0].ttl)
+
+
+def test_a_lost_udp_query_is_sent_again_within_the_probe_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stub resolver re-sends a UDP query it got no answer to; one datagram lost is not a timeout."""
+    import crossnet.agent.lookup as lookup
+    from crossnet.agent.core import run_probe
+
+    monkeypatch.setattr(lookup, "UDP_RETRY", 0.3)
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(5)
+    seen: list[int] = []
+
+    def answer_the_second() -> None:
+        for _ in range(2):
+            data, peer = server.recvfrom(4096)
+            seen.append(len(data))
+            if len(seen) == 2:
+                reply = dns.message.make_response(dns.message.from_wire(data))
+                reply.answer.append(dns.rrset.from_text(reply.question[0].name, 5, "IN", "A", "10.9.9.9"))
+                server.sendto(reply.to_wire(), peer)
+
+    thread = threading.Thread(target=answer_the_second, daemon=True)
+    thread.start()
+    probe = {"id": "lost", "protocol": "dns-udp", "qname": "x.example.", "server": "127.0.0.1",
+             "dns_port": server.getsockname()[1], "timeout": 2.0, "search": []}
+    try:
+        result = asyncio.run(run_probe(probe))
+    finally:
+        thread.join(5)
+        server.close()
+    assert result["reached"] and result["answers"] == ["10.9.9.9"], result
+    assert len(seen) == 2 and 250 <= result["latency_ms"] < 2000, (seen, result["latency_ms"])

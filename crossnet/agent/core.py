@@ -113,13 +113,15 @@ async def _probe_tcp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
             connected = True
             await loop.sock_sendall(sock, _payload(probe))
             line = b""
-            while not line.endswith(b"\n"):
+            while b"\n" not in line:
                 chunk = await loop.sock_recv(sock, MAX_REPLY + 1 - len(line))
                 if not chunk:
                     break
                 line += chunk
-                if len(line) > MAX_REPLY:  # a line longer than MAX_REPLY: not crossnet's echo
+                if len(line) > MAX_REPLY and b"\n" not in line:  # longer than MAX_REPLY: not crossnet's echo
                     return _not_echo(MAX_REPLY, started, f"more than {MAX_REPLY} bytes without a newline")
+            if b"\n" in line:  # the first line is the reply (crossnet's echo sends one)
+                line = line[: line.index(b"\n") + 1]
         if not line:
             return _result(False, "refused", latency_ms=_ms(started), detail="connection closed without a reply")
         return _check_reply(line, probe, started)

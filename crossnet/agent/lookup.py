@@ -18,6 +18,7 @@ from crossnet.agent.results import result as _result
 __all__ = ["MAX_ANSWERS", "preload", "probe_dns", "qnames_to_try"]
 
 MAX_ANSWERS = 64  # DNS records reported per probe
+UDP_RETRY = 2.0  # seconds before a UDP query is sent again (dnspython's resolver timeout; glibc's is 5)
 
 
 def preload() -> None:
@@ -63,6 +64,7 @@ class _Channel:
         self.family = socket.AF_INET6 if ":" in server else socket.AF_INET
         self.udp: Any = None
         self.stream: Any = None
+        self.transport = "tcp" if tcp else "udp"  # the one in use (or being opened) now
 
     def remaining(self) -> float:
         import dns.exception
@@ -82,11 +84,11 @@ class _Channel:
                 self.udp = await self.backend.make_socket(  # type: ignore[no-untyped-call]
                     self.family, socket.SOCK_DGRAM, 0, None, destination
                 )
-            reply = await dns.asyncquery.udp(
-                query, self.server, self.remaining(), self.port, sock=self.udp, ignore_unexpected=True
-            )
+            self.transport = "udp"
+            reply = await self._udp(query)
             if not reply.flags & dns.flags.TC:
                 return reply
+        self.transport = "tcp"
         for attempt in (1, 2):
             if self.stream is None:
                 destination = (self.server, self.port)
@@ -100,6 +102,21 @@ class _Channel:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    async def _udp(self, query: Any) -> Any:
+        """Send, and send again every UDP_RETRY seconds until the deadline, as a stub resolver
+        does (a datagram lost once must not make a long probe timeout a verdict)."""
+        import dns.asyncquery
+        import dns.exception
+
+        while True:
+            wait = min(self.remaining(), UDP_RETRY)
+            try:
+                return await dns.asyncquery.udp(
+                    query, self.server, wait, self.port, sock=self.udp, ignore_unexpected=True
+                )
+            except dns.exception.Timeout:
+                self.remaining()  # raises once the deadline has passed; else send again
 
     async def close_stream(self) -> None:
         if self.stream is not None:
@@ -126,13 +143,13 @@ async def probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
 
     started = time.perf_counter()
     deadline = asyncio.get_running_loop().time() + timeout
-    qtype = dns.rdatatype.from_text(str(probe.get("qtype") or "A"))
     padding = int(probe.get("payload") or 0)
     # An EDNS Padding option (RFC 7830) makes the query itself near-MTU sized.
     options: list[dns.edns.Option] = [dns.edns.GenericOption(dns.edns.OptionType.PADDING, b"\0" * padding)]
     channel = _Channel(str(probe["server"]), int(probe.get("dns_port") or 53), probe["protocol"] == "dns-tcp", deadline)
     replies: list[Any] = []
     try:
+        qtype = dns.rdatatype.from_text(str(probe.get("qtype") or "A"))
         names = qnames_to_try(str(probe["qname"]), list(probe.get("search") or []), int(probe.get("ndots", 5)))
         for name in names:
             if padding:
@@ -154,7 +171,7 @@ async def probe_dns(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     except OSError as exc:  # refused, unreachable, no buffer: classified as for any other probe
         failed = os_error(exc, started)
         if failed["error"] == "refused":
-            how = "a reset" if channel.tcp or channel.stream is not None else "ICMP port unreachable"
+            how = "a reset" if channel.transport == "tcp" else "ICMP port unreachable"
             failed["detail"] = f"no DNS server listens on {channel.server} port {channel.port} ({how})"
         else:
             failed["detail"] = f"DNS server {channel.server} port {channel.port}: {failed.get('detail', '')}"[:300]

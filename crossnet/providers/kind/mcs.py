@@ -269,7 +269,7 @@ def clusterset_ips(
     imported = (record or {}).get("imported") or {}
     if not isinstance(imported, Mapping) or not imported:
         return ()
-    view = imported.get(cluster) or next(iter(imported.values()))
+    view = imported[cluster] if cluster in imported else next(iter(imported.values()))
     found: list[tuple[str, str]] = []
     for name, entry in sorted(view.items()):
         if not isinstance(entry, Mapping) or entry.get("type") != "ClusterSetIP":

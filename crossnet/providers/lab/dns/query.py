@@ -57,7 +57,11 @@ class Query:
             self.errors.append(f"CNAME chain longer than {MAX_CHASE_DEPTH} at {name}")
             return None
         request = dns.message.make_query(name, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
-        return await self.resolver(Query(request, self.transport, self.resolver, self.depth + 1, varies=self.varies))
+        chased = Query(request, self.transport, self.resolver, self.depth + 1, varies=self.varies)
+        reply = await self.resolver(chased)
+        if chased.errors:  # logged by the chase's own resolution, each time it happens: never kept
+            self.varies.append("an error on the way")
+        return reply
 
 
 Next = Callable[[Query], Awaitable[dns.message.Message]]

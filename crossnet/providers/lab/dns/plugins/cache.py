@@ -58,20 +58,22 @@ class CachePlugin:
             query.varies.append("cache")
             return _from_cache(request, entry, now)
         reply = await next_plugin(query)
-        self._store(key, reply, now)
+        if self._store(key, reply, now):  # the next answer comes from here, its TTLs counting down
+            query.varies.append("cache")
         return reply
 
-    def _store(self, key: _CacheKey, reply: dns.message.Message, now: float) -> None:
+    def _store(self, key: _CacheKey, reply: dns.message.Message, now: float) -> bool:
         ttl = self._ttl(key[0], reply)
         if ttl <= 0:
-            return
+            return False
         try:
             wire = reply.to_wire()
         except dns.exception.TooBig:
-            return
+            return False
         if len(self.entries) >= CACHE_CAPACITY:
             self.entries.pop(next(iter(self.entries)))
         self.entries[key] = _CacheEntry(wire, now, now + ttl)
+        return True
 
     def _ttl(self, name: dns.name.Name, reply: dns.message.Message) -> int:
         if reply.flags & dns.flags.TC:
