@@ -380,6 +380,12 @@ async def run_probes(probes: list[dict[str, Any]], concurrency: int = MAX_CONCUR
     return list(await asyncio.gather(*(gated(p) for p in probes)))
 
 
+def _echo_line(agent_id: str, seen: str, data: bytes) -> bytes:
+    """crossnet's echo reply to `data` (a hello line: its payload size; anything else: -1)."""
+    size = len(data) - len(HELLO) - 1 if data.startswith(HELLO) else -1
+    return json.dumps({"agent": agent_id, "seen": seen, "len": size}).encode() + b"\n"
+
+
 class _UdpEcho(asyncio.DatagramProtocol):
     def __init__(self, agent_id: str) -> None:
         self.agent_id = agent_id
@@ -389,10 +395,8 @@ class _UdpEcho(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        size = len(data) - len(HELLO) - 1 if data.startswith(HELLO) else -1
-        reply = json.dumps({"agent": self.agent_id, "seen": addr[0], "len": size}).encode() + b"\n"
         if self.transport is not None:
-            self.transport.sendto(reply, addr)
+            self.transport.sendto(_echo_line(self.agent_id, addr[0], data), addr)
 
 
 class _TcpEcho(asyncio.Protocol):
@@ -436,8 +440,7 @@ class _TcpEcho(asyncio.Protocol):
             header = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
             transport.write(header + b"\r\n\r\n" + body)
         else:
-            size = len(line) - len(HELLO) - 1 if line.startswith(HELLO) else -1
-            transport.write(json.dumps({"agent": self.agent_id, "seen": peer[0], "len": size}).encode() + b"\n")
+            transport.write(_echo_line(self.agent_id, peer[0], line))
         transport.close()  # after the buffered reply is sent
 
 

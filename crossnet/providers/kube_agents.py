@@ -470,7 +470,8 @@ def live_agents(
                 hostnames=tuple(pod_hostname(p.node) for p in pods) if headless else (),
             )
         )
-    carrier = next((s for s in services if s.name == node_port_carrier(s.name for s in services)), None)
+    carrier_name = node_port_carrier(s.name for s in services)
+    carrier = next((s for s in services if s.name == carrier_name), None)
     if carrier is not None and carrier.name != ECHO_SERVICE:  # echo is exported (ClusterIP): its NodePort is here
         services = [replace(s, node_port=carrier.node_port) if s.name == ECHO_SERVICE else s for s in services]
     return tuple(pods), tuple(services)
