@@ -80,6 +80,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         )
     setup = load_setup(args.topology, args.kind_config, args.profile)
     topology, profile = setup.topology, setup.profile
+    for note in setup.notes:
+        print(f"crossnet: note: {note}", file=sys.stderr)
     run_id = new_run_id()
     state_dir = Path(args.state_dir or default_state_dir(run_id)).resolve()
     provider, why = choose_provider(args.provider)

@@ -16,7 +16,7 @@ from crossnet.facts_bgp import bgp_evidence
 from crossnet.lifecycle import Run
 from crossnet.model import ClusterSet
 from crossnet.providers.base import ExecTarget
-from crossnet.workloads import AGENT_POD
+from crossnet.workloads import AGENT_POD, agent_id
 
 __all__ = ["End", "collect_evidence", "filter_excerpt", "link_mtus", "path_ends"]
 
@@ -121,10 +121,69 @@ def _conntrack(host: Host, flow: tuple[str, ...]) -> tuple[str, str]:
     return title, "\n".join(lines) or "no entry for this flow"
 
 
-def _node_evidence(run: Run, cluster: str, node: str, flow: tuple[str, ...]) -> str:
+NODE_EVIDENCE_ADDS = (
+    "--node-evidence would add, from a privileged debug pod on this node: ip route, ip rule, rp_filter, "
+    "link MTUs, the filter table with counters, the nat chains and the flow's conntrack entries"
+)
+
+
+def _agent_view(run: Run, end: End, why: str, flow: tuple[str, ...], source: bool) -> str:
+    """What crossnet can tell of one end without running anything on its node (clusters somebody
+    else built, no --node-evidence): the node and its agent as recorded, the DNS search list the
+    agent was given, and -- from the sending agent -- an ICMP echo to the destination now (an ICMP
+    error names the router that refused it). Unprivileged: the pod proxy and the pod log only."""
+    cluster, node = end.cluster, end.node
+    lines = [f"crossnet runs nothing on this node ({why}); what its agent sees instead:"]
+    try:
+        live = run.cluster_set.cluster(cluster)
+        spec = live.node(node)
+        lines.append(f"node {node}: IP {spec.ip}, pod CIDR {spec.pod_cidr or '?'}")
+        pod = live.pod_on(node)
+        lines.append(f"its agent {pod.agent}: pod IP {pod.ip}")
+    except KeyError as exc:
+        lines.append(f"not in the run's cluster set: {exc}")
+    kube, namespace = getattr(run.provider, "kube", None), getattr(run.provider, "namespace", "")
+    if callable(kube) and namespace:
+        try:
+            log = str(kube(cluster).pod_log(namespace, f"{AGENT_POD}-{node}"))
+            search = next((line for line in log.splitlines() if line.startswith("crossnet-resolv:")), "")
+            lines.append(f"its resolv.conf: {search.removeprefix('crossnet-resolv:').strip() or '(not announced)'}")
+        except Exception as exc:  # noqa: BLE001 - evidence never breaks a report
+            lines.append(f"its resolv.conf could not be read: {exc.__class__.__name__}: {str(exc)[:200]}")
+    destination = flow[-1] if len(flow) > 1 else ""
+    if source and destination:
+        lines.append(_echo_now(run, agent_id(cluster, node, "pod" if end.pod else "host"), destination))
+    lines.append(NODE_EVIDENCE_ADDS)
+    return _section(f"{cluster}/{node}: what the agent sees (no node evidence)", "\n".join(lines))
+
+
+def _echo_now(run: Run, agent: str, destination: str) -> str:
+    try:
+        result = dict(
+            run.provider.agent_client(agent).probe(
+                [{"id": "evidence-icmp", "protocol": "icmp", "dst": destination, "timeout": 2.0}], 10.0
+            )[0]
+        )
+    except Exception as exc:  # noqa: BLE001 - evidence never breaks a report
+        return f"ICMP echo from {agent} to {destination} now: could not ask the agent ({exc.__class__.__name__})"
+    if result.get("reached"):
+        return f"ICMP echo from {agent} to {destination} now: answered"
+    detail = " ".join(str(result.get(k) or "") for k in ("error", "detail")).strip()
+    return f"ICMP echo from {agent} to {destination} now: no answer ({detail or 'no detail'})"
+
+
+def _node_evidence(
+    run: Run, cluster: str, node: str, flow: tuple[str, ...], end: End | None = None, source: bool = False
+) -> str:
     """Each section on its own: a missing tool or a dead node is written into the text, and once
-    the node itself cannot be reached the remaining sections are skipped (each would time out)."""
+    the node itself cannot be reached the remaining sections are skipped (each would time out).
+    Where the provider may not run anything on the node (`node_access_refused`: clusters somebody
+    else built, without --node-evidence), what the agent sees instead (`_agent_view`)."""
     where = f"{cluster}/{node}"
+    refused = getattr(run.provider, "node_access_refused", None)
+    why = refused(cluster) if callable(refused) else None
+    if why:
+        return _agent_view(run, end or End(cluster, node), str(why), flow, source)
     try:
         host = node_host(run, cluster, node)
     except Exception as exc:  # noqa: BLE001 - evidence never breaks a report; say what failed instead
@@ -197,15 +256,17 @@ def collect_evidence(
     (cluster, node, pod), as path_ends gives them): routes, rules, rp_filter, link MTUs, the filter
     table with counters, the nat chains, conntrack entries for the flow's addresses ("10.10.1.2
     10.20.2.2" or a tuple), the link MTUs of a pod at either end, and for DNS cells the Corefile in
-    effect in `dns_cluster`. Plain text, a `=== where: what ===` header per section, each cut to
-    SECTION_LIMIT; never raises."""
+    effect in `dns_cluster`. Where nothing may run on a node (existing clusters without
+    --node-evidence), what the agents see instead, saying what --node-evidence would add. Plain
+    text, a `=== where: what ===` header per section, each cut to SECTION_LIMIT; never raises."""
     ends = [End(*src), End(*dst)]
     addresses = tuple(flow.split()) if isinstance(flow, str) else tuple(flow)
-    parts = [_node_evidence(run, ends[0].cluster, ends[0].node, addresses)]
+    parts = [_node_evidence(run, ends[0].cluster, ends[0].node, addresses, ends[0], source=True)]
     if ends[1][:2] != ends[0][:2]:
-        parts.append(_node_evidence(run, ends[1].cluster, ends[1].node, addresses))
+        parts.append(_node_evidence(run, ends[1].cluster, ends[1].node, addresses, ends[1]))
+    refused = getattr(run.provider, "node_access_refused", None)
     for index, end in enumerate(ends):
-        if end.pod and end not in ends[:index]:
+        if end.pod and end not in ends[:index] and not (callable(refused) and refused(end.cluster)):
             parts.append(_pod_links(run, end))
     parts += [_section(title, text) for title, text in bgp_evidence(run, [(e.cluster, e.node) for e in ends])]
     if dns_cluster:

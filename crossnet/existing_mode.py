@@ -3,12 +3,17 @@
 The controller discovers the clusters once (read-only) and builds the cells from what it found
 instead of kind configs; the provider records that discovery in the state file, so xdist workers
 and `--attach` build the very same cells from it. crossnet changes nothing outside its own
-namespace there: the only plumbing mode is "none". Cells of host vantages a cluster refused
+namespace there: `--plumbing none`, unless `--plumbing inject` is given explicitly for clusters the
+user owns (joined the kind way, undone at the end: providers/existing/inject.py); the option's
+default ("inject", for lab and kind) is refused here, never taken as consent. Cells of host vantages a cluster refused
 (Pod Security Admission, admission webhooks, no --host-vantage) are skipped with that reason.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -64,22 +69,37 @@ def load(config: pytest.Config) -> Setup | None:
         return None
     if recorded is None and config.getoption("provider") != EXISTING:
         return None
-    if config.getoption("plumbing") != "none":
+    mode = str(config.getoption("plumbing"))
+    if mode not in ("none", "inject") or (mode == "inject" and recorded is None and not _inject_asked(config)):
         raise pytest.UsageError(
             "--provider existing changes nothing outside crossnet's own namespace: pass --plumbing none "
-            "(the clusters are joined by whoever built them; the matrix says whether that works)"
+            "(the clusters are joined by whoever built them; the matrix says whether that works), or "
+            "--plumbing inject explicitly for clusters you own, to join them the kind way (undone at the end)"
         )
     try:
         _, profile_name = resolve_setup(KIND_CONFIGS, config.getoption("topology"), None, config.getoption("profile"))
         profile = load_profile(profile_name)
         if recorded is not None:
             return setup_from(recorded_topology(recorded), profile)
-        settings = settings_from_options(option_values(config.getoption), profile)
+        settings = settings_from_options({**option_values(config.getoption), "plumbing": mode}, profile)
         found = discover(settings)
     except (ConfigError, ProfileError, InputError, ProviderError) as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[DISCOVERY_KEY] = found
     return setup_from(found.topology, profile)
+
+
+def _inject_asked(config: pytest.Config) -> bool:
+    """Whether `--plumbing inject` was given (command line, PYTEST_ADDOPTS or ini addopts), not defaulted."""
+    words: list[str] = []  # in pytest's order: ini addopts, then PYTEST_ADDOPTS, then the command line (last wins)
+    with contextlib.suppress(ValueError, KeyError):
+        words += [str(w) for w in config.getini("addopts")]
+    with contextlib.suppress(ValueError):
+        words += shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    words += [str(w) for w in config.invocation_params.args]
+    given = [b for a, b in zip(words, [*words[1:], ""], strict=True) if a == "--plumbing"]
+    given += [w.partition("=")[2] for w in words if w.startswith("--plumbing=")]
+    return bool(given) and given[-1] == "inject"
 
 
 def discovery_of(config: pytest.Config) -> Discovery | None:

@@ -8,7 +8,8 @@ namespace, on kind testinfra's `docker://` backend). Failure evidence is crossne
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+from dataclasses import dataclass, replace
 from typing import Any
 
 from testinfra.host import Host
@@ -43,6 +44,7 @@ class NodeFact:
     kind: str
     subject: str = ""
     detail: str = ""
+    observe: bool = False  # plumbing none: report what is there; fail only what is broken (not part of the id)
 
     @property
     def id(self) -> str:
@@ -57,13 +59,21 @@ class FactResult:
     observed: str
 
 
-def planned_facts(topology: Topology, profile: Profile) -> list[NodeFact]:
+def planned_facts(topology: Topology, profile: Profile, plumbing_mode: str = "inject") -> list[NodeFact]:
+    """What each node must hold. Under `plumbing_mode` "none" (clusters somebody else joined)
+    crossnet injected nothing, so its own routes, masquerade exceptions and Corefile forwards are
+    no requirement: the facts report what is there (see `_observed`) and fail only what is broken."""
     facts: list[NodeFact] = []
     plumbing = profile.plumbing
     if plumbing.global_cidr is not None:
-        return _globalnet_facts(topology, plumbing.rp_filter)
+        planned = _globalnet_facts(topology, plumbing.rp_filter)
+        if plumbing_mode != "none":
+            return planned
+        return [replace(f, observe=True) if f.kind == "corefile-forward" else f for f in planned]
     if plumbing.bgp is not None:
         return sorted(facts_bgp.planned_bgp_facts(topology, plumbing.bgp, NodeFact), key=lambda f: f.id)
+    if plumbing_mode == "none":
+        return _observed_facts(topology, plumbing.service_routes)
     for cluster in topology.clusters:
         peers = topology.peers_of(cluster.name)
         for node in cluster.nodes:
@@ -80,6 +90,31 @@ def planned_facts(topology: Topology, profile: Profile) -> list[NodeFact]:
                 if not plumbing.masquerade_to_peer_pods:
                     facts.append(NodeFact(cluster.name, node.short, "no-masquerade-to", peer.name))
         facts += [NodeFact(cluster.name, "", "corefile-forward", peer.dns_domain) for peer in peers]
+    return sorted(facts, key=lambda f: f.id)
+
+
+def _observed_facts(topology: Topology, service_routes: bool) -> list[NodeFact]:
+    """Under plumbing none: per node ip_forward (a node that forwards pods' traffic needs it), the
+    way to every peer node's pods (and to each peer's services when the profile routes them),
+    rp_filter, the masquerade rules and kube-proxy's rules for echo as they are; per cluster the
+    Corefile's forward targets for each peer domain."""
+    facts: list[NodeFact] = []
+    for cluster in topology.clusters:
+        peers = topology.peers_of(cluster.name)
+        for node in cluster.nodes:
+            facts.append(NodeFact(cluster.name, node.short, "ip_forward"))
+            facts += [
+                NodeFact(cluster.name, node.short, kind, subject, observe=True)
+                for kind, subject in (("rp_filter", ""), ("masquerade", ""), ("service-dnat", ECHO_SERVICE))
+            ]
+            for peer in peers:
+                facts += [
+                    NodeFact(cluster.name, node.short, "route-to", f"{peer.name}/{n.short}", observe=True)
+                    for n in peer.nodes
+                ]
+                if service_routes:
+                    facts.append(NodeFact(cluster.name, node.short, "service-route-to", peer.name, observe=True))
+        facts += [NodeFact(cluster.name, "", "corefile-forward", peer.dns_domain, observe=True) for peer in peers]
     return sorted(facts, key=lambda f: f.id)
 
 
@@ -159,6 +194,8 @@ def check_fact(host: Host, fact: NodeFact, run: Run, profile: Profile | None = N
     """Look at one planned fact on the live node, with the live addresses of `run`. `profile` is
     only needed for a fact made without planned_facts (an rp_filter fact with no `detail`)."""
     cs = run.cluster_set
+    if fact.observe:
+        return _observed(host, fact, run)
     if fact.kind in facts_bgp.KINDS:
         bgp = profile.plumbing.bgp if profile is not None else None
         return FactResult(*facts_bgp.check_bgp_fact(host, fact, run, bgp or BgpPlumbing()))
@@ -274,3 +311,103 @@ def _corefile_fact(run: Run, fact: NodeFact) -> FactResult:
     return FactResult(
         bool(want) and targets == want, expected, f"{fact.subject}: forward . {' '.join(targets) or '(none)'}"
     )
+
+
+OBSERVED = "as the cluster has it: observed, not required (plumbing none: crossnet set nothing)"
+_KERNEL_DROPS = ("blackhole", "unreachable", "prohibit", "throw")
+
+
+def _observed(host: Host, fact: NodeFact, run: Run) -> FactResult:
+    """A fact under plumbing none: what is there, with its value; not ok only when it is broken
+    (the kernel has no way to a peer's pods, a forward into the clusters' networks that is not the
+    peer's DNS)."""
+    cs = run.cluster_set
+    if fact.kind == "corefile-forward":
+        return _observed_corefile(run, fact)
+    if fact.kind == "rp_filter":
+        values = [_sysctl(host, f"net.ipv4.conf.{i}.rp_filter") for i in ("all", "default")]
+        return FactResult(True, f"rp_filter all/default {OBSERVED}", f"rp_filter all/default = {values[0]}/{values[1]}")
+    if fact.kind == "masquerade":
+        rules = [r for r in host.iptables.rules("nat", "POSTROUTING") if r != "-P POSTROUTING ACCEPT"]
+        return FactResult(True, f"nat POSTROUTING {OBSERVED}", "; ".join(rules)[:1000] or "no rule")
+    if fact.kind == "service-dnat":
+        service = cs.cluster(fact.cluster).service(fact.subject, cs.namespace)
+        rules = list(host.iptables.rules("nat", "KUBE-SERVICES"))
+        hits = [r for r in rules if f"-d {service.cluster_ip}/32" in r]
+        return FactResult(
+            True,
+            f"kube-proxy's iptables rules for {service.cluster_ip} {OBSERVED}; ipvs, nftables or eBPF keep none here",
+            f"{len(hits)} KUBE-SERVICES rule(s)" + (f": {hits[0]}" if hits else ""),
+        )
+    if fact.kind in ("route-to", "service-route-to"):
+        destination, _ = _planned_route(cs, fact)
+        network = ipaddress.ip_network(destination, strict=False)
+        address = network[1] if network.num_addresses > 2 else network[0]
+        what = "pods" if fact.kind == "route-to" else "services"
+        expected = f"a way to {destination} ({fact.subject}'s {what}): any route the kernel takes, {OBSERVED}"
+        taken = host.run(f"ip route get {address}")
+        way = " ".join(taken.stdout.split(" uid ")[0].split())
+        if taken.rc != 0 or way.startswith(_KERNEL_DROPS):
+            return FactResult(False, expected, f"the kernel drops it: {(way or taken.stderr).strip()[:300]}")
+        return FactResult(True, expected, way or "(ip route get said nothing)")
+    raise ProviderError(f"{fact.id}: no observed form of a {fact.kind} fact")
+
+
+def _observed_corefile(run: Run, fact: NodeFact) -> FactResult:
+    """The forward targets of the zone's server block as they are. No block is no fault (a vendor
+    may serve peer names another way: Lighthouse, ClusterMesh, an enterprise DNS; the dns suite says
+    whether they resolve). A target inside the clusters' networks that is neither the peer's DNS
+    pods now nor its DNS Service is: a stale pod IP, another cluster's DNS, a loop."""
+    cs = run.cluster_set
+    if fact.subject == CLUSTERSET_DOMAIN:
+        peers = [c for c in cs.clusters if c.name != fact.cluster]
+        want = {ip for c in cs.clusters if c.name == fact.cluster for ip in c.clusterset_dns_ips}
+        owner = "the clusterset DNS"
+    else:
+        peers = [c for c in cs.clusters if c.domain == fact.subject]
+        if not peers:
+            raise ProviderError(f"{fact.id}: no cluster of this run serves {fact.subject}")
+        owner = f"{peers[0].name}'s DNS"
+        try:
+            want = set(dns_server_ips_now(run, peers[0].name)[0])
+        except Exception as exc:  # noqa: BLE001 - reported, not judged
+            want = set()
+            owner += f" (its pods could not be listed now: {exc.__class__.__name__})"
+    want |= {c.dns_service_ip for c in peers if c.dns_service_ip}
+    expected = f"{fact.subject}: the forward targets {OBSERVED}; any into the clusters' networks go to {owner}"
+    try:
+        corefile = parse_corefile(run.provider.read_corefile(fact.cluster), f"{fact.cluster} Corefile")
+    except CorefileError as exc:
+        return FactResult(True, expected, f"not read: {exc}")
+    block = corefile.server_for_zone(fact.subject)
+    if block is None:
+        return FactResult(True, expected, f"no server block for {fact.subject} (its names resolve another way, or not)")
+    targets = [a.split(":")[0] for d in block.plugins("forward") for a in d.args[1:]]
+    networks = [
+        ipaddress.ip_network(n, strict=False)
+        for c in cs.clusters
+        for n in (c.pod_subnet, c.service_subnet, *(node.pod_cidr for node in c.nodes))
+        if _is_network(n)
+    ]
+    wrong = [t for t in targets if t not in want and _is_ip(t) and any(ipaddress.ip_address(t) in n for n in networks)]
+    seen = f"{fact.subject}: forward . {' '.join(targets) or '(none)'}"
+    if wrong:
+        now = " ".join(sorted(want)) or "none"
+        return FactResult(False, expected, f"{seen}: {', '.join(wrong)} is not {owner} now ({now})")
+    return FactResult(True, expected, seen)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True

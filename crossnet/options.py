@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from crossnet.cells import cell_facts
 from crossnet.config import TOPOLOGIES, load_topology, resolve_setup
-from crossnet.model import Cell, Topology
+from crossnet.model import Cell, NodeSpec, Topology
 from crossnet.profile import Profile, ProfileError, load_profile
 from crossnet.providers.existing.flags import OPTION_SPECS as EXISTING_OPTION_SPECS
 from crossnet.providers.select import PROVIDER_NAMES
@@ -180,12 +180,14 @@ class Setup:
     topology: Topology
     profile: Profile
     cells: list[Cell]
+    notes: tuple[str, ...] = ()  # profile rules this topology's shape leaves unused (printed, not errors)
 
 
 def load_setup(topology: str | None, kind_configs: Sequence[str] | None, profile: str | None) -> Setup:
     """resolve (named topology or explicit configs) -> profile -> validated topology -> cells.
     Raises ConfigError/ProfileError naming every problem; a profile rule that matches no cell of
-    this topology is a ProfileError too (it would silently decide nothing)."""
+    this topology is a ProfileError too (it would silently decide nothing), unless only the
+    topology's shape keeps it from matching (see setup_from)."""
     paths, profile_name = resolve_setup(KIND_CONFIGS, topology, kind_configs, profile)
     loaded = load_profile(profile_name)
     topo = load_topology(paths, allow_overlap=loaded.globalnet, global_cidr=loaded.plumbing.global_cidr)
@@ -193,18 +195,47 @@ def load_setup(topology: str | None, kind_configs: Sequence[str] | None, profile
 
 
 def setup_from(topo: Topology, loaded: Profile) -> Setup:
-    """The cells of a topology (from kind configs, or discovered) under a profile; a rule that
-    matches none of them is a ProfileError."""
+    """The cells of a topology (from kind configs, or discovered) under a profile. A rule that
+    matches none of them is a ProfileError when it could match no cell of this topology's clusters
+    at any size (a cluster name that is not here, a combination no suite builds); when only the
+    topology's shape keeps it from matching (one node per cluster: no same-cluster cell, as a
+    `--nodes 1` sample has), it is a note in `Setup.notes` (the pytest header prints them)."""
     cells = build_cells(topo, loaded)
     unused = loaded.unused_rules(cell_facts(c) for c in cells)
+    notes: list[str] = []
     if unused:
-        raise ProfileError(
-            f"{loaded.source_file}: "
-            + "; ".join(
-                f"rule {r.ident.split('#')[1]} matches no cell of this topology (check its match keys)" for r in unused
+        fuller = _with_two_nodes_each(topo)
+        shaped = [cell_facts(c) for c in build_cells(fuller, loaded)] if fuller != topo else []
+        wrong = [r for r in unused if not any(r.matches(f) for f in shaped)]
+        if wrong:
+            raise ProfileError(
+                f"{loaded.source_file}: "
+                + "; ".join(
+                    f"rule {r.ident.split('#')[1]} matches no cell of this topology (check its match keys and "
+                    f"values: clusters here are {', '.join(c.name for c in topo.clusters)})"
+                    for r in wrong
+                )
             )
-        )
-    return Setup(topo, loaded, cells)
+        small = ", ".join(f"{c.name} {len(c.nodes)}" for c in topo.clusters if len(c.nodes) < 2)
+        notes = [
+            f"note: {loaded.source_file}: rule {r.ident.split('#')[1]} decides no cell here: it matches only cells "
+            f"of clusters with two or more nodes (nodes here: {small}; sample more with --nodes)"
+            for r in unused
+        ]
+    return Setup(topo, loaded, cells, tuple(notes))
+
+
+def _with_two_nodes_each(topo: Topology) -> Topology:
+    """`topo` with a second node in every cluster that has one: the shape a rule may be written for."""
+    clusters = []
+    for cluster in topo.clusters:
+        nodes = cluster.nodes
+        if len(nodes) < 2:
+            taken = {n.short for n in nodes}
+            short = next(f"shape-worker{i}" for i in range(len(taken) + 1) if f"shape-worker{i}" not in taken)
+            nodes = (*nodes, NodeSpec(cluster.name, short, "worker"))
+        clusters.append(dataclasses.replace(cluster, nodes=nodes))
+    return Topology(tuple(clusters))
 
 
 def fingerprint(setup: Setup, plumbing_mode: str = "inject") -> dict[str, Any]:

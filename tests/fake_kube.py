@@ -12,6 +12,10 @@ carry none), agents behind the pod proxy that answer only the run's token, and p
 
 Every request is recorded in `requests` (method, path, verb, namespace, resource, dry run, allowed).
 `HttpBridge` serves a FakeCluster over HTTP so the real kubernetes client can be tested against it.
+
+For `--plumbing inject`: PUT replaces an object (a stale metadata.resourceVersion is a 409), and
+with `node_net` set (a `NodeNet`), commands exec'd in a hostNetwork pod run against that pod's
+node's routing table (`ip -4 route show`, `ip route add|del DEST via GW`); others answer rc 0.
 """
 
 from __future__ import annotations
@@ -109,8 +113,36 @@ class AllowAll:
         return True
 
 
+class NodeNet:
+    """The nodes' routing tables, as `ip` shows and changes them (main table, IPv4)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, list[str]] = {}  # node name -> lines of `ip -4 route show`
+        self.commands: list[tuple[str, list[str]]] = []  # every command run on a node, in order
+
+    def run(self, node: str, argv: list[str]) -> tuple[int, str, str]:
+        self.commands.append((node, argv))
+        table = self.routes.setdefault(node, [])
+        if argv == ["ip", "-4", "route", "show"]:
+            return 0, "".join(f"{line}\n" for line in table), ""
+        if argv[:3] in (["ip", "route", "add"], ["ip", "route", "del"]) and len(argv) == 6 and argv[4] == "via":
+            line = f"{argv[3]} via {argv[5]} dev eth0"
+            if argv[2] == "add":
+                if any(existing.split()[0] == argv[3] for existing in table):
+                    return 2, "", "RTNETLINK answers: File exists\n"
+                table.append(line)
+            elif line not in table:
+                return 2, "", "RTNETLINK answers: No such process\n"
+            else:
+                table.remove(line)
+            return 0, "", ""
+        return 0, "", ""
+
+
 class FakeCluster:
     """One cluster's API server. `context` is the kubeconfig context it answers as."""
+
+    node_net: NodeNet | None = None  # set by a test: execs in hostNetwork pods reach the node's routes
 
     def __init__(self, context: str, index: int = 1, *, rbac: Any = None, nodes: int = 3,
                  pod_cidrs: bool = True, service_cidr_objects: bool = True, kubeadm: bool = True,
@@ -278,7 +310,23 @@ class FakeCluster:
             return self._create(collection, resource, namespace, body, dry, what)
         if method == "DELETE":
             return self._delete(collection, name, resource, query, what)
+        if method == "PUT" and name:
+            return self._replace(collection, name, body, what, resource)
         raise self._fail(what, 405, "Method Not Allowed", "")
+
+    def _replace(self, collection: str, name: str, body: Any, what: str, resource: str) -> Any:
+        stored = self.objects(collection).get(name)
+        if stored is None:
+            raise self._fail(what, 404, "Not Found", f'{resource} "{name}" not found')
+        sent = ((body or {}).get("metadata") or {}).get("resourceVersion")
+        if sent is not None and sent != stored["metadata"].get("resourceVersion", "1"):
+            raise self._fail(what, 409, "Conflict", f'Operation cannot be fulfilled on {resource} "{name}": the '
+                             "object has been modified; please apply your changes to the latest version")
+        obj = json.loads(json.dumps(body))
+        self._next_ip += 1
+        obj["metadata"]["resourceVersion"] = str(1000 + self._next_ip)
+        self._put(collection, obj)
+        return obj
 
     def _get(self, collection: str, name: str, query: dict[str, str], what: str, group: str,
              resource: str) -> Any:
@@ -444,8 +492,10 @@ class FakeCluster:
                                          "pods/exec", namespace, pod, False, allowed))
             if not allowed:
                 raise self._fail("exec", 403, "Forbidden", "pods/exec is forbidden")
-            self._pod(namespace, pod)
+            found = self._pod(namespace, pod)
             self.execs.append((namespace, pod, list(argv)))
+            if self.node_net is not None and found["spec"].get("hostNetwork") and found["spec"].get("nodeName"):
+                return self.node_net.run(found["spec"]["nodeName"], list(argv))
         return 0, f"{pod}: {' '.join(argv)}\n", ""
 
 

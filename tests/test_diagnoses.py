@@ -206,6 +206,33 @@ def test_the_corefile_fact_follows_the_peer_dns_pods_of_now(tmp_path: Path) -> N
     assert check_fact(host, fact, run).ok
 
 
+def test_under_plumbing_none_a_route_fact_reports_the_way_and_fails_only_a_dropped_one(tmp_path: Path) -> None:
+    """Observed (plumbing none): any way the kernel takes to the peer's pods is reported with its value;
+    only one the kernel drops (no route, a blackhole) fails, naming what it said."""
+    fact = NodeFact("cluster-1", "worker", "route-to", "cluster-2/worker2", observe=True)
+    way = "10.20.2.1 dev vx-submariner src 10.10.1.1 uid 0 \n    cache "
+    run, _ = scripted(tmp_path, {"ip route get 10.20.2.1": (0, way, "")})
+    seen = check_fact(node_host(run, "cluster-1", "worker"), fact, run)
+    assert seen.ok and seen.observed == "10.20.2.1 dev vx-submariner src 10.10.1.1", seen
+    assert "observed, not required" in seen.expected and "10.20.2.0/24" in seen.expected
+    run, _ = scripted(tmp_path / "drop", {"ip route get 10.20.2.1": (2, "", "RTNETLINK answers: Invalid argument\n")})
+    dropped = check_fact(node_host(run, "cluster-1", "worker"), fact, run)
+    assert not dropped.ok and dropped.observed == "the kernel drops it: RTNETLINK answers: Invalid argument"
+
+
+def test_under_plumbing_none_the_corefile_fact_reports_and_fails_only_a_wrong_target(tmp_path: Path) -> None:
+    run, provider = scripted(tmp_path)
+    fact = NodeFact("cluster-1", "", "corefile-forward", "cluster-2.com", observe=True)
+    host = node_host(run, "cluster-1", "control-plane")
+    none = check_fact(host, fact, run)  # nobody added a forward block: reported, not failed
+    assert none.ok and none.observed.startswith("no server block for cluster-2.com"), none
+    apply_plumbing(provider, run.cluster_set, "run-1")  # cluster-1 forwards cluster-2.com to 10.20.0.3
+    assert check_fact(host, fact, run).observed == "cluster-2.com: forward . 10.20.0.3"
+    provider.dns_now["cluster-2"] = ("10.20.0.7",)  # CoreDNS restarted elsewhere: the forward is stale
+    stale = check_fact(host, fact, run)
+    assert not stale.ok and "10.20.0.3 is not cluster-2's DNS now (10.20.0.7" in stale.observed, stale
+
+
 # ---------------------------------------------------------------- a: filter table and MTUs, scripted
 
 

@@ -169,26 +169,69 @@ def test_discovery_reads_everything_and_writes_nothing(world: World) -> None:
     assert found.topology.cluster("cluster-1").dns_domain == "cluster-1.local"
 
 
+def cidr_probes(world: World) -> list[Any]:
+    """The dry-run Services discovery or a run made to learn the service CIDR."""
+    return [r for c in world.clusters.values() for r in c.requests
+            if r.resource == "services" and r.dry_run and r.name == "crossnet-cidr-probe"]
+
+
+def hinted_settings(tmp_path: Path, service_cidr: str = "10.77.0.0/16") -> ExistingSettings:
+    """A cluster set whose cluster-1 carries a service CIDR hint."""
+    path = tmp_path / "hints.yaml"
+    path.write_text(f"clusters:\n  - {{name: cluster-1, context: ctx-1, hints: {{service_cidr: {service_cidr}}}}}\n"
+                    "  - {name: cluster-2, context: ctx-2}\n")
+    return settings_from_options({"clusterset": str(path)})
+
+
 def test_the_service_cidr_falls_back_kubeadm_then_dry_run_then_hint(tmp_path: Path) -> None:
-    world = World(service_cidr_objects=False)  # kubeadm-config still names it
-    assert discover(world.settings(), world.factory, quiet).fact("cluster-1").service_source == (
-        "kubeadm-config serviceSubnet")
+    """ServiceCIDR objects -> kubeadm-config -> a dry-run Service (its error names the range) -> the
+    hint: each source is tried only when the earlier ones give nothing; a hint never beats a source."""
+    hinted = hinted_settings(tmp_path)  # the hint (10.77.0.0/16) differs from the cluster's 10.101.0.0/16
+    # 1. ServiceCIDR objects: no dry run, the hint only noted
+    world = World()
+    one = discover(hinted, world.factory, quiet).fact("cluster-1")
+    assert (one.service_cidrs, one.service_source) == (("10.101.0.0/16",), "ServiceCIDR objects (networking.k8s.io/v1)")
+    assert cidr_probes(world) == [] and any("hint's service CIDR 10.77.0.0/16 differs" in n for n in one.notes)
+    # 2. kubeadm-config: no dry run either
+    world = World(service_cidr_objects=False)
+    one = discover(hinted, world.factory, quiet).fact("cluster-1")
+    assert (one.service_cidrs, one.service_source) == (("10.101.0.0/16",), "kubeadm-config serviceSubnet")
+    assert cidr_probes(world) == []
+    # 3. neither: discovery itself dry-runs a Service (in `default`; nothing stored, nothing denied)
     world = World(service_cidr_objects=False, kubeadm=False)
-    settings = world.settings()
+    found = discover(hinted, world.factory, quiet)
+    one = found.fact("cluster-1")
+    assert one.service_cidrs == ("10.101.0.0/16",) and one.domain == "cluster-1.local"
+    assert "refusal of an out-of-range clusterIP (dry run in namespace default)" in one.service_source
+    assert {(r.namespace, r.verb) for r in cidr_probes(world)} == {("default", "create")}
+    assert world.writes_outside("") == [] and all(c.denied() == [] for c in world.clusters.values())
+    assert found.fact("cluster-2").service_cidrs == ("10.102.0.0/16",)
+    # 4. a dry run that names no range (an admission that accepts any clusterIP): the hint, last
+    world = World(service_cidr_objects=False, kubeadm=False)
+    for cluster in world.clusters.values():
+        cluster._allocate = lambda svc, what: None  # type: ignore[method-assign]
+    found = discover(hinted, world.factory, quiet)
+    assert found.fact("cluster-1").service_cidrs == ("10.77.0.0/16",)
+    assert found.fact("cluster-1").service_source == "the cluster set's hint" and len(cidr_probes(world)) == 2
+    assert found.fact("cluster-2").service_cidrs == ()  # no hint there
+    # 5. no right to create Services in `default` (a --namespace Role only): asked first (nothing
+    # denied); the dry run happens in the namespace given -- in a run at the latest -- before the hint
+    world = World("--namespace", "crossnet-fixed", service_cidr_objects=False, kubeadm=False)
+    for cluster in world.clusters.values():
+        cluster._put("/api/v1/namespaces", {"metadata": {"name": "crossnet-fixed", "uid": "u", "labels": {}}})
+    settings = world.settings(namespace="crossnet-fixed")
     found = discover(settings, world.factory, quiet)
-    assert found.fact("cluster-1").service_cidrs == () and found.fact("cluster-1").domain == "cluster-1.local"
+    one = found.fact("cluster-1")
+    assert {r.namespace for r in cidr_probes(world)} <= {"crossnet-fixed"}
+    assert all(c.denied() == [] for c in world.clusters.values())
+    if not one.service_cidrs:  # discovery was not told the namespace: it says why, and the run does it
+        assert any("no right to dry-run a Service in namespace default" in n for n in one.notes)
     provider = ExistingProvider(tmp_path / "s", "run-1", settings, discovery=found, api_factory=world.factory,
                                 progress=quiet)
     cluster_set = bring_up(provider)  # in its own namespace: a dry-run Service with an out-of-range clusterIP
     assert cluster_set.cluster("cluster-1").service_subnet == "10.101.0.0/16"
-    assert "refusal of an out-of-range clusterIP" in provider._require().fact("cluster-1").service_source
+    assert "(dry run in namespace crossnet-fixed)" in provider._require().fact("cluster-1").service_source
     provider.down()
-    hinted = tmp_path / "hints.yaml"
-    hinted.write_text("clusters:\n  - {name: cluster-1, context: ctx-1, hints: {service_cidr: 10.77.0.0/16}}\n"
-                      "  - {name: cluster-2, context: ctx-2}\n")
-    found = discover(settings_from_options({"clusterset": str(hinted)}), world.factory, quiet)
-    assert found.fact("cluster-1").service_cidrs == ("10.77.0.0/16",)
-    assert found.fact("cluster-1").service_source == "the cluster set's hint"
     assert range_from_error("failed to allocate IP 1.2.3.4: ... The range of valid IPs is 10.96.0.0/12") == (
         "10.96.0.0/12",)
 
@@ -210,6 +253,38 @@ def test_the_domain_comes_from_the_corefile_or_the_hint() -> None:
     assert corefile_domain(".:53 {\n kubernetes corp.example in-addr.arpa ip6.arpa\n}\n") == "corp.example"
     world = World(kubeadm=False)
     assert discover(world.settings(), world.factory, quiet).fact("cluster-2").domain == "cluster-2.local"
+
+
+def test_the_agents_resolv_conf_cross_checks_the_domain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The domain comes from kubeadm-config, else the Corefile, else the hint (the cells need it before
+    any agent runs); a run then reads an agent's resolv.conf search list, and a difference is a note
+    recorded with the discovery and a warning."""
+    world = World()
+    provider = world.provider(tmp_path)
+    assert provider._require().fact("cluster-1").domain == "cluster-1.local"
+    world.clusters["ctx-1"].domain = "corp.example"  # what kubelet hands the pods (the agents' log says it)
+    bring_up(provider)
+    try:
+        notes = provider._require().fact("cluster-1").notes
+        assert "the agents' resolv.conf searches corp.example, discovery said cluster-1.local (kubeadm-config " \
+               "dnsDomain)" in notes
+        assert not any("resolv.conf" in n for n in provider._require().fact("cluster-2").notes)
+        assert "cluster-1: the agents' resolv.conf searches corp.example" in capsys.readouterr().err
+        assert provider._require().fact("cluster-1").domain == "cluster-1.local"  # the cells keep theirs
+    finally:
+        provider.down()
+
+
+def test_one_sampled_node_leaves_a_rule_unused_as_a_note_not_an_error() -> None:
+    """`--nodes 1`: the default profile's same-cluster rule decides no cell; that is a note for the
+    header (a rule naming a cluster that is not there stays an error)."""
+    from crossnet.options import setup_from
+
+    world = World()
+    found = discover(world.settings(nodes=1), world.factory, quiet)
+    assert all(len(c.nodes) == 1 for c in found.topology.clusters)
+    setup = setup_from(found.topology, PROFILE)
+    assert setup.cells and len(setup.notes) == 1 and ": rule 5 decides no cell here" in setup.notes[0]
 
 
 def test_the_topology_is_recorded_so_workers_collect_identical_cells(world: World, tmp_path: Path) -> None:
@@ -731,7 +806,8 @@ def test_pytest_suites_collects_the_discovered_clusters_without_writing(
 ) -> None:
     """`pytest suites/ --provider existing --context … --plumbing none`: the plugin discovers the
     clusters once (read-only) and builds the cells from them; listing them writes nothing anywhere.
-    With --plumbing inject it refuses (crossnet changes nothing outside its namespace here)."""
+    Without --plumbing (the option's default is kind's "inject") it refuses: crossnet changes nothing
+    outside its namespace unless `--plumbing inject` is given explicitly (tests/test_existing_inject.py)."""
     import subprocess
     import sys
 
@@ -750,9 +826,17 @@ def test_pytest_suites_collects_the_discovered_clusters_without_writing(
     assert any("->cluster-2/" in i and "pod:cluster-1/" in i for i in ids)
     assert TOKEN not in listed.stdout + listed.stderr
     assert world.writes_outside("") == [] and all(c.denied() == [] for c in world.clusters.values())
-    inject = subprocess.run([*argv[:-4], "--plumbing", "inject", *argv[-2:]], cwd=ROOT, capture_output=True,
+    at = argv.index("--plumbing")
+    default = subprocess.run([*argv[:at], *argv[at + 2:]], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert default.returncode != 0 and "--plumbing none" in default.stdout + default.stderr
+    assert "--plumbing inject" in default.stdout + default.stderr
+    other = subprocess.run([*argv[:at], "--plumbing", "bgp", *argv[at + 2:]], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert other.returncode != 0 and "invalid choice" in other.stderr
+    inject = subprocess.run([*argv[:at], "--plumbing", "inject", *argv[at + 2:]], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)
-    assert inject.returncode != 0 and "--plumbing none" in inject.stdout + inject.stderr
+    assert inject.returncode == 0 and "::test_pod_to_pod[" in inject.stdout, inject.stdout[-2000:] + inject.stderr
+    assert world.writes_outside("") == [] and all(c.denied() == [] for c in world.clusters.values())
 
 
 def test_node_facts_are_skipped_with_the_reason_without_node_evidence(world: World, tmp_path: Path) -> None:

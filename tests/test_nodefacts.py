@@ -75,6 +75,21 @@ def test_planned_facts_of_the_default_profile() -> None:
     assert {f.detail for f in facts if f.kind == "rp_filter"} == {str(profile.plumbing.rp_filter)}
 
 
+def test_under_plumbing_none_the_facts_report_what_is_there() -> None:
+    """--plumbing none: crossnet injected nothing, so its routes, masquerade exceptions and Corefile
+    forwards are not required: the same subjects are observed (ids unchanged), ip_forward still must hold."""
+    topology, profile = setup_of()
+    facts = planned_facts(topology, profile, "none")
+    ids = [f.id for f in facts]
+    assert ids == sorted(ids) and facts == planned_facts(*setup_of(), "none")
+    assert set(ids) <= {f.id for f in planned_facts(topology, profile)}
+    assert "cluster-1:corefile-forward:cluster-2.com" in ids and "cluster-1/worker:route-to:cluster-2/worker2" in ids
+    assert {f.kind for f in facts if not f.observe} == {"ip_forward"}
+    svc = planned_facts(*setup_of("flat-routed-svc"), "none")
+    assert "cluster-1/worker:service-route-to:cluster-2" in [f.id for f in svc]
+    assert not [f for f in planned_facts(*setup_of("no-masquerade"), "none") if f.kind == "no-masquerade-to"]
+
+
 def test_planned_facts_follow_the_profile() -> None:
     svc = [f.id for f in planned_facts(*setup_of("flat-routed-svc"))]
     assert "cluster-1/worker:service-route-to:cluster-2" in svc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 
 from crossnet.cells import cell_facts
 from crossnet.config import load_topology
+from crossnet.model import Topology
+from crossnet.options import setup_from
 from crossnet.profile import ProfileError, load_profile
 from crossnet.suites import build_cells
 from tests.conftest import ROOT
@@ -121,3 +124,40 @@ def test_deep_profile_is_a_profile_error(tmp_path: Path) -> None:
 def test_shipped_profiles_still_load() -> None:
     for path in sorted((ROOT / "profiles").glob("*.yaml")):
         assert load_profile(str(path)).rules, path
+
+
+def one_node_each(topology: Topology) -> Topology:
+    """What `--nodes 1` leaves of a topology: one node per cluster."""
+    return Topology(tuple(dataclasses.replace(c, nodes=c.nodes[-1:]) for c in topology.clusters))
+
+
+def test_a_rule_the_topologys_shape_leaves_unused_is_a_note_not_an_error() -> None:
+    profile = load_profile("flat-routed")
+    small = setup_from(one_node_each(TOPOLOGY), profile)  # no same-cluster other-node cell at all
+    assert small.cells and len(small.notes) == 1, small.notes
+    note = small.notes[0]
+    assert note.startswith(f"note: {profile.source_file}: rule 5 decides no cell here") and "--nodes" in note
+    assert "cluster-1 1" in note and "cluster-2 1" in note
+    assert setup_from(TOPOLOGY, profile).notes == ()
+
+
+def test_a_rule_with_an_unknown_value_or_an_impossible_combination_stays_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "name: p\nrules:\n"
+        "  - match: {src_cluster: cluster-9}\n    expect: {reachable: no}\n    because: a typo of cluster-2\n"
+        "  - match: {suite: snat, target: cluster-ip}\n    expect: {reachable: no}\n    because: never built\n"
+        "  - match: {suite: snat, vantage: host, scope: same-cluster}\n    expect: {reachable: yes, source: node-ip}\n"
+        "    because: x\n"
+    )
+    profile = load_profile(str(path))
+    for topology in (TOPOLOGY, one_node_each(TOPOLOGY)):
+        with pytest.raises(ProfileError) as caught:
+            setup_from(topology, profile)
+        text = str(caught.value)
+        assert "rule 1 matches no cell of this topology" in text and "clusters here are cluster-1, cluster-2" in text
+        assert "rule 2 matches no cell" in text and "rule 3" not in text  # 3 only needs two nodes
+    path.write_text("name: p\nrules:\n  - match: {src_cluster: cluster-1, colour: red}\n    expect: {reachable: no}\n"
+                    "    because: a typo'd key\n")
+    with pytest.raises(ProfileError, match="unknown match key 'colour'"):
+        load_profile(str(path))

@@ -1,14 +1,18 @@
 """The GitHub Actions workflows: actionlint is clean (and the check can fail), every `run:` script
 passes shellcheck, the nightly jobs run as the runner user and install only what they use, they
-always clean up, and the `vendor` job runs exactly a vendor's steps. Its join script
+always clean up, and the `vendor` job runs exactly a vendor's steps: its `crossnet …` lines parse with
+crossnet's own parser, and its steps after the join run as written against fake API servers. Its join script
 (examples/vendor-join-kind.sh) is valid shell, refuses bad input before it runs anything, and joins
 clusters as documented — against stub kind/kubectl/docker here; only the nightly runs it for real."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -247,6 +251,122 @@ def test_the_clusters_the_vendor_job_creates_are_the_contexts_it_names() -> None
         config = yaml.safe_load((ROOT / "kind-configs" / f"cluster-{n}.yaml").read_text())
         assert config["name"] == f"cluster-{n}"
         assert f"cluster-{n}=kind-cluster-{n}" in CONTEXTS
+
+
+# ------------------------------------------------------------------------------------ the vendor job's command lines
+
+SHELL_OPERATORS = {"||", "&&", ";", ";;", "|", "&", "(", ")"}
+SHELL_WORDS = {"if", "then", "else", "elif", "do", "!", "time", "exec"}
+JOINED = "join the clusters (the vendor's script)"
+
+
+def command_lines(run: str) -> list[list[str]]:
+    """Every simple command of a run script as its argv (quotes removed, split at operators)."""
+    found: list[list[str]] = []
+    for line in run.replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        argv: list[str] = []
+        for token in [*lexer, ";"]:
+            if token in SHELL_OPERATORS:
+                found += [argv] if argv else []
+                argv = []
+            elif argv or token not in SHELL_WORDS:
+                argv.append(token)
+    return found
+
+
+def crossnet_commands(job: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(step name, argv) of every `crossnet …` and `pytest …` command the job runs."""
+    return [(s.get("name", ""), argv) for s in steps(job) for argv in command_lines(s.get("run", ""))
+            if Path(argv[0]).name in ("crossnet", "pytest")]
+
+
+def crossnet_parse_error(argv: list[str]) -> str | None:
+    """What crossnet's own argument parser says about `crossnet ARGV` (None: it parses)."""
+    from crossnet.cli import COMMANDS, _parser
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --version and --help exit 0
+        return None if exc.code == 0 else (err.getvalue().strip().splitlines() or ["exit 2"])[-1]
+    return None if args.cmd in COMMANDS else f"no handler for {args.cmd}"
+
+
+def test_command_lines_are_split_like_the_shell_splits_them() -> None:
+    assert command_lines('a --x "b c" || d e; if f "${g[0]}"; then\n  h >&2\nfi') == [
+        ["a", "--x", "b c"], ["d", "e"], ["f", "${g[0]}"], ["h", ">&", "2"], ["fi"]]
+
+
+def test_every_crossnet_command_line_of_the_vendor_job_parses_with_crossnets_parser() -> None:
+    """The nightly `vendor` job's `crossnet …` lines, read from the YAML, parse with crossnet's real
+    parser: a flag that drifts (a renamed or removed option, one the command never had) fails here,
+    not at 3 a.m. on GitHub. Its `pytest …` lines run in the next test."""
+    commands = crossnet_commands(workflow(NIGHTLY)["jobs"]["vendor"])
+    assert [(name, Path(argv[0]).name, argv[1]) for name, argv in commands] == [
+        ("versions", "crossnet", "--version"), ("preflight", "crossnet", "preflight"),
+        ("run the matrix", "pytest", "suites/"), ("verify the results bundle", "crossnet", "bundle")]
+    for name, argv in commands:
+        if Path(argv[0]).name == "crossnet":
+            assert crossnet_parse_error(argv[1:]) is None, (name, argv, crossnet_parse_error(argv[1:]))
+    # the check can fail: what the nightly ran before `crossnet preflight` took --provider, and a typo
+    preflight = next(argv for name, argv in commands if name == "preflight")
+    error = crossnet_parse_error(["preflight", "--providr", *preflight[3:]])
+    assert error is not None and "unrecognized arguments: --providr" in error
+    error = crossnet_parse_error(["preflight", "--provider", "kind", *preflight[4:]])
+    assert error is not None and "argument --provider: 'kind': this command works on clusters somebody else" in error
+
+
+def test_the_vendor_jobs_crossnet_steps_run_as_written_against_a_fake_api(tmp_path: Path) -> None:
+    """Every step after the join that runs crossnet (preflight, the matrix, the step summary, the
+    bundle check) runs as the YAML writes it, with bash -eo pipefail as GitHub runs it, against two
+    fake API servers behind the contexts the job names (kind-cluster-1, kind-cluster-2) that grant
+    exactly what `crossnet rbac` prints. The matrix fails cells (the fake's agents reach everything)
+    but must end with a verdict and a bundle that verifies."""
+    from tests.fake_kube import FakeCluster, HttpBridge, Rbac, kubeconfig_text
+    from tests.test_existing_provider import rbac_text
+
+    job = workflow(NIGHTLY)["jobs"]["vendor"]
+    after = steps(job)[[s.get("name") for s in steps(job)].index(JOINED) + 1:]
+    runs = [s for s in after if "run" in s
+            and not any(argv[0] in ("kind", "kubectl", "docker") for argv in command_lines(s["run"]))]
+    assert [s["name"] for s in runs] == ["preflight", "run the matrix", "step summary", "verify the results bundle"]
+    token = "vendor-job-token-never-shown"
+    rbac = Rbac.from_yaml(rbac_text())
+    clusters = {f"kind-cluster-{i}": FakeCluster(f"kind-cluster-{i}", i, rbac=rbac) for i in (1, 2)}
+    bridges = [HttpBridge(cluster, token) for cluster in clusters.values()]
+    repo = tmp_path / "repo"  # the checkout as the job sees it: .venv and suites/ in the working directory
+    repo.mkdir()
+    for name in (".venv", "suites"):
+        (repo / name).symlink_to(ROOT / name)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kubeconfig_text({c: (b.url, token) for c, b in zip(clusters, bridges, strict=True)}))
+    summary = tmp_path / "step-summary.md"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "GITHUB_STEP_SUMMARY": str(summary),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    outputs = {}
+    try:
+        for s in runs:
+            assert "${{" not in s["run"], f"{s['name']}: an expression this test cannot evaluate"
+            done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", s["run"]], cwd=repo,
+                                  env=env, capture_output=True, text=True, timeout=300)
+            outputs[s["name"]] = done.stdout + done.stderr
+            wanted = (0, 1) if s["name"] == "run the matrix" else (0,)  # 1: failing cells, never a usage error
+            assert done.returncode in wanted, f"{s['name']!r} exited {done.returncode}:\n{outputs[s['name']][-3000:]}"
+    finally:
+        for bridge in bridges:
+            bridge.close()
+    assert "0 blocking" in outputs["preflight"]
+    assert "crossnet matrix: " in outputs["run the matrix"] and "crossnet bundle: reports/crossnet-results-" in \
+        outputs["run the matrix"], outputs["run the matrix"][-3000:]
+    assert "## " in summary.read_text() and "no summary" not in summary.read_text()
+    assert ": verified" in outputs["verify the results bundle"], outputs["verify the results bundle"]
+    assert all(token not in text for text in outputs.values())
+    assert [(r.method, r.path) for c in clusters.values() for r in c.denied()] == []
+    assert not [w for c in clusters.values() for w in c.writes()
+                if "/namespaces/crossnet-" not in w.path and w.resource != "namespaces"]
 
 
 # ------------------------------------------------------------------------------------ the join script

@@ -29,16 +29,28 @@ from crossnet.bundle.archive import (
 from crossnet.lifecycle import signals_deferred
 from crossnet.model import ClusterSet, Observation
 from crossnet.options import Option, Setup
+from crossnet.providers.existing.sample import topology_to_json
 
 if TYPE_CHECKING:
     import pytest
 
     from crossnet.lifecycle import Run
 
-__all__ = ["VENDOR_FIELDS", "VENDOR_OPTIONS", "build_members", "observation_record"]
+__all__ = [
+    "DISCOVERED",
+    "PREFLIGHT",
+    "TOPOLOGY",
+    "VENDOR_FIELDS",
+    "VENDOR_OPTIONS",
+    "build_members",
+    "observation_record",
+]
 
 hookimpl = pluggy.HookimplMarker("pytest")
 VENDOR_FIELDS = ("organization", "product", "product_version", "url")
+EXISTING = "existing"
+TOPOLOGY, DISCOVERED, PREFLIGHT = "topology.json", "discovered.json", "preflight.json"
+CLUSTERSET = "clusterset.yaml"  # the cluster-set file, when the run was given one
 
 
 def _vendor_text(text: str) -> str:
@@ -81,8 +93,9 @@ def build_members(
     probe_timeout: float,
     extras: Mapping[str, Path] | None = None,
 ) -> dict[str, bytes]:
-    """The files of a bundle but its manifest: the reports, the setup's profile and kind configs
-    and what the run recorded. Nothing else is read."""
+    """The files of a bundle but its manifest: the reports, the setup's profile, where its topology
+    came from (the kind configs; for existing clusters the discovered topology, the discovery facts
+    and the pre-flight rows) and what the run recorded. Nothing else is read."""
     members = {name: (reports / name).read_bytes() for name in ("matrix.json", "matrix.html", "summary.md")}
     if junit is not None:
         members["junit.xml"] = junit.read_bytes()
@@ -91,11 +104,16 @@ def build_members(
     profile = f"profile/{member_name(Path(setup.profile.source_file).name)}"
     profile += "" if Path(profile).suffix else ".yaml"  # a path without one would be read as a profile's name
     members[profile] = Path(setup.profile.source_file).read_bytes()
-    configs = []
-    for index, cluster in enumerate(setup.topology.clusters, start=1):
-        name = f"kind-configs/{index:02d}-{member_name(Path(cluster.source_file).name)}"
-        members[name] = Path(cluster.source_file).read_bytes()
-        configs.append({"cluster": cluster.name, "file": name, "sha256": sha256(members[name])})
+    configs: list[dict[str, str]] = []
+    topology: dict[str, str] = {}
+    if cluster_set.provider == EXISTING:  # no kind config: the cells came from what discovery found
+        members.update(_existing_members(setup, matrix))
+        topology = {"file": TOPOLOGY, "sha256": sha256(members[TOPOLOGY])}
+    else:
+        for index, cluster in enumerate(setup.topology.clusters, start=1):
+            name = f"kind-configs/{index:02d}-{member_name(Path(cluster.source_file).name)}"
+            members[name] = Path(cluster.source_file).read_bytes()
+            configs.append({"cluster": cluster.name, "file": name, "sha256": sha256(members[name])})
     members["cluster-set.json"] = to_json(cluster_set.to_json())
     members["observations.json"] = to_json(
         {"schema": OBSERVATIONS_SCHEMA, "probe_timeout": probe_timeout, "cells": dict(sorted(observations.items()))}
@@ -112,12 +130,37 @@ def build_members(
             "provider": cluster_set.provider,
             "profile": {"name": setup.profile.name, "file": profile, "sha256": sha256(members[profile])},
             "kind_configs": configs,
+            **({"topology": topology} if topology else {}),
             "probe_timeout": probe_timeout,
             "cells": len(matrix.get("cells") or []),
             "files": sorted([*members, "bundle.json"]),
         }
     )
     return members
+
+
+def _existing_members(setup: Setup, matrix: Mapping[str, Any]) -> dict[str, bytes]:
+    """An existing-clusters run's own members: the topology its cells were built from (what the
+    controller discovered and recorded), the discovery facts and the pre-flight rows (matrix.json's
+    `run.discovery`, read from the state file before the teardown)."""
+    found = dict((matrix.get("run") or {}).get("discovery") or {})
+    rows = [r for r in found.pop("preflight", None) or [] if isinstance(r, dict)]
+    topology = topology_to_json(setup.topology)
+    for cluster in topology["clusters"]:  # `context:<name>`, or the cluster-set file (bundled as clusterset.yaml)
+        if not str(cluster["source_file"]).startswith("context:"):
+            cluster["source_file"] = CLUSTERSET
+    return {
+        TOPOLOGY: to_json(topology),
+        DISCOVERED: to_json(found),
+        PREFLIGHT: to_json(
+            {
+                "ran": bool(rows),  # no row: --skip-preflight
+                "blocking": sum(r.get("status") == "fail" for r in rows),
+                "warnings": sum(r.get("status") == "warn" for r in rows),
+                "rows": rows,
+            }
+        ),
+    }
 
 
 def observation_record(first: Observation, retry: Observation | None, retried: bool) -> dict[str, Any]:
@@ -206,17 +249,13 @@ class _Bundler:
         reports, started = Path(config.getoption("reports")), config.stash.get(STARTED_KEY, 0.0)
         run_id = str(state.get("run_id") or run.state_dir.name)
         xmlpath, cluster_set_file = getattr(config.option, "xmlpath", None), config.getoption("clusterset", None)
-        fresh = {  # written by this session, not left by an earlier one
-            name: Path(str(path))
-            for name, path in (("junit.xml", xmlpath), ("preflight.json", reports / "preflight.json"))
-            if path and Path(str(path)).is_file() and Path(str(path)).stat().st_mtime >= started - 1
-        }
-        extras = {k: v for k, v in fresh.items() if k != "junit.xml"}
-        extras.update({"clusterset.yaml": Path(str(cluster_set_file))} if cluster_set_file else {})
+        junit = Path(str(xmlpath)) if xmlpath else None  # written by this session, not left by an earlier one
+        fresh = junit is not None and junit.is_file() and junit.stat().st_mtime >= started - 1
+        extras = {CLUSTERSET: Path(str(cluster_set_file))} if cluster_set_file else {}
         try:
             members = build_members(
                 reports=reports,
-                junit=fresh.get("junit.xml"),
+                junit=junit if fresh else None,
                 setup=config.stash[LOADED_KEY],
                 cluster_set=run.cluster_set,
                 observations=self.observations,

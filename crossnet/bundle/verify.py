@@ -27,11 +27,15 @@ from crossnet.config import ConfigError
 from crossnet.judge import judge, outcome
 from crossnet.live import live_cell
 from crossnet.model import ClusterSet, Observation
-from crossnet.options import Setup, load_setup
-from crossnet.profile import ProfileError
+from crossnet.options import Setup, load_setup, setup_from
+from crossnet.profile import ProfileError, load_profile
+from crossnet.providers.base import ProviderError
+from crossnet.providers.existing.sample import topology_from_json
 from crossnet.report.document import cells_of, count, run_of, validate_matrix
 
 __all__ = ["junit_problems", "register_cli", "rejudge", "run_cli", "verify_bundle"]
+
+EXISTING = "existing"  # crossnet.existing_mode.EXISTING (that module is the pytest plugin's)
 
 _NUMBER = (int, float, type(None))
 _TEXT = (str, type(None))
@@ -72,7 +76,7 @@ def rejudge(
         cell_id = str(record.get("id"))
         cell, seen = cells.get(cell_id), raw.get(cell_id)
         if cell is None:
-            problems.append(f"{cell_id}: recorded, but the bundled kind configs and profile build no such cell")
+            problems.append(f"{cell_id}: recorded, but the bundled topology and profile build no such cell")
             continue
         if not isinstance(seen, dict):
             problems.append(f"{cell_id}: no raw observation in observations.json: its verdict cannot be re-judged")
@@ -141,18 +145,52 @@ def _write_private(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-def _rejudge_bundle(files: Mapping[str, bytes], meta: Mapping[str, Any], matrix: Any) -> tuple[list[str], list[str]]:
-    """(problems, facts): rebuild the cells from the bundled configs + profile and re-judge them."""
-    profile, configs = meta.get("profile") or {}, meta.get("kind_configs") or []
-    if not isinstance(profile, dict) or not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
-        return ["bundle.json: 'profile' or 'kind_configs' is malformed"], []
-    wanted = [str(profile.get("file")), *(str(c.get("file")) for c in configs)]
+def _bundled_setup(files: Mapping[str, bytes], meta: Mapping[str, Any]) -> tuple[Setup | None, list[str]]:
+    """The setup the bundle's cells came from: the bundled profile on the bundled kind configs or,
+    for existing clusters (provider `existing`), on the bundled discovered topology."""
+    existing = meta.get("provider") == EXISTING
+    profile, configs = meta.get("profile"), meta.get("kind_configs", [])
+    topology = meta.get("topology") if existing else {"file": None}
+    if not isinstance(profile, dict) or not isinstance(topology, dict) or not isinstance(configs, list):
+        return None, ["bundle.json: 'profile', 'kind_configs' or (existing clusters) 'topology' is malformed"]
+    if not all(isinstance(c, dict) for c in configs) or (existing and configs):
+        return None, ["bundle.json: 'kind_configs' is malformed"]
+    hashes = {str(profile.get("file")): profile.get("sha256")}
+    hashes.update({str(topology.get("file")): topology.get("sha256")} if existing else {})
+    wanted = [*hashes, *(str(c.get("file")) for c in configs)]  # the profile first
+    if existing and len(wanted) != 2:
+        return None, ["bundle.json: the profile and the topology are one file"]
     missing = [n for n in wanted if n not in files or not SAFE_NAME.fullmatch(n)]
     if missing:
-        return [f"{n}: named in bundle.json but not in the bundle" for n in missing], []
+        return None, [f"{n}: named in bundle.json but not in the bundle" for n in missing]
+    problems = [
+        f"{name}: not the SHA-256 bundle.json says" for name, said in hashes.items() if sha256(files[name]) != said
+    ]
+    with tempfile.TemporaryDirectory(prefix="crossnet-bundle-") as private:  # 0700
+        paths = [Path(private, name) for name in wanted]  # safe relative names: the profile keeps its file name
+        for path, name in zip(paths, wanted, strict=True):
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_private(path, files[name])
+        try:
+            if existing:
+                discovered = topology_from_json(document(files, wanted[1]))
+                return setup_from(discovered, load_profile(str(paths[0]))), problems
+            return load_setup(None, [str(p) for p in paths[1:]], str(paths[0])), problems  # lab and kind
+        except (ConfigError, ProfileError, ProviderError, ValueError) as exc:
+            source = "discovered topology" if existing else "kind configs"
+            return None, [*problems, f"the bundled {source} and profile do not load: {str(exc)[:600]}"]
+
+
+def _rejudge_bundle(files: Mapping[str, bytes], meta: Mapping[str, Any], matrix: Any) -> tuple[list[str], list[str]]:
+    """(problems, facts): rebuild the cells from the bundled topology + profile and re-judge them."""
+    said = (run_of(matrix).get("provider"), meta.get("provider"))
     problems = (
-        [] if sha256(files[wanted[0]]) == profile.get("sha256") else [f"{wanted[0]}: not the SHA-256 bundle.json says"]
+        [] if said[0] == said[1] else [f"matrix.json: provider {said[0]!s:.40} is not bundle.json's {said[1]!s:.40}"]
     )
+    setup, found = _bundled_setup(files, meta)
+    problems += found
+    if setup is None:
+        return problems, []
     observations = document(files, "observations.json")
     raw = observations.get("cells") if isinstance(observations, dict) else None
     if not isinstance(raw, dict):
@@ -163,22 +201,18 @@ def _rejudge_bundle(files: Mapping[str, bytes], meta: Mapping[str, Any], matrix:
         cluster_set = ClusterSet.from_json(document(files, "cluster-set.json"))
     except (KeyError, TypeError, AttributeError) as exc:
         return [*problems, f"cluster-set.json: not a cluster set ({str(exc)[:120]})"], []
-    with tempfile.TemporaryDirectory(prefix="crossnet-bundle-") as private:  # 0700
-        paths = [Path(private, name) for name in wanted]  # safe relative names: the profile keeps its file name
-        for path, name in zip(paths, wanted, strict=True):
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_private(path, files[name])
-        try:
-            setup = load_setup(None, [str(p) for p in paths[1:]], str(paths[0]))
-        except (ConfigError, ProfileError) as exc:
-            return [*problems, f"the bundled kind configs and profile do not load: {str(exc)[:600]}"], []
     if setup.profile.name != run_of(matrix).get("profile"):
         problems.append(f"matrix.json: profile {run_of(matrix).get('profile')!s:.60} is not the bundled one")
     records = cells_of(matrix)
     problems += rejudge(setup, cluster_set, timeout, records, raw)
     counts = ", ".join(f"{n} {v}" for v, n in count(records).items() if n)
     facts = [
-        f"profile {setup.profile.name}, sha256 {profile.get('sha256')}",
+        f"profile {setup.profile.name}, sha256 {(meta.get('profile') or {}).get('sha256')}",
+        *(
+            [f"discovered topology {', '.join(f'{c.name} ({len(c.nodes)} nodes)' for c in setup.topology.clusters)}"]
+            if meta.get("provider") == EXISTING
+            else []
+        ),
         f"{len(records)} cells re-judged from their raw observations ({counts or 'none'})",
     ]
     if "junit.xml" in files:

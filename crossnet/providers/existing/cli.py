@@ -9,6 +9,10 @@
 `register_cli(subparsers)` adds the first four; `add_down_arguments(parser)` adds --context and
 friends to `crossnet down`, and `cmd_down(args)` runs when --context/--clusterset is given. Every
 handler returns the exit code; errors are ProviderError/InputError (crossnet.cli maps them).
+
+The first four work on existing clusters only; each also takes `--provider existing` (a no-op, so
+a command line can say what the run's says: `crossnet preflight --provider existing --context …`),
+and any other provider is a usage error. `crossnet down` serves every provider and takes none.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from crossnet.providers.existing.settings import (
 from crossnet.providers.kind.kube import MANAGED_BY, RUN_LABEL
 from crossnet.providers.kube_agents import DEFAULT_AGENT_IMAGE
 
-__all__ = ["COMMANDS", "add_down_arguments", "cmd_down", "register_cli"]
+__all__ = ["COMMANDS", "add_down_arguments", "cmd_down", "existing_provider", "register_cli"]
 
 CLUSTER_FLAGS = ("--kubeconfig", "--context", "--clusterset")
 RUN_FLAGS = (
@@ -51,6 +55,26 @@ RUN_FLAGS = (
 )
 
 
+def existing_provider(text: str) -> str:
+    """argparse type of these commands' --provider: `existing`, nothing else."""
+    if text != "existing":
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r}: this command works on clusters somebody else built: pass --provider existing or "
+            "leave it out (lab and kind runs: crossnet up, status and down)"
+        )
+    return text
+
+
+def _provider_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--provider",
+        type=existing_provider,
+        default="existing",
+        metavar="existing",
+        help="accepted for symmetry with `pytest suites/ --provider existing` (the only provider here)",
+    )
+
+
 def _add(parser: argparse.ArgumentParser, *flags: str) -> None:
     for flag in flags:
         parser.add_argument(flag, **OPTION_SPECS[flag])
@@ -59,6 +83,16 @@ def _add(parser: argparse.ArgumentParser, *flags: str) -> None:
 def _profile_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile", default=None, metavar="NAME|PATH", help="the profile the run will use (its CRDs, requires:)"
+    )
+
+
+def _plumbing_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plumbing",
+        choices=("none", "inject"),
+        default="none",
+        help="none (default): crossnet changes nothing outside its namespace; inject: the run will add node "
+        "routes and Corefile forwards (through privileged debug pods and the coredns ConfigMap) and undo them",
     )
 
 
@@ -75,6 +109,8 @@ def register_cli(sub: Any) -> None:
     _profile_arg(pre)
     _agent_image_arg(pre)
     pre.add_argument("--json", action="store_true", help="print the rows as JSON")
+    _plumbing_arg(pre)
+    _provider_arg(pre)
     rbac = sub.add_parser("rbac", help="print the RBAC a run on existing clusters needs (ClusterRole, Roles)")
     _add(rbac, "--node-evidence", "--namespace")
     _profile_arg(rbac)
@@ -84,15 +120,19 @@ def register_cli(sub: Any) -> None:
         metavar="KIND:NAME",
         help="who gets the rights: User:NAME, Group:NAME or ServiceAccount:NS/NAME (default User:crossnet)",
     )
+    _plumbing_arg(rbac)
+    _provider_arg(rbac)
     disc = sub.add_parser("discover", help="discover existing clusters; write a cluster-set file and a draft profile")
     _add(disc, *CLUSTER_FLAGS, "--nodes", "--node-selector")
     disc.add_argument("--name", default="discovered", help="the cluster set's name (default discovered)")
     disc.add_argument("--out-clusterset", default=None, metavar="FILE", help="default clustersets/<name>.yaml")
     disc.add_argument("--out-profile", default=None, metavar="FILE", help="default profiles/<name>-draft.yaml")
     disc.add_argument("--force", action="store_true", help="overwrite those files when they exist")
+    _provider_arg(disc)
     img = sub.add_parser("images", help="print every image a run on existing clusters pulls (for mirroring)")
     _add(img, "--node-evidence", "--debug-image")
     _agent_image_arg(img)
+    _provider_arg(img)
 
 
 def add_down_arguments(down: argparse.ArgumentParser) -> None:
@@ -128,6 +168,7 @@ def cmd_rbac(args: argparse.Namespace) -> int:
         mcs=needs["mcs"],
         globalnet=needs["globalnet"],
         fixed_namespace=bool(args.namespace),
+        inject=args.plumbing == "inject",
     )
     sys.stdout.write(rbac_yaml(found, args.subject, args.namespace or ""))
     return 0

@@ -7,8 +7,9 @@ discover` and the draft profile's `because:` lines can say why crossnet believes
 - nodes: name, InternalIP, `spec.podCIDRs` (empty under Calico IPAM: the agents' own IPs later);
 - pod CIDRs: kubeadm-config `podSubnet` -> Calico IPPools -> the nodes' podCIDRs -> the hint;
 - the service CIDR: ServiceCIDR objects (networking.k8s.io) -> kubeadm-config `serviceSubnet` ->
-  (in a run, in crossnet's own namespace) a dry-run Service with an out-of-range clusterIP, whose
-  error names the valid range -> the hint;
+  a dry-run Service with an out-of-range clusterIP, whose error names the valid range (in the
+  namespace given, else `default`, when crossnet may create Services there; a run repeats it in its
+  own namespace when discovery could not) -> the hint, last;
 - the cluster domain: kubeadm-config `dnsDomain` -> the zone of the Corefile's `kubernetes`
   plugin -> the hint (a run checks it against an agent's resolv.conf search list);
 - the Corefile (read, never written) and the zones it forwards; kube-proxy's mode (its ConfigMap);
@@ -40,8 +41,11 @@ __all__ = [
     "corefile_domain",
     "corefile_forwards",
     "discover_cluster",
+    "dry_run_source",
     "range_from_error",
     "same_cluster_problems",
+    "service_cidr_unsettled",
+    "service_cidrs_by_dry_run",
 ]
 
 # DaemonSet name (prefix) -> CNI; the first match wins, so more specific names come first.
@@ -63,6 +67,8 @@ GLOBALNET_CRDS = ("clusterglobalegressips.submariner.io", "globalingressips.subm
 CLUSTERMESH_SERVICE = "clustermesh-apiserver"
 OUT_OF_RANGE_IP = "203.0.113.254"  # TEST-NET-3: never anybody's service CIDR
 _VALID_RANGE = re.compile(r"valid IPs is ((?:[0-9a-fA-F.:]+/\d+[ ,]*)+)")
+PROBE_NAMESPACE = "default"  # where discovery dry-runs its Service when no namespace is given (it always exists)
+HINT_SOURCE = "the cluster set's hint"
 _CONFIGMAPS = ("kubeadm-config", "kube-proxy", "coredns", "cilium-config")
 
 
@@ -197,7 +203,12 @@ def _optional(what: str, notes: list[str], read: Callable[[], Any], default: Any
         return default
 
 
-def _service_cidrs(kube: ExistingKube, networking: dict[str, Any], notes: list[str]) -> tuple[tuple[str, ...], str]:
+def _service_cidrs(
+    kube: ExistingKube, networking: dict[str, Any], notes: list[str], namespace: str
+) -> tuple[tuple[str, ...], str]:
+    """ServiceCIDR objects -> kubeadm-config `serviceSubnet` -> a dry-run Service refused for an
+    out-of-range clusterIP (its error names the valid range); each tried only when the earlier
+    ones give nothing. The caller falls back to the hint last."""
     for version in ("v1", "v1beta1"):
         items = _optional(
             "list ServiceCIDRs",
@@ -213,19 +224,47 @@ def _service_cidrs(kube: ExistingKube, networking: dict[str, Any], notes: list[s
     found = _cidrs(networking.get("serviceSubnet"))
     if found:
         return found, "kubeadm-config serviceSubnet"
-    return (), "not found"
+    where = namespace or PROBE_NAMESPACE
+    try:
+        allowed, _ = kube.may("create", "", "services", namespace=where)
+    except ProviderError:  # an ApiError too
+        allowed = False
+    if not allowed:  # asked first: a refused request is not made (nor logged as denied)
+        notes.append(
+            f"service CIDR: no ServiceCIDR objects, no kubeadm serviceSubnet, and no right to dry-run a Service "
+            f"in namespace {where} (a run tries in its own namespace)"
+        )
+        return (), "not found"
+    found = service_cidrs_by_dry_run(kube, where)
+    return (found, dry_run_source(where)) if found else ((), "not found")
+
+
+def dry_run_source(namespace: str) -> str:
+    """Where a service CIDR learnt from a dry-run Service came from (the pytest header, matrix.json)."""
+    return f"the API server's refusal of an out-of-range clusterIP (dry run in namespace {namespace})"
+
+
+def service_cidr_unsettled(fact: ClusterFacts) -> bool:
+    """Whether a run should still dry-run a Service in its own namespace: discovery found no service
+    CIDR, or only the hint (the dry run comes before the hint, and discovery may have had no
+    namespace it could dry-run in)."""
+    return not fact.service_cidrs or fact.service_source == HINT_SOURCE
 
 
 def service_cidrs_by_dry_run(kube: ExistingKube, namespace: str) -> tuple[str, ...]:
     """The service CIDR(s) the API server names when refusing a dry-run Service whose clusterIP is
-    out of range (in `namespace`, which must exist: crossnet's own during a run)."""
+    out of range, in `namespace` (which must exist); nothing is stored. A refusal that names no
+    range (RBAC, an admission webhook) gives ()."""
     probe = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": "crossnet-cidr-probe", "namespace": namespace},
         "spec": {"clusterIP": OUT_OF_RANGE_IP, "ports": [{"port": 80, "protocol": "TCP"}]},
     }
-    error = kube.dry_run_error(probe)
+    try:
+        error = kube.dry_run_error(probe)
+    except ProviderError:  # the API server could not be asked: nothing learnt
+        return ()
     return range_from_error(error.api_message) if error is not None else ()
 
 
@@ -305,8 +344,10 @@ def _cni(daemonsets: Sequence[str]) -> tuple[str, str]:
     return "unknown", f"no known CNI among the DaemonSets ({', '.join(sorted(daemonsets)[:8]) or 'none'})"
 
 
-def discover_cluster(ref: ClusterRef, kube: ExistingKube) -> ClusterFacts:
-    """Everything above, read-only; raises ProviderError only when the cluster cannot be identified."""
+def discover_cluster(ref: ClusterRef, kube: ExistingKube, namespace: str = "") -> ClusterFacts:
+    """Everything above, read-only (a dry run stores nothing); raises ProviderError only when the
+    cluster cannot be identified. `namespace`: where the service CIDR's dry-run Service goes (the
+    --namespace given; else PROBE_NAMESPACE, when crossnet may create Services there)."""
     version = kube.version()
     kube_system = kube.namespace("kube-system")
     uid = str(((kube_system or {}).get("metadata") or {}).get("uid") or "")
@@ -339,7 +380,7 @@ def discover_cluster(ref: ClusterRef, kube: ExistingKube) -> ClusterFacts:
     services = _optional("list Services in kube-system", notes, lambda: kube.services("kube-system"), [])
     dns_pods = _optional("list CoreDNS pods", notes, lambda: kube.pods("kube-system", "k8s-app=kube-dns"), [])
     pods, pods_source = _pod_cidrs(kube, nodes, networking, notes)
-    svc, svc_source = _service_cidrs(kube, networking, notes)
+    svc, svc_source = _service_cidrs(kube, networking, notes, namespace)
     domain, domain_source = "", "not found"
     if networking.get("dnsDomain") and dns_domain_problem(networking["dnsDomain"]) is None:
         domain, domain_source = str(networking["dnsDomain"]).lower(), "kubeadm-config dnsDomain"
@@ -395,7 +436,7 @@ def _hinted(
     if found:
         return found, source
     if hint:
-        return hint, "the cluster set's hint"
+        return hint, HINT_SOURCE
     return (), source
 
 

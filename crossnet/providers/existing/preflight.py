@@ -69,6 +69,7 @@ def needed_crds(settings: ExistingSettings) -> list[str]:
 
 def _rbac_flags(settings: ExistingSettings) -> str:
     flags = ["--node-evidence"] if settings.node_evidence else []
+    flags += ["--plumbing", "inject"] if settings.inject else []
     flags += ["--namespace", settings.namespace] if settings.namespace else []
     return " ".join(flags) + (" " if flags else "")
 
@@ -80,6 +81,7 @@ def _rights_rows(ref: ClusterRef, kube: ExistingKube, settings: ExistingSettings
         mcs=settings.mcs,
         globalnet=settings.globalnet,
         fixed_namespace=bool(settings.namespace),
+        inject=settings.inject,
     ):
         where = {"cluster": "", "namespaces": "", "kube-system": "kube-system", "run": namespace}[right.scope]
         denied = []
@@ -117,7 +119,7 @@ def probe_manifests(namespace: str, labels: Mapping[str, str], settings: Existin
     manifests = {"agent pod": pod}
     if settings.host_vantage:
         manifests["hostNetwork pod"] = host
-    if settings.node_evidence:
+    if settings.node_evidence or settings.inject:
         from crossnet.providers.existing.debug import debug_pod
 
         debug = debug_pod(node, namespace, labels, settings)

@@ -13,8 +13,9 @@ deploy_agents(): in each cluster one namespace `crossnet-<run-id>` (labelled wit
 down():          delete the namespace where its labels name this run (--keep: leave it), or in a
                  given namespace the objects carrying the run's labels; nothing else, ever.
 
-Plumbing is `none`: apply_routes and write_corefile refuse, read_corefile only reads. Agents are
-asked through the API server's pod proxy; exec only into crossnet's pods, with --node-evidence.
+Plumbing `none` (the default): apply_routes and write_corefile refuse, read_corefile only reads.
+`--plumbing inject` (explicit, clusters the user owns): inject.py, through the debug pods, undone in
+down() too. Agents are asked through the pod proxy; exec only into crossnet's pods.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from crossnet.model import ClusterSet, Topology
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import ExecTarget, InputError, ProviderError
 from crossnet.providers.existing.debug import debug_pod, debug_pod_name
-from crossnet.providers.existing.discovery import service_cidrs_by_dry_run
+from crossnet.providers.existing.discovery import dry_run_source, service_cidr_unsettled, service_cidrs_by_dry_run
+from crossnet.providers.existing.inject import Injector
 from crossnet.providers.existing.kube import ExistingKube
+from crossnet.providers.existing.learn import learn_from_agents
 from crossnet.providers.existing.mcs import export_kinds, export_services, exporter, globalnet_exports
 from crossnet.providers.existing.preflight import PRIVILEGED, blocking, preflight, render_table
 from crossnet.providers.existing.sample import topology_to_json
@@ -60,9 +63,7 @@ from crossnet.providers.kube_agents import (
     agent_pod,
     agent_pod_name,
     apply_agents,
-    echo_node_ports,
     external_names,
-    live_agents,
     run_labels,
     wait_agents,
 )
@@ -89,7 +90,7 @@ class ExistingProvider:
     name = "existing"
     converge_timeout = 0.0  # crossnet changes no Corefile here: nothing to converge
     multicluster_owns_corefile = True  # the Corefile is the vendor's
-    plumbing_modes = ("none",)
+    plumbing_modes = ("none", "inject")
 
     def __init__(
         self,
@@ -115,6 +116,11 @@ class ExistingProvider:
         self._evidence: dict[str, str] = {}  # cluster -> why node evidence is off ("" = on)
         self._allocations: dict[str, Any] = {}
         self._lock = threading.Lock()  # clusters are prepared in parallel; each may refine the discovery
+        self._inject: Injector | None = None
+        if settings.inject:  # inject.py: recorded under existing.inject, undone by down() as well
+            self.converge_timeout = 180.0  # as on kind: the kubelet's ConfigMap sync plus CoreDNS `reload`
+            record = (self._inject_record, self._record_inject)
+            self._inject = Injector(self.kube, self.namespace, run_id, *record, progress)
 
     # ------------------------------------------------------------------ seams
 
@@ -135,6 +141,12 @@ class ExistingProvider:
         data = self.state.read()
         self.state.update(existing={**(data.get("existing") or {}), **fields})
 
+    def _inject_record(self) -> dict[str, Any]:
+        return dict((self.state.read().get("existing") or {}).get("inject") or {})
+
+    def _record_inject(self, record: dict[str, Any]) -> None:
+        self._record(inject=record)
+
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
@@ -146,6 +158,8 @@ class ExistingProvider:
         settings = ExistingSettings.from_json(existing.get("settings") or {})
         provider = cls(state_dir, str(data["run_id"]), settings, api_factory=api_factory)
         provider.namespace = str(data.get("namespace") or provider.namespace)
+        if provider._inject is not None:
+            provider._inject.namespace = provider.namespace
         if existing.get("discovery"):
             provider._discovery = Discovery.from_json(settings, existing["discovery"])
         provider._host = {str(k): str(v) for k, v in (existing.get("host_vantages") or {}).items()}
@@ -268,7 +282,8 @@ class ExistingProvider:
         discovery = self._require()
         labels = run_labels(self.run_id)
         self._host[cluster] = "" if self.settings.host_vantage else NO_HOST
-        self._evidence[cluster] = "" if self.settings.node_evidence else "node evidence needs --node-evidence"
+        debug_pods = self.settings.node_evidence or self.settings.inject  # inject runs in them too
+        self._evidence[cluster] = "" if debug_pods else "node evidence needs --node-evidence"
         self._namespace(cluster, kube)
         nodes = [AgentNode(s.short, s.node.name) for s in discovery.sampled[cluster]]
         options = self._options(True)
@@ -307,13 +322,15 @@ class ExistingProvider:
                 self._evidence[cluster] = (
                     f"privileged debug pods are refused ({error.status} {error.api_message[:200]})"
                 )
+                if self.settings.inject:
+                    raise ProviderError(f"{cluster}: --plumbing inject runs in debug pods: {self._evidence[cluster]}")
         if self._host[cluster]:
             _warn(f"{cluster}: the host vantages' cells are skipped: {self._host[cluster]}")
         fact = discovery.fact(cluster)
-        if not fact.service_cidrs:
+        if service_cidr_unsettled(fact):  # none found, or only the hint: the dry run comes before the hint
             found = service_cidrs_by_dry_run(kube, self.namespace)
             if found:
-                source = "the API server's refusal of an out-of-range clusterIP (dry run)"
+                source = dry_run_source(self.namespace)
                 with self._lock:
                     fact = self._require().fact(cluster)
                     refined = replace(fact, service_cidrs=found, service_source=source)
@@ -338,35 +355,7 @@ class ExistingProvider:
         return manifests + (debug if not self._evidence[cluster] else [])
 
     def _learn_from_agents(self, cluster: str, kube: ExistingKube) -> None:
-        """Pod CIDRs the nodes do not carry (Calico IPAM): the agents' IPs; the cluster domain as an
-        agent's resolv.conf search list says it (a difference becomes a note and a warning)."""
-        discovery = self._require()
-        fact = discovery.fact(cluster)
-        shorts = [s.short for s in discovery.sampled[cluster]]
-        pods, _ = live_agents(kube, cluster, self.namespace, shorts)
-        carrier, node_ports = echo_node_ports(kube.list_objects(f"/api/v1/namespaces/{self.namespace}/services"))
-        if len(node_ports) != 1:  # the cells probe one NodePort over tcp and udp, as the API server allocates it
-            raise ProviderError(f"{cluster}: Service {carrier} got NodePorts {sorted(map(str, node_ports))}, not one")
-        notes = list(fact.notes)
-        if not fact.pod_cidrs:
-            fact = replace(
-                fact,
-                pod_cidrs=tuple(f"{p.ip}/32" for p in pods if p.ip),
-                pod_cidrs_source="the agents' pod IPs (the nodes carry no spec.podCIDRs)",
-            )
-        try:
-            log = kube.pod_log(self.namespace, agent_pod_name("pod", shorts[0]))
-        except ProviderError as exc:
-            log = ""
-            notes.append(f"an agent's resolv.conf could not be read ({str(exc)[:120]})")
-        search = next((line.split()[2:] for line in log.splitlines() if line.startswith("crossnet-resolv: search")), [])
-        prefix = f"{self.namespace}.svc."
-        domain = next((entry.removeprefix(prefix) for entry in search if entry.startswith(prefix)), "")
-        if domain and domain != fact.domain:
-            note = f"the agents' resolv.conf searches {domain}, discovery said {fact.domain} ({fact.domain_source})"
-            notes.append(note)
-            _warn(f"{cluster}: {note}; the dns cells use {fact.domain}")
-        self._discovery = discovery.with_fact(replace(fact, notes=tuple(notes)))
+        self._discovery = learn_from_agents(self._require(), cluster, kube, self.namespace)  # learn.py
 
     def _globalnet(self, kubes: dict[str, ExistingKube]) -> None:
         """Export the echo Services (ServiceExport objects in crossnet's namespace) and read the global
@@ -399,7 +388,7 @@ class ExistingProvider:
         existing = data.get("existing") or {}
         clusters = [r.name for r in self.settings.clusters] if self.settings.namespace else existing.get("namespace_on")
         namespace, run_id = str(data.get("namespace", self.namespace)), str(data.get("run_id", self.run_id))
-        problems = []
+        problems = self._inject.undo_all() if self._inject is not None else []  # while the debug pods live
         if self.settings.keep and clusters:
             contexts = " ".join(f"--context {r.name}={r.context}" for r in self.settings.clusters)
             _warn(
@@ -451,14 +440,19 @@ class ExistingProvider:
             pod = agent_pod_name("pod" if target.pod else "host", target.node)
             return self.kube(target.cluster).exec_in_pod(self.namespace, pod, agent_command(argv[1:]), timeout)
         pod = agent_pod_name("pod", target.node) if target.pod else debug_pod_name(target.node)
+        if self._inject is not None and not target.pod:  # lifecycle's node commands (inject.py)
+            argv = self._inject.node_argv(target.cluster, target.node, argv)
         return self.kube(target.cluster).exec_in_pod(self.namespace, pod, argv, timeout)
 
     def apply_routes(self, changes: list[RouteChange]) -> None:
-        raise ProviderError("the existing provider changes no route on clusters it did not make (plumbing: none)")
+        if self._inject is None:
+            raise ProviderError("the existing provider changes no route on clusters it did not make (plumbing: none)")
+        self._inject.apply_routes(changes, [c.name for c in self._require().topology.clusters])
 
     def apply_routes_undo(self, changes: list[RouteChange]) -> None:
-        if changes:
-            raise ProviderError("the existing provider made no route, so it has none to remove")
+        problems = self._inject.undo_routes(changes) if self._inject is not None else []
+        if problems or (changes and self._inject is None):
+            raise ProviderError("; ".join(problems) or "the existing provider made no route, so it has none to remove")
 
     def read_corefile(self, cluster: str) -> str:
         data = self.kube(cluster).read_configmap("kube-system", "coredns")
@@ -467,7 +461,9 @@ class ExistingProvider:
         return data["Corefile"]
 
     def write_corefile(self, cluster: str, text: str) -> None:
-        raise ProviderError(f"{cluster}: the existing provider never writes a Corefile (plumbing: none)")
+        if self._inject is None:
+            raise ProviderError(f"{cluster}: the existing provider never writes a Corefile (plumbing: none)")
+        self._inject.write_corefile(cluster, text)
 
     def agent_client(self, agent: str) -> KubeAgentClient:
         cluster, _, vantage = agent.split("/")

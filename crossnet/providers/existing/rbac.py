@@ -10,8 +10,12 @@ grants exactly these and denies everything else.
   MCS profile the coredns Deployment by name: its ServiceAccount);
 - the run's own namespace: pods, `pods/proxy` (the agents' control API), `pods/log` (an agent's
   resolv.conf), Services, ConfigMaps, Secrets (the agents' token); `pods/exec` only with
-  --node-evidence; ServiceExports (made, read for their conditions, deleted) and ServiceImports
+  --node-evidence or --plumbing inject; ServiceExports (made, read for their conditions, deleted) and ServiceImports
   (read) only for an MCS or Globalnet profile, GlobalIngressIPs only for a Globalnet one.
+
+With `--plumbing inject` (clusters the user owns, joined the kind way): `pods/exec` (routes are
+added in the run's debug pods) and `update` of the ConfigMap kube-system/coredns by name (the
+peer forwards, restored at the end).
 
 Where those last rights live depends on the namespace. RBAC cannot bind a Role in a namespace
 that does not exist yet, so with per-run namespaces (`crossnet-<run-id>`, the default) they are a
@@ -58,7 +62,12 @@ class Right:
 
 
 def rights(
-    *, node_evidence: bool = False, mcs: bool = False, globalnet: bool = False, fixed_namespace: bool = False
+    *,
+    node_evidence: bool = False,
+    mcs: bool = False,
+    globalnet: bool = False,
+    fixed_namespace: bool = False,
+    inject: bool = False,
 ) -> list[Right]:
     """Every right crossnet uses with these options (what preflight checks and the fake grants)."""
     # In a namespace of its own, deleting that removes everything; in a given one, by the run's labels.
@@ -84,8 +93,12 @@ def rights(
     ]
     if not fixed_namespace:
         found.append(Right("namespaces", "", "namespaces", ("create", "delete"), "the run's own namespace"))
-    if node_evidence:
-        found.append(Right("run", "", "pods/exec", ("create", "get"), "--node-evidence: commands in debug pods"))
+    if node_evidence or inject:
+        why = "--node-evidence: commands in debug pods" if not inject else "--plumbing inject: routes, in debug pods"
+        found.append(Right("run", "", "pods/exec", ("create", "get"), why))
+    if inject:
+        why = "--plumbing inject: the peer forwards (restored at the end)"
+        found.append(Right("kube-system", "", "configmaps", ("update",), why, ("coredns",)))
     if mcs or globalnet:  # providers/existing/mcs.py, providers/mcs_api.py
         found += [
             Right(

@@ -135,7 +135,7 @@ def discover(
     refs = settings.clusters
 
     def one(ref: ClusterRef) -> ClusterFacts:
-        return discover_cluster(ref, connect(settings, ref, api_factory))
+        return discover_cluster(ref, connect(settings, ref, api_factory), settings.namespace or "")
 
     with ThreadPoolExecutor(max_workers=len(refs)) as pool:
         futures = [pool.submit(one, ref) for ref in refs]

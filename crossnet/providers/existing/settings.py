@@ -18,6 +18,7 @@ from crossnet.providers.kube_agents import DEFAULT_AGENT_IMAGE
 
 __all__ = [
     "DEFAULT_DEBUG_IMAGE",
+    "PLUMBING_MODES",
     "ExistingSettings",
     "option_values",
     "parse_toleration",
@@ -30,6 +31,7 @@ _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+PLUMBING_MODES = ("none", "inject")
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,20 @@ class ExistingSettings:
     globalnet: bool = False
     mcs: bool = False
     requires: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # --plumbing: "none" (the default here: nothing changed outside the namespace) or "inject" (asked
+    # explicitly, for clusters the user owns: routes and Corefile forwards the kind way, undone at the end).
+    plumbing: str = "none"
+
+    @property
+    def inject(self) -> bool:
+        return self.plumbing == "inject"
 
     def kubeconfig_of(self, ref: ClusterRef) -> str:
         return ref.kubeconfig or self.kubeconfig
 
     def images(self) -> list[str]:
         """Every image a run with these settings pulls (for mirroring into an air-gapped registry)."""
-        return [self.image, *([self.debug_image] if self.node_evidence else [])]
+        return [self.image, *([self.debug_image] if self.node_evidence or self.inject else [])]
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -77,6 +86,8 @@ class ExistingSettings:
             tolerations = fields.get("tolerations")
             fields["tolerations"] = None if tolerations is None else tuple(dict(t) for t in tolerations)
             fields["requires"] = tuple((str(k), tuple(map(str, v))) for k, v in fields.get("requires") or ())
+            if fields.get("plumbing", "none") not in PLUMBING_MODES:
+                raise ValueError("plumbing")
             return cls(**fields)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"the recorded settings are malformed ({exc.__class__.__name__})") from None
@@ -156,6 +167,9 @@ def settings_from_options(
             tolerations = tuple(parse_toleration(t) for t in _list(values, "toleration"))
         except InputError as exc:
             problems.append(str(exc))
+    plumbing = str(values.get("plumbing") or "none")
+    if plumbing not in PLUMBING_MODES:
+        problems.append(f"--plumbing {plumbing[:40]!r}: the existing provider knows none (default) and inject")
     if problems:
         raise InputError("; ".join(problems))
     return ExistingSettings(
@@ -173,6 +187,7 @@ def settings_from_options(
         image_pull_secrets=tuple(secrets),
         node_selector=tuple(selector),
         tolerations=tolerations,
+        plumbing=plumbing,
         **profile_needs(profile),
     )
 
