@@ -19,11 +19,21 @@ from typing import Any, get_args
 import pytest
 
 from crossnet import existing_mode, report
+from crossnet.cell_checks import (
+    BATCH_KEY,
+    BATCHES_KEY,
+    ITEM_KEY,
+    RUN_KEY,
+    RUNNER_KEY,
+    STATE_KEY,
+    cell_of,
+    check_cell,
+    current_run,
+    suite_judgements,
+)
 from crossnet.config import ConfigError
-from crossnet.evidence import collect_evidence, path_ends
-from crossnet.judge import cell_record, counts_by_expectation
+from crossnet.judge import counts_by_expectation
 from crossnet.lifecycle import (
-    Run,
     attach,
     bring_up,
     default_state_dir,
@@ -32,21 +42,18 @@ from crossnet.lifecycle import (
     sigterm_as_interrupt,
     tear_down,
 )
-from crossnet.live import LiveCell, repro_command, state_dir_implied
-from crossnet.model import FAILING_VERDICTS, Cell, Judgement, Protocol, Scope, Topology, VantageKind
+from crossnet.model import Cell, Protocol, Scope, Topology, VantageKind
 from crossnet.options import Setup, add_options, fingerprint, load_setup, reports_dir_problem, setup_mismatch
 from crossnet.profile import Profile, ProfileError
 from crossnet.providers.base import ProviderError, StateFile
 from crossnet.providers.select import choose_provider
 from crossnet.resources import SUITES as SUITES_DIR
 from crossnet.resources import default_reports_dir
-from crossnet.runner import INFRASTRUCTURE_ERRORS, SuiteRunner
+from crossnet.runner import INFRASTRUCTURE_ERRORS
 from crossnet.suites import SUITES
 from crossnet.suites import suite as suite_named
 
-RUN_KEY = pytest.StashKey[Run]()
 SETUP_KEY = pytest.StashKey[tuple[Topology, Profile, list[Cell]]]()
-STATE_KEY = pytest.StashKey[Path]()
 PROVIDER_KEY = pytest.StashKey[tuple[str, str]]()
 CELLS_KEY = pytest.StashKey[list[dict[str, Any]]]()
 FACTS_KEY = pytest.StashKey[list[dict[str, Any]]]()
@@ -54,11 +61,6 @@ COLLECTOR_KEY = pytest.StashKey["_CellCollector"]()
 REPORTS_STARTED_KEY = pytest.StashKey[bool]()
 LOADED_KEY = pytest.StashKey[Setup]()
 STARTED_KEY = pytest.StashKey[float]()
-BATCH_KEY = pytest.StashKey[dict[str, dict[str, Judgement]]]()
-RUNNER_KEY = pytest.StashKey[SuiteRunner]()
-EVIDENCE_KEY = pytest.StashKey[dict[str, str]]()
-IMPLIED_KEY = pytest.StashKey[dict[Path, bool]]()
-ITEM_KEY = pytest.StashKey[pytest.Item]()  # the cell test running now (judge_cell judges it)
 HTML_MAX_CELLS = 3_000  # above it pytest-html's report.html is not written (matrix.html folds there too)
 pytest_plugins = ["crossnet.bundle.hooks"]  # the results bundle: vendor options, raw observations, the .tar.gz
 
@@ -176,6 +178,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if setup is None:
         return None
     topology, profile, cells = setup
+    loaded = config.stash.get(LOADED_KEY, None)
+    notes = loaded.notes if loaded is not None else ()
     counts = counts_by_expectation(cells)
     provider, why = config.stash.get(PROVIDER_KEY, ("?", "workers read it from the state"))
     return [
@@ -189,6 +193,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         f"crossnet cells: {len(cells)} (expected reachable {counts['yes']}, isolated {counts['no']}, "
         f"optional {counts['optional']}); probe timeout {config.getoption('probe_timeout')}s",
         *existing_mode.header(config),
+        *(f"crossnet note: {note}" for note in notes),
     ]
 
 
@@ -257,14 +262,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
 
 
-def _cell_of(item: pytest.Item) -> Cell | None:
-    cell = getattr(getattr(item, "callspec", None), "params", {}).get("cell")
-    return cell if isinstance(cell, Cell) else None
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        cell = _cell_of(item)
+        cell = cell_of(item)
         if cell is not None:
             for mark in (cell.suite, cell.probe.protocol, cell.scope, cell.vantage.kind):
                 item.add_marker(mark.replace("-", "_"))
@@ -277,40 +277,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         gc.freeze()
 
 
-def current_run(config: pytest.Config) -> Run:
-    """The live run: owned by the controller, attached (read-only) on an xdist worker."""
-    run = config.stash.get(RUN_KEY, None)
-    if run is None:
-        run = attach(config.stash[STATE_KEY])
-        config.stash[RUN_KEY] = run
-    return run
-
-
 def current_setup(config: pytest.Config) -> tuple[Topology, Profile, list[Cell]]:
     """The topology, profile and cells of this session (built from configs + profile only)."""
     return config.stash[SETUP_KEY]
-
-
-def _suite_judgements(item: pytest.Item, suite: str) -> dict[str, Judgement]:
-    """Every cell of `suite` this process runs, probed in one batch and judged (crossnet.runner),
-    once per suite and process."""
-    config = item.config
-    cache = config.stash.setdefault(BATCH_KEY, {})
-    if suite not in cache:
-        runner, run = config.stash.get(RUNNER_KEY, None), current_run(config)
-        if runner is None:
-            runner = config.stash[RUNNER_KEY] = SuiteRunner(
-                run.cluster_set, run.provider.agent_client, float(config.getoption("probe_timeout"))
-            )
-        cells = [
-            cell
-            for cell in (_cell_of(other) for other in item.session.items)
-            if cell is not None
-            and cell.suite == suite
-            and not existing_mode.refused(run.provider, cell, run.cluster_set)
-        ]
-        cache[suite] = runner.judge_cells(cells)
-    return cache[suite]
 
 
 JudgeCell = Callable[[Cell], None]
@@ -322,13 +291,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     cell that could not be probed (an agent or the sandbox gone, the harness starved) is a pytest
     *error* raised here, in setup: never a network verdict. (A hook, not a per-test fixture: at
     tens of thousands of cells pytest's per-item fixture machinery cost more than the probing.)"""
-    cell = _cell_of(item)
+    cell = cell_of(item)
     if cell is None or "judge_cell" not in getattr(item, "fixturenames", ()):
         return
     item.config.stash[ITEM_KEY] = item
     run = current_run(item.config)
     existing_mode.skip_refused_vantage(run.provider, cell, run.cluster_set)
-    judgement = _suite_judgements(item, cell.suite)[cell.id]
+    judgement = suite_judgements(item, cell.suite)[cell.id]
     obs = judgement.observation
     if obs.error in INFRASTRUCTURE_ERRORS:
         raise ProbeInfrastructureError(f"not probed ({obs.error}): {obs.detail or judgement.message}")
@@ -341,67 +310,11 @@ def judge_cell(pytestconfig: pytest.Config) -> JudgeCell:
     def judge(cell: Cell) -> None:
         __tracebackhide__ = True
         item = pytestconfig.stash.get(ITEM_KEY, None)
-        if item is None or _cell_of(item) is not cell:
+        if item is None or cell_of(item) is not cell:
             raise pytest.UsageError("judge_cell(cell) judges the running test's own `cell` parameter only")
         check_cell(item, cell)
 
     return judge
-
-
-def check_cell(item: pytest.Item, cell: Cell) -> None:
-    """Judge one cell and fail with one actionable line plus the repro command."""
-    __tracebackhide__ = True
-    config = item.config
-    judgement = _suite_judgements(item, cell.suite)[cell.id]
-    live = config.stash[RUNNER_KEY].lives[cell.id]
-    dst_name = current_run(config).cluster_set.name(cell.target.label)
-    record = cell_record(live, judgement, item.nodeid, dst_name, _repro(config, live.repro))
-    obs = judgement.observation
-    item.user_properties += [
-        ("src", f"{cell.vantage.label} {live.src_ip}"),
-        ("dst", live.dst_addr),
-        ("protocol", record["protocol"]),
-        ("expected", cell.expectation.reachable),
-        ("observed", record["observed"]),
-        ("source-ip", obs.source_ip or ""),
-        ("latency", f"{obs.latency_ms:.3f}ms" if obs.latency_ms is not None else ""),
-        ("rule", cell.expectation.rule),
-        ("verdict", judgement.verdict),
-    ] + ([("global-ip", live.global_ip)] if live.global_ip else [])
-    if cell.suite == "snat" and judgement.verdict == "regression":  # not a source question: the path failed
-        pytest.skip(
-            f"the path was not reached ({judgement.message}); its source IP is judged once the path's own cell passes"
-        )
-    node: Any = item
-    node.crossnet_cell = record  # pytest_runtest_makereport puts it on the report
-    failing = set(FAILING_VERDICTS) | ({"flaky"} if config.getoption("strict_flakes") else set())
-    if judgement.verdict in failing:
-        evidence = _evidence(config, cell, live)
-        record["evidence"] = evidence
-        print(evidence)  # JUnit system-out of this cell (junit_logging = system-out)
-        pytest.fail(f"{judgement.verdict}: {judgement.message}\n  repro: {record['repro']}", pytrace=False)
-
-
-def _repro(config: pytest.Config, repro: str) -> str:
-    """live.repro_command where pytest ran; whether the run's state directory must be named is
-    looked up once per session (it globs the state directories)."""
-    state_dir, where = current_run(config).state_dir, Path(config.invocation_params.dir)
-    implied = config.stash.setdefault(IMPLIED_KEY, {})
-    if state_dir not in implied:
-        implied[state_dir] = state_dir_implied(state_dir, where)
-    return repro_command(repro, state_dir, where, implied[state_dir])
-
-
-def _evidence(config: pytest.Config, cell: Cell, live: LiveCell) -> str:
-    """Node evidence from both ends of a failing cell's path, collected once per path and run."""
-    run = current_run(config)
-    src, dst, dns = path_ends(run.cluster_set, cell)
-    flow = (live.src_ip, live.dst_addr.split(":")[0].split(" ")[0])
-    key = f"{src}|{dst}|{dns}|{flow}"
-    cache = config.stash.setdefault(EVIDENCE_KEY, {})
-    if key not in cache:
-        cache[key] = collect_evidence(run, src, dst, flow, dns)
-    return cache[key]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -510,6 +423,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _tear_down(config: pytest.Config) -> None:
+    batches = config.stash.get(BATCHES_KEY, None)
+    if batches is not None:
+        batches.stop()  # no further suite is probed against a topology going away
     run = config.stash.get(RUN_KEY, None)
     if run is None or not _is_controller(config):
         return
@@ -517,4 +433,15 @@ def _tear_down(config: pytest.Config) -> None:
     tear_down(run)
 
 
-__all__ = ["JudgeCell", "ProbeInfrastructureError", "check_cell", "current_run", "current_setup", "judge_cell"]
+__all__ = [  # the stash keys other modules read (the results bundle, tests) are re-exported from cell_checks
+    "BATCH_KEY",
+    "RUNNER_KEY",
+    "RUN_KEY",
+    "STATE_KEY",
+    "JudgeCell",
+    "ProbeInfrastructureError",
+    "check_cell",
+    "current_run",
+    "current_setup",
+    "judge_cell",
+]

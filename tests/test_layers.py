@@ -15,9 +15,9 @@ LAYERS: list[tuple[str, ...]] = [  # lowest first; a module may import its own l
     ("crossnet.config", "crossnet.profile", "crossnet.workloads", "crossnet.globalnet", "crossnet.plumbing",
      "crossnet.bgp"),
     ("crossnet.cells", "crossnet.builders", "crossnet.suites", "crossnet.live", "crossnet.judge"),
-    ("crossnet.providers", "crossnet.runner"),
+    ("crossnet.providers", "crossnet.runner", "crossnet.suite_batches"),
     ("crossnet.lifecycle", "crossnet.facts", "crossnet.facts_bgp", "crossnet.evidence", "crossnet.report"),
-    ("crossnet.options", "crossnet.plugin", "crossnet.cli", "crossnet.bench", "crossnet.bundle",
+    ("crossnet.options", "crossnet.plugin", "crossnet.cell_checks", "crossnet.cli", "crossnet.bench", "crossnet.bundle",
      "crossnet.existing_mode"),
 ]
 

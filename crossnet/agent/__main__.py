@@ -12,7 +12,8 @@ import sys
 from typing import Any
 
 from crossnet.agent.control import MAX_LINE, TOKEN_HEADER, Handler, allowed_uids, control_handler, read_token
-from crossnet.agent.core import AGENT_ID, PROBE_PROTOCOLS, EchoServers, run_probe
+from crossnet.agent.core import AGENT_ID, PROBE_PROTOCOLS, run_probe
+from crossnet.agent.echo import EchoServers
 from crossnet.agent.validate import QTYPES, BadRequest, validate_probe
 
 
