@@ -25,6 +25,12 @@ RUNNER_KEY = pytest.StashKey[SuiteRunner]()
 BATCHES_KEY = pytest.StashKey[SuiteBatches]()
 EVIDENCE_KEY = pytest.StashKey[dict[str, str]]()
 IMPLIED_KEY = pytest.StashKey[dict[Path, bool]]()
+
+
+class ProbeInfrastructureError(Exception):
+    """A cell could not be probed (agent down, API error): a JUnit error, not a failure."""
+
+
 ITEM_KEY = pytest.StashKey[pytest.Item]()  # the cell test running now (judge_cell judges it)
 
 
@@ -54,7 +60,13 @@ def suite_judgements(item: pytest.Item, suite: str) -> dict[str, Judgement]:
         if batches is None:
             batches = config.stash[BATCHES_KEY] = start_batches(item.session)
             config.stash[RUNNER_KEY] = batches.runner
-        cache[suite] = batches.judgements(suite)
+        try:
+            cache[suite] = batches.judgements(suite)
+        except Exception as exc:  # noqa: BLE001 - every item of the suite: an error of its own, not a verdict
+            # A new exception per item: re-raising the batch's one would grow its traceback each time.
+            raise ProbeInfrastructureError(
+                f"suite {suite} could not be probed: {exc.__class__.__name__}: {exc}"
+            ) from None
     return cache[suite]
 
 
@@ -132,6 +144,7 @@ __all__ = [
     "RUNNER_KEY",
     "RUN_KEY",
     "STATE_KEY",
+    "ProbeInfrastructureError",
     "cell_of",
     "check_cell",
     "current_run",

@@ -26,6 +26,7 @@ from crossnet.cell_checks import (
     RUN_KEY,
     RUNNER_KEY,
     STATE_KEY,
+    ProbeInfrastructureError,
     cell_of,
     check_cell,
     current_run,
@@ -63,10 +64,6 @@ LOADED_KEY = pytest.StashKey[Setup]()
 STARTED_KEY = pytest.StashKey[float]()
 HTML_MAX_CELLS = 3_000  # above it pytest-html's report.html is not written (matrix.html folds there too)
 pytest_plugins = ["crossnet.bundle.hooks"]  # the results bundle: vendor options, raw observations, the .tar.gz
-
-
-class ProbeInfrastructureError(Exception):
-    """A cell could not be probed (agent down, API error): a JUnit error, not a failure."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -6,7 +6,6 @@ that failed are re-probed once, and a pass then is `flaky`. Probes report; the j
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -139,14 +138,20 @@ def probe_cells(
     client_for: Callable[[str], AgentClient],
     timeout: float,
     pacing: Pacing = PACING,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Observation]:
     """Observe every cell once, paced (see Pacing). Never judges; an agent that cannot be asked
-    gives its cells an `agent-error` observation (an infrastructure error, not a verdict)."""
+    gives its cells an `agent-error` observation (an infrastructure error, not a verdict). Once
+    `cancel` is set no further chunk is sent: its cells come back as `agent-error` (not probed)."""
     gates = _Gates(pacing)
+    cancelled = cancel or threading.Event()
     pending, quiet = _chunks(lives, pacing)
     queue_lock = threading.Lock()
 
     def ask(agent: str, batch: list[LiveCell]) -> dict[str, Observation]:
+        if cancelled.is_set():
+            stopped = Observation(reached=False, error="agent-error", detail="not probed: the session ended first")
+            return {live.cell.id: stopped for live in batch}
         try:
             waves = -(-len(batch) // AGENT_CONCURRENCY)  # a batch of only timeouts takes this many timeouts
             longest = max(_duration_bound(live, timeout) for live in batch)
@@ -168,7 +173,7 @@ def probe_cells(
     def take() -> tuple[str, list[LiveCell], set[str]] | None:
         """The next chunk whose agent and DNS servers are free now (else the first pending one)."""
         with queue_lock:
-            if not pending:
+            if not pending or cancelled.is_set():
                 return None
             with gates.lock:
                 index = next((i for i, (agent, batch) in enumerate(pending) if gates._free(agent, _servers(batch))), 0)
@@ -224,11 +229,15 @@ class SuiteRunner:
     timeout: float
     observed: dict[str, Observation] = field(default_factory=dict)  # by LiveCell.probe_key
     lives: dict[str, LiveCell] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)  # set: the session ended, send nothing more
 
     def judge_cells(self, cells: Sequence[Cell]) -> dict[str, Judgement]:
         lives = {c.id: live_cell(c, self.cluster_set, self.timeout) for c in cells}
         fresh = probe_cells(
-            [live for live in lives.values() if live.probe_key not in self.observed], self.client_for, self.timeout
+            [live for live in lives.values() if live.probe_key not in self.observed],
+            self.client_for,
+            self.timeout,
+            cancel=self.cancel,
         )
         fresh = self._unstarved(lives, fresh)
         self.observed.update({lives[i].probe_key: obs for i, obs in fresh.items()})
@@ -240,7 +249,7 @@ class SuiteRunner:
             if judged.verdict == "regression" and first[i].error not in INFRASTRUCTURE_ERRORS
         ]
         if again:  # expected reachable and failed: re-probed once; a pass now is `flaky`
-            retried = self._unstarved(lives, probe_cells(again, self.client_for, self.timeout))
+            retried = self._unstarved(lives, probe_cells(again, self.client_for, self.timeout, cancel=self.cancel))
             judgements.update({i: judge(lives[i], first[i], retried[i]) for i in retried})
         judgements.update(self._dead_targets(lives, judgements))
         self.lives.update(lives)
@@ -251,7 +260,7 @@ class SuiteRunner:
         API: the harness lost its echo, the network was not asked. They become infrastructure errors."""
         failed = {i: j for i, j in judgements.items() if j.verdict == "regression"}
         wanted = {a for i in failed for a in lives[i].probe.get("expect_agents") or ()}
-        if not wanted:
+        if not wanted or self.cancel.is_set():
             return {}
         with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
             alive = dict(zip(sorted(wanted), pool.map(self._answers, sorted(wanted)), strict=True))
@@ -287,10 +296,9 @@ class SuiteRunner:
         result = dict(observed)
         for attempt in range(STARVED_RETRIES):
             starved = [i for i, obs in result.items() if self.starved(obs)]
-            if not starved:
+            if not starved or self.cancel.wait(0.5 * (attempt + 1)):  # a pause lets the machine catch up
                 break
-            time.sleep(0.5 * (attempt + 1))  # let the machine catch up
-            result.update(probe_cells([lives[i] for i in starved], self.client_for, self.timeout))
+            result.update(probe_cells([lives[i] for i in starved], self.client_for, self.timeout, cancel=self.cancel))
         for i, obs in result.items():
             if obs.error in ("no-buffer", "slow"):
                 result[i] = replace(obs, detail=f"{obs.detail}, {STARVED_RETRIES + 1} times")

@@ -50,7 +50,10 @@ class SuiteBatches:
     def judgements(self, suite: str) -> dict[str, Judgement]:
         return self._batches[suite].result()
 
-    def stop(self) -> None:
-        """No further suite is started (the one being probed finishes on its own: its probes are
-        bounded by their timeouts)."""
+    def stop(self, wait_s: float = 5.0) -> None:
+        """No further chunk of probes is sent and no further suite started; waits up to `wait_s`
+        for the chunks in flight (each bounded by its probes' timeouts) so the process does not
+        outlive its session probing, nor probe a topology being torn down."""
         self._stopping.set()
+        self.runner.cancel.set()
+        self._thread.join(wait_s)

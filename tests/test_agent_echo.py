@@ -103,3 +103,37 @@ def test_udp_is_echoed_with_the_source_and_size(echo_port: int) -> None:
         sock.settimeout(5)
         sock.sendto(HELLO + b"x" * 100 + b"\n", ("127.0.0.1", echo_port))
         assert json.loads(sock.recv(1000)) == {"agent": "agent-x", "seen": "127.0.0.1", "len": 100}
+
+
+def test_out_of_descriptors_pauses_accepting_instead_of_spinning() -> None:
+    """accept() failing with EMFILE leaves the listener readable: the echo pauses accepting for
+    ACCEPT_PAUSE_S (as asyncio's servers do) rather than calling accept() in a busy loop."""
+    import errno
+    import os
+
+    class Exhausted:
+        def __init__(self) -> None:
+            self.read_end, self.write_end = os.pipe()
+            os.write(self.write_end, b"x")  # always readable, like a listener with a queued connection
+            self.calls = 0
+
+        def fileno(self) -> int:
+            return self.read_end
+
+        def accept(self) -> tuple[socket.socket, tuple[str, int]]:
+            self.calls += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        def close(self) -> None:
+            os.close(self.read_end)
+            os.close(self.write_end)
+            self.read_end = -1
+
+    async def scenario(listener: Exhausted) -> None:
+        server = echo._TcpEcho("agent-x", listener, asyncio.get_running_loop())  # type: ignore[arg-type]
+        await asyncio.sleep(0.3)
+        server.close()
+
+    listener = Exhausted()
+    asyncio.run(scenario(listener))
+    assert listener.calls == 1

@@ -57,3 +57,20 @@ def test_a_long_probe_keeps_the_ticker_running(monkeypatch: pytest.MonkeyPatch) 
         return alive
 
     assert asyncio.run(scenario())
+
+
+def test_a_stall_right_after_the_ticker_restarts_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first tick of a (re)started ticker counts from the probe's start: a loop held before the
+    ticker's task first ran is lateness, not a quiet loop."""
+    monkeypatch.setattr(core.LoopLag, "IDLE_STOP", 0.05)
+
+    async def scenario() -> float:
+        lag = core.LoopLag()
+        lag.end(lag.begin())
+        await asyncio.sleep(0.2)  # the ticker stopped
+        since = lag.begin()
+        time.sleep(0.4)  # held before the new ticker task ever ran
+        await asyncio.sleep(0.05)
+        return lag.end(since)
+
+    assert asyncio.run(scenario()) >= 0.35

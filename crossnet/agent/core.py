@@ -213,9 +213,11 @@ class LoopLag:
         """A probe starts: the ticker runs (again); returns the loop time to measure from."""
         loop = asyncio.get_running_loop()
         self.in_flight += 1
+        now = loop.time()
         if self.task is None or self.task.done():
-            self.task = loop.create_task(self._tick())
-        return loop.time()
+            # The first tick counts from now: a stall before the task first runs is lateness too.
+            self.task = loop.create_task(self._tick(now))
+        return now
 
     def end(self, since: float) -> float:
         """A probe that began at `since` ended: the worst lateness (seconds) during it."""
@@ -223,15 +225,16 @@ class LoopLag:
         self.last_end = asyncio.get_running_loop().time()
         return self.worst_since(since)
 
-    async def _tick(self) -> None:
+    async def _tick(self, first: float) -> None:
         loop = asyncio.get_running_loop()
+        started = first
         while True:
-            started = loop.time()
             await asyncio.sleep(self.TICK)
             now = loop.time()
             self.samples.append((now, max(0.0, now - started - self.TICK)))
             if self.in_flight <= 0 and now - self.last_end >= self.IDLE_STOP:
                 return
+            started = now
 
     def worst_since(self, since: float) -> float:
         """The worst lateness (seconds) seen since `since` (loop time), counting a tick overdue now."""

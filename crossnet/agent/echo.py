@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import socket
 from typing import Any, cast
@@ -23,6 +24,8 @@ __all__ = ["EchoServers", "echo_line"]
 MAX_LINE = 65536  # a TCP line longer than twice this is dropped without an answer
 LINE_DEADLINE_S = 5.0  # a connection whose line is not complete by then is closed without an answer
 ACCEPTS_PER_WAKEUP = 256
+ACCEPT_PAUSE_S = 1.0  # out of descriptors or memory: accepting resumes after this
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def echo_line(agent_id: str, seen: str, data: bytes) -> bytes:
@@ -70,6 +73,7 @@ class _TcpEcho:
     def __init__(self, agent_id: str, listener: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         self.agent_id, self.listener, self.loop = agent_id, listener, loop
         self.pending: dict[int, _Pending] = {}
+        self.paused = False
         loop.add_reader(listener.fileno(), self._accept)
 
     def _accept(self) -> None:
@@ -78,10 +82,26 @@ class _TcpEcho:
                 conn, addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # ECONNABORTED, EMFILE...: that connection is lost, the listener stays
+            except ConnectionAbortedError:  # that connection is gone; the next may be there
+                continue
+            except OSError as exc:
+                if exc.errno in RESOURCE_ERRNOS:  # out of descriptors or memory: the listener stays
+                    self._pause()  # readable, so pause accepting (as asyncio's servers do) instead of spinning
                 return
             conn.setblocking(False)
             self._read(_Pending(conn, str(addr[0])), registered=False)
+
+    def _pause(self) -> None:
+        fd = self.listener.fileno()
+        if fd >= 0 and not self.paused:
+            self.paused = True
+            self.loop.remove_reader(fd)
+            self.loop.call_later(ACCEPT_PAUSE_S, self._resume)
+
+    def _resume(self) -> None:
+        self.paused = False
+        if self.listener.fileno() >= 0:
+            self.loop.add_reader(self.listener.fileno(), self._accept)
 
     def _read(self, waiting: _Pending, registered: bool) -> None:
         try:
@@ -128,7 +148,9 @@ class _TcpEcho:
         waiting.conn.close()  # the kernel still sends what was queued before the FIN
 
     def close(self) -> None:
-        self.loop.remove_reader(self.listener.fileno())
+        if not self.paused:
+            self.loop.remove_reader(self.listener.fileno())
+        self.paused = True  # a pending resume finds the listener closed
         for waiting in list(self.pending.values()):
             self._close(waiting)
         self.listener.close()
