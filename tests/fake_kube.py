@@ -114,28 +114,81 @@ class AllowAll:
 
 
 class NodeNet:
-    """The nodes' routing tables, as `ip` shows and changes them (main table, IPv4)."""
+    """The nodes' routing tables, as `ip` shows and changes them (main table, IPv4, with `proto`), and
+    kindnet's KIND-MASQ-AGENT nat chain and conntrack table as iptables and conntrack change them."""
 
     def __init__(self) -> None:
         self.routes: dict[str, list[str]] = {}  # node name -> lines of `ip -4 route show`
         self.commands: list[tuple[str, list[str]]] = []  # every command run on a node, in order
+        self.masq: dict[str, list[list[str]]] = {}  # node name -> KIND-MASQ-AGENT's rules (the words after the chain)
+        self.no_masq_chain: set[str] = set()  # nodes without kindnet's chain
+        self.flows: dict[str, list[str]] = {}  # node name -> conntrack entries' destination IPs
 
     def run(self, node: str, argv: list[str]) -> tuple[int, str, str]:
         self.commands.append((node, argv))
         table = self.routes.setdefault(node, [])
+        if argv[:2] == ["sh", "-c"] and len(argv) > 3 and argv[3] == "sh":  # the scripts crossnet sends
+            return self._script(node, argv[2], argv[4:])
+        if argv[:1] == ["iptables"]:
+            return self._iptables(node, argv)
+        if argv[:1] == ["conntrack"]:
+            return self._conntrack(node, argv)
         if argv == ["ip", "-4", "route", "show"]:
             return 0, "".join(f"{line}\n" for line in table), ""
-        if argv[:3] in (["ip", "route", "add"], ["ip", "route", "del"]) and len(argv) == 6 and argv[4] == "via":
-            line = f"{argv[3]} via {argv[5]} dev eth0"
+        if argv[:3] in (["ip", "route", "add"], ["ip", "route", "del"]) and len(argv) in (6, 8) and argv[4] == "via":
+            proto = argv[7] if len(argv) == 8 and argv[6] == "proto" else None
+            line = f"{argv[3]} via {argv[5]} dev eth0" + (f" proto {proto}" if proto else "")
             if argv[2] == "add":
                 if any(existing.split()[0] == argv[3] for existing in table):
                     return 2, "", "RTNETLINK answers: File exists\n"
                 table.append(line)
-            elif line not in table:
+                return 0, "", ""
+            # as the kernel: a delete without proto matches any proto, with one only that proto
+            found = [x for x in table if x.split()[:3] == argv[3:6] and (proto is None or f" proto {proto}" in x)]
+            if not found:
                 return 2, "", "RTNETLINK answers: No such process\n"
-            else:
-                table.remove(line)
+            table.remove(found[0])
             return 0, "", ""
+        return 0, "", ""
+
+    def _script(self, node: str, script: str, args: list[str]) -> tuple[int, str, str]:
+        if "-S KIND-MASQ-AGENT" in script:  # the guard: exit 0 without kindnet's chain, else run the argv
+            return (0, "", "") if node in self.no_masq_chain else self.run(node, args)
+        if "conntrack -D" in script:  # one delete per argument; exit 1 (nothing matched) is fine
+            for cidr in args:
+                if self._conntrack(node, ["conntrack", "-D", "-d", cidr])[0] > 1:
+                    return 1, "", ""
+            return 0, "", ""
+        if "printf" in script and "exit 1" in script:
+            return 1, "", f"{args[0]}\n"
+        return 0, "", ""
+
+    def _iptables(self, node: str, argv: list[str]) -> tuple[int, str, str]:
+        if "KIND-MASQ-AGENT" not in argv:
+            return 0, "", ""
+        if node in self.no_masq_chain:
+            return 1, "", "iptables: No chain/target/match by that name.\n"
+        rules = self.masq.setdefault(node, [])
+        at = argv.index("KIND-MASQ-AGENT")
+        if "-S" in argv:
+            return 0, "-N KIND-MASQ-AGENT\n", ""
+        if "-I" in argv:
+            rules.insert(0, argv[at + 2 :])
+        elif "-D" in argv:
+            if argv[at + 1 :] not in rules:
+                return 1, "", "iptables: Bad rule (does a matching rule exist in that chain?).\n"
+            rules.remove(argv[at + 1 :])
+        return 0, "", ""
+
+    def _conntrack(self, node: str, argv: list[str]) -> tuple[int, str, str]:
+        flows = self.flows.setdefault(node, [])
+        if argv[1:] == ["-F"]:
+            flows.clear()
+            return 0, "", ""
+        if argv[1:3] == ["-D", "-d"]:
+            gone = [ip for ip in flows if ipaddress.ip_address(ip) in ipaddress.ip_network(argv[3])]
+            self.flows[node] = [ip for ip in flows if ip not in gone]
+            return (0, "", f"{len(gone)} flow entries have been deleted.\n") if gone else (1, "", "")
         return 0, "", ""
 
 

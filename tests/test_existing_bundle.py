@@ -262,3 +262,51 @@ def test_a_file_changed_or_a_forged_topology_is_caught(
 
     status, out, _ = verify(pack(tmp_path / "kind.tar.gz", edit_json(files, "bundle.json", as_kind)), capsys)
     assert status == 1 and "matrix.json: provider existing is not bundle.json's kind" in out
+
+
+def test_discovery_preflight_and_cluster_lists_that_disagree_with_the_matrix_are_caught(
+    context_run: ExistingRun, clusterset_run: ExistingRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each of these files is written from matrix.json's run: edited alone (manifest regenerated), it
+    is a named failure."""
+    files = unpack(context_run.bundle())
+
+    def drop_rows(doc: Any) -> None:  # e.g. blocking rows removed, counts made to agree
+        doc["rows"] = doc["rows"][1:]
+
+    def other_cni(doc: Any) -> None:
+        doc["clusters"][0]["cni"] = "calico"
+
+    for name, change in (("preflight.json", drop_rows), ("discovered.json", other_cni)):
+        status, out, _ = verify(pack(tmp_path / f"{name}.tar.gz", edit_json(files, name, change)), capsys)
+        assert status == 1 and f"{name}: not what matrix.json's run.discovery says" in out, out
+
+    def rename(doc: Any) -> None:
+        doc["clusters"][1]["name"] = "cluster-9"
+
+    forged = edit_json(files, "topology.json", rename)
+    rehashed = edit_json(forged, "bundle.json", lambda doc: doc["topology"].update(sha256=sha(forged["topology.json"])))
+    status, out, _ = verify(pack(tmp_path / "renamed.tar.gz", rehashed), capsys)
+    assert status == 1 and "topology.json: clusters ['cluster-1', 'cluster-9'] are not matrix.json's run" in out
+
+    paired = unpack(clusterset_run.bundle())
+    other = {**paired, "clusterset.yaml": paired["clusterset.yaml"].replace(b"cluster-2,", b"cluster-3,")}
+    status, out, _ = verify(pack(tmp_path / "clusterset.tar.gz", other), capsys)
+    assert status == 1 and "clusterset.yaml: clusters ['cluster-1', 'cluster-3'] are not" in out, out
+
+
+@pytest.mark.parametrize("raised", [KeyError("x"), RecursionError("deep\nnested"), TypeError("bad\ntype")])
+def test_a_profile_that_fails_to_load_any_way_is_one_line_not_a_traceback(
+    context_run: ExistingRun, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], raised: Exception
+) -> None:
+    from crossnet.bundle import verify as verifier
+
+    def hostile(_path: str) -> Any:
+        raise raised
+
+    monkeypatch.setattr(verifier, "load_profile", hostile)
+    status, out, err = verify(context_run.bundle(), capsys)
+    assert status == 1 and "Traceback" not in out + err
+    said = [line for line in out.splitlines() if "do not load" in line]
+    assert len(said) == 1 and type(raised).__name__ in said[0]
+    assert out.splitlines()[out.splitlines().index(said[0]) + 1].startswith("  run ")  # the message is one line

@@ -13,9 +13,10 @@ import pytest
 
 from crossnet.lifecycle import Run, bring_up_with, tear_down
 from crossnet.model import ClusterSet
+from crossnet.plumbing.nodes import plan_masquerade_exceptions
 from crossnet.plumbing.routes import plan_peer_routes, plan_service_routes
 from crossnet.profile import load_profile
-from crossnet.providers.base import InputError, ProviderError
+from crossnet.providers.base import ExecTarget, InputError, ProviderError
 from crossnet.providers.existing.provider import ExistingProvider
 from crossnet.providers.existing.rbac import rbac_yaml, rights
 from crossnet.providers.existing.session import discover
@@ -23,6 +24,7 @@ from crossnet.providers.existing.settings import ExistingSettings, settings_from
 from tests.fake_kube import FakeCluster, NodeNet, Rbac
 
 PROFILE = load_profile("flat-routed")
+KEEP_POD_IPS = replace(PROFILE.plumbing, masquerade_to_peer_pods=False)  # kindnet's exceptions go in
 CONTEXTS = ["cluster-1=ctx-1", "cluster-2=ctx-2"]
 COREDNS = "/api/v1/namespaces/kube-system/configmaps"
 
@@ -88,7 +90,7 @@ def expected_tables(cluster_set: ClusterSet, service_routes: bool = False) -> di
     tables: dict[str, set[str]] = {handle: set() for handle in handles.values()}
     routes = plan_peer_routes(cluster_set) + (plan_service_routes(cluster_set) if service_routes else [])
     for route in routes:
-        tables[handles[(route.cluster, route.node)]].add(f"{route.destination} via {route.via} dev eth0")
+        tables[handles[(route.cluster, route.node)]].add(f"{route.destination} via {route.via} dev eth0 proto 77")
     return tables
 
 
@@ -137,7 +139,7 @@ def test_a_route_already_on_a_node_is_left_as_it_is_and_not_removed(tmp_path: Pa
     cluster_set = provider._cluster_set(with_agents=False)
     node = cluster_set.cluster("cluster-1").nodes[0]
     peer = cluster_set.cluster("cluster-2").nodes[0]
-    theirs = f"{peer.pod_cidr} via 172.18.9.9 dev eth0"  # the owner's own route, via another gateway
+    theirs = f"{peer.pod_cidr} via 172.18.9.9 dev eth0 proto static"  # the owner's own route, via another gateway
     world.net("ctx-1").routes[node.handle] = [theirs]
     run = world.bring_up(provider)
     assert theirs in world.net("ctx-1").routes[node.handle]
@@ -289,3 +291,116 @@ def test_the_rbac_and_preflight_commands_take_plumbing_inject(capsys: pytest.Cap
     with pytest.raises(SystemExit) as refused:
         cli.main(["preflight", "--plumbing", "bgp", "--context", "a=x", "--context", "b=y"])
     assert refused.value.code == 2
+
+
+# ---------------------------------------------------------- masquerade, conntrack, Corefile race, proto
+
+
+def masq_rules(world: World, context: str, node: str) -> list[list[str]]:
+    return world.net(context).masq.get(node, [])
+
+
+def test_a_masquerade_rule_crossnet_never_added_is_never_deleted(tmp_path: Path) -> None:
+    """Bring-up fails in apply_routes (before any -I): lifecycle still runs every planned undo; an
+    identical rule that was there before crossnet stays."""
+    world = World()
+    provider = world.provider(tmp_path)
+    cluster_set = provider._cluster_set(with_agents=False)
+    command = plan_masquerade_exceptions(cluster_set)[0]
+    handle = cluster_set.cluster(command.cluster).node(command.node).handle
+    at = command.apply_argv.index("-I")
+    theirs = list(command.apply_argv[at + 3 :])
+    world.net("ctx-1").masq[handle] = [theirs]  # e.g. left by an earlier run, or the owner's own
+    real = world.net("ctx-2").run
+
+    def refused(node: str, argv: list[str]) -> tuple[int, str, str]:
+        if argv[:3] == ["ip", "route", "add"]:
+            return 2, "", "RTNETLINK answers: Network is unreachable\n"
+        return real(node, argv)
+
+    world.net("ctx-2").run = refused  # type: ignore[method-assign]
+    with pytest.raises(ProviderError, match="Network is unreachable"):
+        world.bring_up(provider, KEEP_POD_IPS)
+    assert world.net("ctx-1").masq[handle] == [theirs]
+    deletes = [a for c in world.clusters for _, a in world.net(c).commands if "-D" in a and "KIND-MASQ-AGENT" in a]
+    assert deletes == []  # nothing of crossnet's to delete: no -D ran at all
+
+
+def test_a_masquerade_undo_drops_only_its_own_nodes_entry_and_only_once_the_rule_is_gone(tmp_path: Path) -> None:
+    world = World()
+    provider = world.provider(tmp_path)
+    run = world.bring_up(provider, KEEP_POD_IPS)
+    inject = provider._inject
+    assert inject is not None
+    commands = [c for c in plan_masquerade_exceptions(run.cluster_set) if c.cluster == "cluster-1"]
+    first, second = commands[0], next(c for c in commands if c.node != commands[0].node)
+    assert first.undo_argv == second.undo_argv  # the same rule on two nodes
+    recorded = len(inject.record()["masquerade"])
+    assert recorded == len(plan_masquerade_exceptions(run.cluster_set))
+    net, real = world.net("ctx-1"), world.net("ctx-1").run
+    handle = run.cluster_set.cluster("cluster-1").node(first.node).handle
+
+    def busy(node: str, argv: list[str]) -> tuple[int, str, str]:
+        if node == handle and "-D" in argv:
+            return 4, "", "iptables: Resource temporarily unavailable.\n"
+        return real(node, argv)
+
+    net.run = busy  # type: ignore[method-assign]
+    provider.exec(ExecTarget("cluster-1", first.node), list(first.undo_argv))
+    assert len(inject.record()["masquerade"]) == recorded  # not gone: still recorded
+    net.run = real  # type: ignore[method-assign]
+    provider.exec(ExecTarget("cluster-1", second.node), list(second.undo_argv))
+    left = [(e["cluster"], e["node"]) for e in inject.record()["masquerade"]]
+    assert len(left) == recorded - 1 and ("cluster-1", first.node) in left and ("cluster-1", second.node) not in left
+    tear_down(run, progress=quiet)
+    assert not any(rules for c in world.clusters for rules in world.net(c).masq.values())
+
+
+def test_conntrack_is_never_flushed_on_a_users_node_only_flows_to_peer_pods_go(tmp_path: Path) -> None:
+    world = World()
+    provider = world.provider(tmp_path)
+    cluster_set = provider._cluster_set(with_agents=False)
+    one, other = cluster_set.cluster("cluster-1").nodes[:2]
+    flows = ["10.20.0.5", "10.101.0.10", "10.20.1.7", "8.8.8.8"]  # to cluster-2's pods, a Service, elsewhere
+    world.net("ctx-1").flows = {one.handle: list(flows), other.handle: list(flows)}
+    world.net("ctx-1").no_masq_chain.add(other.handle)  # not kindnet there: crossnet changes nothing
+    run = world.bring_up(provider, KEEP_POD_IPS)
+    assert world.net("ctx-1").flows[one.handle] == ["10.101.0.10", "8.8.8.8"]
+    assert world.net("ctx-1").flows[other.handle] == flows
+    ran = [(n, " ".join(a)) for c in world.clusters for n, a in world.net(c).commands if "conntrack" in " ".join(a)]
+    assert ran and not [r for r in ran if "conntrack -F" in r[1]] and other.handle not in {n for n, _ in ran}
+    tear_down(run, progress=quiet)
+    assert not any(rules for c in world.clusters for rules in world.net(c).masq.values())
+
+
+def test_a_corefile_edited_after_crossnet_read_it_is_not_overwritten(tmp_path: Path) -> None:
+    world = World()
+    provider = world.provider(tmp_path)
+    read = provider.read_corefile
+
+    def then_edited(cluster: str) -> str:
+        text = read(cluster)
+        if cluster == "cluster-1":  # the owner's edit lands between crossnet's read and its write
+            world.clusters["ctx-1"].objects(COREDNS)["coredns"]["data"]["Corefile"] += "# the owner's edit\n"
+        return text
+
+    provider.read_corefile = then_edited  # type: ignore[method-assign]
+    with pytest.raises(ProviderError, match="changed after crossnet read its Corefile") as caught:
+        world.bring_up(provider)
+    assert "\n" not in str(caught.value)
+    assert world.corefile("ctx-1") == world.originals["ctx-1"] + "# the owner's edit\n"
+    assert [w for w in world.writes_outside() if w[0] == "PUT"] == []  # nothing written, nothing "restored"
+
+
+def test_a_look_alike_route_added_after_crossnet_is_not_removed(tmp_path: Path) -> None:
+    world = World()
+    run = world.bring_up(world.provider(tmp_path))
+    node, table = next((n, t) for n, t in world.net("ctx-1").routes.items() if t)
+    ours = table[0]
+    destination, via = ours.split()[0], ours.split()[2]
+    table.remove(ours)  # somebody replaced crossnet's route with their own, to the same place
+    theirs = f"{destination} via {via} dev eth0"
+    table.append(theirs)
+    tear_down(run, progress=quiet)
+    assert world.net("ctx-1").routes[node] == [theirs]
+    assert not any(lines for n, lines in tables(world).items() if n != node)

@@ -32,6 +32,7 @@ from crossnet.profile import ProfileError, load_profile
 from crossnet.providers.base import ProviderError
 from crossnet.providers.existing.sample import topology_from_json
 from crossnet.report.document import cells_of, count, run_of, validate_matrix
+from crossnet.yamlsafe import load as load_yaml
 
 __all__ = ["junit_problems", "register_cli", "rejudge", "run_cli", "verify_bundle"]
 
@@ -176,9 +177,59 @@ def _bundled_setup(files: Mapping[str, bytes], meta: Mapping[str, Any]) -> tuple
                 discovered = topology_from_json(document(files, wanted[1]))
                 return setup_from(discovered, load_profile(str(paths[0]))), problems
             return load_setup(None, [str(p) for p in paths[1:]], str(paths[0])), problems  # lab and kind
-        except (ConfigError, ProfileError, ProviderError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a hostile bundle: whatever the loaders raise is one line
             source = "discovered topology" if existing else "kind configs"
-            return None, [*problems, f"the bundled {source} and profile do not load: {str(exc)[:600]}"]
+            known = isinstance(exc, ConfigError | ProfileError | ProviderError | ValueError)
+            said = " ".join(str(exc).split())[:600] if known else f"{exc.__class__.__name__}: {str(exc)[:300]}"
+            return None, [*problems, f"the bundled {source} and profile do not load: {' '.join(said.split())}"]
+
+
+def _existing_problems(files: Mapping[str, bytes], matrix: Any) -> list[str]:
+    """discovered.json, preflight.json, topology.json and clusterset.yaml say what matrix.json's
+    run says (`discovery`, `clusters`): each is written from it (crossnet.bundle.hooks)."""
+    run = run_of(matrix)
+    discovery, clusters = run.get("discovery"), run.get("clusters")
+    if not isinstance(discovery, dict) or not isinstance(clusters, list):
+        return ["matrix.json: an existing-clusters run without 'run.discovery' or 'run.clusters'"]
+    found = {k: v for k, v in discovery.items() if k != "preflight"}
+    rows = [r for r in discovery.get("preflight") or [] if isinstance(r, dict)]
+    preflight = {
+        "ran": bool(rows),
+        "blocking": sum(r.get("status") == "fail" for r in rows),
+        "warnings": sum(r.get("status") == "warn" for r in rows),
+        "rows": rows,
+    }
+    problems: list[str] = []
+    for name, wanted in (("discovered.json", found), ("preflight.json", preflight)):
+        try:
+            same = document(files, name) == wanted
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if not same:
+            problems.append(f"{name}: not what matrix.json's run.discovery says (edited?)")
+    names: dict[str, Any] = {}
+    for name in ("topology.json", "clusterset.yaml"):
+        if name not in files and name == "clusterset.yaml":
+            continue
+        try:
+            doc = document(files, name) if name.endswith(".json") else load_yaml(files[name].decode(), name)
+            names[name] = _cluster_names(doc)
+        except Exception as exc:  # noqa: BLE001 - hostile text: one line, not a traceback
+            names[name] = f"unreadable ({exc.__class__.__name__})"
+    problems += [
+        f"{name}: clusters {str(said)[:200]} are not matrix.json's run.clusters {str(clusters)[:200]}"
+        for name, said in names.items()
+        if said != clusters
+    ]
+    return problems
+
+
+def _cluster_names(doc: Any) -> list[Any] | str:
+    listed = doc.get("clusters") if isinstance(doc, dict) else None
+    if not isinstance(listed, list):
+        return "none listed"
+    return [c.get("name") if isinstance(c, dict) else None for c in listed]
 
 
 def _rejudge_bundle(files: Mapping[str, bytes], meta: Mapping[str, Any], matrix: Any) -> tuple[list[str], list[str]]:
@@ -189,6 +240,8 @@ def _rejudge_bundle(files: Mapping[str, bytes], meta: Mapping[str, Any], matrix:
     )
     setup, found = _bundled_setup(files, meta)
     problems += found
+    if meta.get("provider") == EXISTING:
+        problems += _existing_problems(files, matrix)
     if setup is None:
         return problems, []
     observations = document(files, "observations.json")

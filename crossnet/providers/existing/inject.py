@@ -11,12 +11,19 @@ that seam's body for the existing provider:
 - before anything changes, every value those commands and the Corefile take from the API (node
   InternalIPs, spec.podCIDRs, the CoreDNS pods' IPs) is checked, raw, to be a canonical IP or a
   network without host bits: one error naming the node and the value, nothing changed;
-- a route already on a node is left as it is and never removed; every route crossnet adds is
-  recorded in the state file (`existing.inject`) before it is added, so `crossnet down` after a
-  kill removes it, and nothing else;
+- a route already on a node is left as it is and never removed; every route crossnet adds carries
+  `proto 77` (ROUTE_PROTO) and is recorded in the state file (`existing.inject`) before it is added,
+  so `crossnet down` after a kill removes it -- deleting with the same proto, never a look-alike
+  route somebody else added -- and nothing else;
+- kindnet's masquerade exception is inserted here (so its outcome is known), recorded per cluster,
+  node and rule; a delete runs only for a recorded entry and drops it only once it is gone, so a
+  rule crossnet never added is never deleted; lifecycle's conntrack flush becomes, on the nodes
+  where crossnet inserted an exception, a delete of the entries towards those peer pod CIDRs only
+  (never the whole table of a node the user owns);
 - the ConfigMap kube-system/coredns: its Corefile is recorded before the first write, written with
-  the resourceVersion read (a concurrent edit is a conflict, not overwritten), and restored byte for
-  byte -- unless somebody changed it after crossnet, then it is left and the original kept in a file.
+  the resourceVersion read (a concurrent edit is a conflict, not overwritten) and only when it still
+  is the text the patch was computed from; restored byte for byte -- unless somebody changed it
+  after crossnet, then it is left and the original kept in a file.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from crossnet.plumbing.nodes import MASQ_CHAIN
+from crossnet.plumbing.corefile import CorefileError, strip_crossnet_fences
+from crossnet.plumbing.nodes import CONNTRACK_FLUSH, MASQ_CHAIN
 from crossnet.plumbing.routes import RouteChange
 from crossnet.providers.base import SAFE_NAME, ProviderError
 from crossnet.providers.existing.debug import debug_pod_name
@@ -39,8 +47,12 @@ __all__ = ["Injector", "canonical_ip", "canonical_network", "check_api_values"]
 
 EXEC_TIMEOUT = 30.0
 ROUTE_TYPES = {"unicast", "local", "broadcast", "multicast", "throw", "unreachable", "prohibit", "blackhole", "nat"}
+ROUTE_PROTO = "77"  # an unassigned rtnetlink protocol: crossnet's routes, told apart from look-alikes
 # kindnet's masquerade chain exists only under kindnet: elsewhere the exception is not needed, so skipped.
 MASQ_GUARD = f'iptables -w 5 -t nat -S {MASQ_CHAIN} >/dev/null 2>&1 || exit 0; exec "$@"'
+# conntrack -D exits 1 when no entry matched: that is success here.
+CONNTRACK_DELETE = 'for d in "$@"; do conntrack -D -d "$d" >/dev/null 2>&1; [ $? -le 1 ] || exit 1; done; exit 0'
+NOOP = ["true"]
 
 
 def _warn(message: str) -> None:
@@ -130,7 +142,7 @@ def _key(route: dict[str, Any] | RouteChange) -> tuple[str, str, str, str]:
 
 def _add_argv(change: RouteChange) -> list[str]:
     """`ip route add`, not kind's `replace`: a route that appeared meanwhile is refused, never changed."""
-    return ["ip", "route", "add", change.destination, "via", change.via]
+    return ["ip", "route", "add", change.destination, "via", change.via, "proto", ROUTE_PROTO]
 
 
 def _gone(err: str) -> bool:
@@ -232,7 +244,7 @@ class Injector:
     def _undo_on(self, where: tuple[str, str], routes: list[dict[str, Any]]) -> list[str]:
         problems = []
         for route in routes:
-            argv = ["ip", "route", "del", str(route["destination"]), "via", str(route["via"])]
+            argv = ["ip", "route", "del", str(route["destination"]), "via", str(route["via"]), "proto", ROUTE_PROTO]
             try:
                 rc, _, err = self._node_exec(*where, argv)
             except ProviderError as exc:
@@ -246,36 +258,65 @@ class Injector:
     # ------------------------------------------------------------------ node commands (lifecycle's)
 
     def node_argv(self, cluster: str, node: str, argv: list[str]) -> list[str]:
-        """The argv to run for lifecycle's node command: kindnet's masquerade exception only where
-        kindnet's chain exists, recorded before it is inserted; no sysctl on a cluster crossnet did not make."""
+        """The argv to run for lifecycle's node command. kindnet's masquerade exception is inserted or
+        deleted here (its outcome decides the record), the argv returned then is a no-op (or fails as
+        the change did); the conntrack flush touches only entries towards the peer pod CIDRs of the
+        exceptions crossnet inserted on this node; no sysctl on a cluster crossnet did not make."""
         if argv[:1] == ["sysctl"] and any(a.startswith("-") and "w" in a for a in argv[1:]):
             raise ProviderError(
                 f"{cluster}/{node}: --plumbing inject sets no sysctl (the profile's rp_filter) on existing clusters: "
                 "choose a profile without rp_filter"
             )
+        if argv == CONNTRACK_FLUSH:
+            return self._conntrack_argv(cluster, node)
         if argv[:1] != ["iptables"] or MASQ_CHAIN not in argv:
             return argv
         if "-I" in argv:
-            at = argv.index("-I")
-            undo = [*argv[:at], "-D", MASQ_CHAIN, *argv[at + 3 :]]  # -I CHAIN 1 -> -D CHAIN
-            entry = {"cluster": cluster, "node": node, "undo": undo}
-            self._update(_append, "masquerade", entry)
-        elif "-D" in argv:
-            self._update(_drop_masquerade, argv)
-        return ["sh", "-c", MASQ_GUARD, "sh", *argv]
+            return self._insert_masquerade(cluster, node, argv)
+        if "-D" in argv:
+            found = any(_masq_key(e) == (cluster, node, argv) for e in self.record()["masquerade"])
+            problem = self._delete_masquerade(cluster, node, argv) if found else None
+            return NOOP if problem is None else _failing(problem)
+        return argv
+
+    def _insert_masquerade(self, cluster: str, node: str, argv: list[str]) -> list[str]:
+        probe = ["iptables", "-w", "5", "-t", "nat", "-S", MASQ_CHAIN]
+        if self._node_exec(cluster, node, probe)[0] != 0:
+            return NOOP  # no kindnet chain: no exception needed, nothing changed
+        at = argv.index("-I")
+        undo = [*argv[:at], "-D", MASQ_CHAIN, *argv[at + 3 :]]  # -I CHAIN 1 -> -D CHAIN
+        self._update(_append, "masquerade", {"cluster": cluster, "node": node, "undo": undo})  # before the insert
+        rc, _, err = self._node_exec(cluster, node, argv)
+        if rc == 0:
+            return NOOP
+        self._update(_drop_masquerade, (cluster, node, undo))  # refused: nothing was inserted
+        return _failing(f"exit {rc}: {err.strip()[-300:]}")
+
+    def _delete_masquerade(self, cluster: str, node: str, undo: list[str]) -> str | None:
+        """Delete one recorded exception; its entry goes once it is gone. What failed, or None."""
+        try:
+            rc, _, err = self._node_exec(cluster, node, ["sh", "-c", MASQ_GUARD, "sh", *undo])
+        except ProviderError as exc:
+            rc, err = 1, str(exc)
+        if rc == 0 or _gone(err):
+            self._update(_drop_masquerade, (cluster, node, undo))
+            return None
+        return f"{cluster}/{node}: `{' '.join(undo)}` failed ({err.strip()[-200:]}): run it by hand"
+
+    def _conntrack_argv(self, cluster: str, node: str) -> list[str]:
+        cidrs: list[str] = []
+        for entry in self.record()["masquerade"]:
+            cluster_node, undo = _masq_key(entry)[:2], _masq_key(entry)[2]
+            cidr = undo[undo.index("-d") + 1] if cluster_node == (cluster, node) and "-d" in undo[:-1] else None
+            if canonical_network(cidr) is not None and cidr not in cidrs:
+                cidrs.append(str(cidr))
+        return ["sh", "-c", CONNTRACK_DELETE, "sh", *cidrs] if cidrs else NOOP
 
     def _undo_masquerade(self) -> list[str]:
         problems = []
         for entry in reversed(self.record()["masquerade"]):
-            cluster, node, undo = str(entry["cluster"]), str(entry["node"]), [str(a) for a in entry["undo"]]
-            try:
-                rc, _, err = self._node_exec(cluster, node, ["sh", "-c", MASQ_GUARD, "sh", *undo])
-            except ProviderError as exc:
-                rc, err = 1, str(exc)
-            if rc == 0 or _gone(err):
-                self._update(_drop_masquerade, undo)
-            else:
-                problems.append(f"{cluster}/{node}: `{' '.join(undo)}` failed ({err.strip()[-200:]}): run it by hand")
+            problem = self._delete_masquerade(*_masq_key(entry))
+            problems += [problem] if problem else []
         return problems
 
     # ------------------------------------------------------------------ the Corefile
@@ -300,12 +341,24 @@ class Injector:
             raise
 
     def write_corefile(self, cluster: str, text: str) -> None:
-        """Patch (recording the original first), or restore: `text` is the recorded original."""
+        """Patch (recording the original first), or restore: `text` is the recorded original. A patch
+        is written only onto the very Corefile it was computed from (its text without crossnet's fence)."""
         configmap, current = self._configmap(cluster)
         entry = self.record()["corefiles"].get(cluster)
         if entry is not None and text == entry["original"]:
             self._restore(cluster, entry, configmap, current)
             return
+        if entry is None and f"# crossnet begin {self.run_id}" not in text:
+            return  # a restore of a Corefile crossnet never wrote: nothing of crossnet's to undo
+        try:
+            computed_from = strip_crossnet_fences(text)
+        except CorefileError:
+            computed_from = None
+        if computed_from != current:
+            raise ProviderError(
+                f"{cluster}: ConfigMap kube-system/coredns changed after crossnet read its Corefile (or the patch "
+                "was not computed from it); nothing was written: run again"
+            )
         if entry is None:
             entry = {"original": current}
         self._update(lambda r: r["corefiles"].__setitem__(cluster, {**entry, "written": text}))  # before the write
@@ -361,5 +414,18 @@ def _drop_route(record: dict[str, Any], key: tuple[str, str, str, str]) -> None:
     record["routes"] = [route for route in record["routes"] if _key(route) != key]
 
 
-def _drop_masquerade(record: dict[str, Any], undo: list[str]) -> None:
-    record["masquerade"] = [entry for entry in record["masquerade"] if entry["undo"] != undo]
+def _masq_key(entry: dict[str, Any]) -> tuple[str, str, list[str]]:
+    return str(entry["cluster"]), str(entry["node"]), [str(a) for a in entry["undo"]]
+
+
+def _drop_masquerade(record: dict[str, Any], key: tuple[str, str, list[str]]) -> None:
+    """One entry of `key` (cluster, node, undo argv): one insert, one delete."""
+    entries = record["masquerade"]
+    at = next((i for i, entry in enumerate(entries) if _masq_key(entry) == key), None)
+    if at is not None:
+        del entries[at]
+
+
+def _failing(message: str) -> list[str]:
+    """An argv that fails saying `message` (passed as an argument, never as shell text)."""
+    return ["sh", "-c", 'printf "%s\\n" "$1" >&2; exit 1', "sh", message]
