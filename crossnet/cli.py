@@ -31,7 +31,7 @@ from crossnet.lifecycle import (
     sigterm_as_interrupt,
     tear_down,
 )
-from crossnet.options import add_options, fingerprint, load_setup, positive_count, positive_seconds
+from crossnet.options import add_options, fingerprint, load_setup, plumbing_mode, positive_count, positive_seconds
 from crossnet.profile import ProfileError
 from crossnet.providers.base import ExecTarget, InputError, ProviderError, StateFile
 from crossnet.providers.existing import cli as existing_cli
@@ -95,9 +95,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         provider=provider,
         reuse=args.reuse,
         agent_image=args.agent_image,
-        plumbing_mode=args.plumbing,
+        plumbing_mode=plumbing_mode(args.plumbing),
     )
-    run.provider.state.update(setup=fingerprint(setup, args.plumbing))  # --attach checks it asks about this setup
+    run.provider.state.update(
+        setup=fingerprint(setup, plumbing_mode(args.plumbing))
+    )  # --attach checks it asks about this setup
     print(f"crossnet: run {run_id} is up (provider {provider}, profile {profile.name})")
     print(f"  state:   {run.state_dir / 'state.json'}")
     print(f"  probe:   pytest suites/ --attach {run.state_dir}")

@@ -11,9 +11,6 @@ default ("inject", for lab and kind) is refused here, never taken as consent. Ce
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,7 @@ import pytest
 
 from crossnet.config import ConfigError, resolve_setup
 from crossnet.model import Cell
-from crossnet.options import Setup, setup_from
+from crossnet.options import Setup, plumbing_mode, setup_from
 from crossnet.profile import ProfileError, load_profile
 from crossnet.providers.base import InputError, ProviderError, StateFile
 from crossnet.providers.existing.flags import OPTION_SPECS
@@ -69,8 +66,9 @@ def load(config: pytest.Config) -> Setup | None:
         return None
     if recorded is None and config.getoption("provider") != EXISTING:
         return None
-    mode = str(config.getoption("plumbing"))
-    if mode not in ("none", "inject") or (mode == "inject" and recorded is None and not _inject_asked(config)):
+    given = config.getoption("plumbing")  # no default here: changing a vendor's clusters is asked for explicitly
+    mode = plumbing_mode(given)
+    if given is None and recorded is None:
         raise pytest.UsageError(
             "--provider existing changes nothing outside crossnet's own namespace: pass --plumbing none "
             "(the clusters are joined by whoever built them; the matrix says whether that works), or "
@@ -87,19 +85,6 @@ def load(config: pytest.Config) -> Setup | None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[DISCOVERY_KEY] = found
     return setup_from(found.topology, profile)
-
-
-def _inject_asked(config: pytest.Config) -> bool:
-    """Whether `--plumbing inject` was given (command line, PYTEST_ADDOPTS or ini addopts), not defaulted."""
-    words: list[str] = []  # in pytest's order: ini addopts, then PYTEST_ADDOPTS, then the command line (last wins)
-    with contextlib.suppress(ValueError, KeyError):
-        words += [str(w) for w in config.getini("addopts")]
-    with contextlib.suppress(ValueError):
-        words += shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
-    words += [str(w) for w in config.invocation_params.args]
-    given = [b for a, b in zip(words, [*words[1:], ""], strict=True) if a == "--plumbing"]
-    given += [w.partition("=")[2] for w in words if w.startswith("--plumbing=")]
-    return bool(given) and given[-1] == "inject"
 
 
 def discovery_of(config: pytest.Config) -> Discovery | None:

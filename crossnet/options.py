@@ -103,12 +103,13 @@ OPTIONS: dict[str, Option] = {
         ),
         _option(
             "--plumbing",
-            "'inject' (default): crossnet joins the clusters itself (node routes, Corefile forwards, the "
-            "profile's node settings) and undoes it at the end; 'none': crossnet changes nothing outside "
-            "its own agents -- the clusters are joined by whoever built them (a vendor's product, your "
-            "own scripts), and the matrix says whether that works. With --attach it must match `crossnet up`",
+            "'inject' (the default for lab and kind): crossnet joins the clusters itself (node routes, "
+            "Corefile forwards, the profile's node settings) and undoes it at the end; 'none': crossnet "
+            "changes nothing outside its own agents -- the clusters are joined by whoever built them (a "
+            "vendor's product, your own scripts), and the matrix says whether that works. --provider "
+            "existing has no default: say which. With --attach it must match `crossnet up`",
             choices=("inject", "none"),
-            default="inject",
+            default=None,
         ),
         _option(
             "--agent-image",
@@ -236,6 +237,12 @@ def _with_two_nodes_each(topo: Topology) -> Topology:
             nodes = (*nodes, NodeSpec(cluster.name, short, "worker"))
         clusters.append(dataclasses.replace(cluster, nodes=nodes))
     return Topology(tuple(clusters))
+
+
+def plumbing_mode(given: object) -> str:
+    """The --plumbing mode of a lab or kind run: as given, else "inject" (its default). Vendor mode
+    reads the option itself: there, not giving one is an error (existing_mode.load)."""
+    return str(given) if given else "inject"
 
 
 def fingerprint(setup: Setup, plumbing_mode: str = "inject") -> dict[str, Any]:

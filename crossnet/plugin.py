@@ -44,7 +44,15 @@ from crossnet.lifecycle import (
     tear_down,
 )
 from crossnet.model import Cell, Protocol, Scope, Topology, VantageKind
-from crossnet.options import Setup, add_options, fingerprint, load_setup, reports_dir_problem, setup_mismatch
+from crossnet.options import (
+    Setup,
+    add_options,
+    fingerprint,
+    load_setup,
+    plumbing_mode,
+    reports_dir_problem,
+    setup_mismatch,
+)
 from crossnet.profile import Profile, ProfileError
 from crossnet.providers.base import ProviderError, StateFile
 from crossnet.providers.select import choose_provider
@@ -210,7 +218,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         if config.getoption("attach"):
             run = attach(Path(config.getoption("attach")).resolve())
             why = setup_mismatch(
-                run.provider.state.read().get("setup"), config.stash[LOADED_KEY], config.getoption("plumbing")
+                run.provider.state.read().get("setup"),
+                config.stash[LOADED_KEY],
+                plumbing_mode(config.getoption("plumbing")),
             )
             if why:
                 raise pytest.UsageError(f"--attach {config.getoption('attach')}: {why}")
@@ -225,9 +235,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                 provider=config.stash[PROVIDER_KEY][0],
                 reuse=config.getoption("reuse"),
                 agent_image=config.getoption("agent_image"),
-                plumbing_mode=config.getoption("plumbing"),
+                plumbing_mode=plumbing_mode(config.getoption("plumbing")),
                 existing=existing_mode.discovery_of(config),
-                record={"setup": fingerprint(config.stash[LOADED_KEY], config.getoption("plumbing"))},
+                record={"setup": fingerprint(config.stash[LOADED_KEY], plumbing_mode(config.getoption("plumbing")))},
                 keep=lambda made: config.stash.__setitem__(RUN_KEY, made),  # Ctrl-C from here on: torn down
             )
     except ProviderError as exc:

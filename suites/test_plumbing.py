@@ -10,6 +10,7 @@ import pytest
 
 from crossnet import existing_mode
 from crossnet.facts import NodeFact, check_fact, node_host, planned_facts
+from crossnet.options import plumbing_mode
 from crossnet.plugin import SETUP_KEY, current_run, current_setup
 
 SUITE = "plumbing"
@@ -19,7 +20,9 @@ _hosts: dict[tuple[str, str], Any] = {}
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "fact" in metafunc.fixturenames and SETUP_KEY in metafunc.config.stash:
         topology, profile, _ = current_setup(metafunc.config)
-        facts = planned_facts(topology, profile, metafunc.config.getoption("plumbing"))  # none: read-only facts
+        facts = planned_facts(
+            topology, profile, plumbing_mode(metafunc.config.getoption("plumbing"))
+        )  # none: read-only facts
         metafunc.parametrize("fact", facts, ids=[f.id for f in facts])
 
 
@@ -35,7 +38,11 @@ def test_plumbing(fact: NodeFact, request: pytest.FixtureRequest) -> None:
         _hosts[key] = node_host(run, fact.cluster, node)
     result = check_fact(_hosts[key], fact, run, profile)
     request.node.user_properties += [("expected", result.expected), ("observed", result.observed)]
-    request.node.crossnet_fact = {"id": fact.id, "ok": result.ok, "expected": result.expected,
-                                  "observed": result.observed}  # matrix.json "facts", matrix.html, summary.md
+    request.node.crossnet_fact = {
+        "id": fact.id,
+        "ok": result.ok,
+        "expected": result.expected,
+        "observed": result.observed,
+    }  # matrix.json "facts", matrix.html, summary.md
     if not result.ok:
         pytest.fail(f"{fact.id}: expected {result.expected}, found {result.observed}", pytrace=False)
