@@ -4,6 +4,7 @@ its matrix record, its repro command and, when it fails, the node evidence of it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,19 @@ def suite_judgements(item: pytest.Item, suite: str) -> dict[str, Judgement]:
                 f"suite {suite} could not be probed: {exc.__class__.__name__}: {exc}"
             ) from None
     return cache[suite]
+
+
+def judge_for(config: pytest.Config) -> Callable[[Cell], None]:
+    """What the `judge_cell` fixture gives a cell's test: judge the running test's own cell."""
+
+    def judge(cell: Cell) -> None:
+        __tracebackhide__ = True
+        item = config.stash.get(ITEM_KEY, None)
+        if item is None or cell_of(item) is not cell:
+            raise pytest.UsageError("judge_cell(cell) judges the running test's own `cell` parameter only")
+        check_cell(item, cell)
+
+    return judge
 
 
 def start_batches(session: pytest.Session) -> SuiteBatches:
@@ -148,6 +162,7 @@ __all__ = [
     "cell_of",
     "check_cell",
     "current_run",
+    "judge_for",
     "start_batches",
     "suite_judgements",
 ]

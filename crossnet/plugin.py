@@ -30,6 +30,7 @@ from crossnet.cell_checks import (
     cell_of,
     check_cell,
     current_run,
+    judge_for,
     suite_judgements,
 )
 from crossnet.config import ConfigError
@@ -71,7 +72,8 @@ REPORTS_STARTED_KEY = pytest.StashKey[bool]()
 LOADED_KEY = pytest.StashKey[Setup]()
 STARTED_KEY = pytest.StashKey[float]()
 HTML_MAX_CELLS = 3_000  # above it pytest-html's report.html is not written (matrix.html folds there too)
-pytest_plugins = ["crossnet.bundle.hooks"]  # the results bundle: vendor options, raw observations, the .tar.gz
+# the results bundle (vendor options, raw observations, the .tar.gz); the lean run of passing cells
+pytest_plugins = ["crossnet.bundle.hooks", "crossnet.fast_items"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -313,15 +315,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def judge_cell(pytestconfig: pytest.Config) -> JudgeCell:
     """The one fixture a suite needs: judges the running test's cell (probed in its setup)."""
-
-    def judge(cell: Cell) -> None:
-        __tracebackhide__ = True
-        item = pytestconfig.stash.get(ITEM_KEY, None)
-        if item is None or cell_of(item) is not cell:
-            raise pytest.UsageError("judge_cell(cell) judges the running test's own `cell` parameter only")
-        check_cell(item, cell)
-
-    return judge
+    return judge_for(pytestconfig)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from crossnet import existing_mode
-from crossnet.facts import NodeFact, check_fact, node_host, planned_facts
+from crossnet.facts import NodeFact, check_fact, node_host, planned_facts, reading_once
 from crossnet.options import plumbing_mode
 from crossnet.plugin import SETUP_KEY, current_run, current_setup
 
 SUITE = "plumbing"
-_hosts: dict[tuple[str, str], Any] = {}
+_HOSTS = pytest.StashKey[dict[tuple[str, str], Any]]()  # per session: each node is read once for its facts
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -33,10 +33,10 @@ def test_plumbing(fact: NodeFact, request: pytest.FixtureRequest) -> None:
     if why:  # clusters somebody else built: nothing runs on their nodes unless allowed
         pytest.skip(f"{fact.id}: {why} (privileged debug pods; the Corefile fact is read through the API)")
     node = fact.node or next(n.short for n in run.cluster_set.cluster(fact.cluster).nodes)
-    key = (fact.cluster, node)
-    if key not in _hosts:
-        _hosts[key] = node_host(run, fact.cluster, node)
-    result = check_fact(_hosts[key], fact, run, profile)
+    key, hosts = (fact.cluster, node), request.config.stash.setdefault(_HOSTS, {})
+    if key not in hosts:
+        hosts[key] = reading_once(node_host(run, fact.cluster, node))
+    result = check_fact(hosts[key], fact, run, profile)
     request.node.user_properties += [("expected", result.expected), ("observed", result.observed)]
     request.node.crossnet_fact = {
         "id": fact.id,

@@ -137,3 +137,32 @@ def test_out_of_descriptors_pauses_accepting_instead_of_spinning() -> None:
     listener = Exhausted()
     asyncio.run(scenario(listener))
     assert listener.calls == 1
+
+
+def _time_waits(port: int) -> int:
+    """TIME_WAIT TCP sockets of this namespace with `port` at either end (from /proc/net/tcp)."""
+    count = 0
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if state == "06" and f":{port:04X}" in (local[-5:], remote[-5:]):
+                count += 1
+    return count
+
+
+def test_a_tcp_probe_ends_its_connection_with_a_reset_after_the_reply(echo_port: int) -> None:
+    """A Service cell makes tens of connections and a large matrix ~100,000: once the reply is read
+    the probe resets the connection, so neither end keeps a TIME_WAIT (nor conntrack its 120 s
+    entry). With a normal close each probe would leave one TIME_WAIT behind on the echo's side."""
+    from crossnet.agent.core import run_probe
+
+    async def probes() -> list[dict[str, object]]:
+        return [await run_probe({"protocol": "tcp", "dst": "127.0.0.1", "port": echo_port, "timeout": 2})
+                for _ in range(20)]
+
+    results = asyncio.run(probes())
+    assert all(r["reached"] and r["responder"] == "agent-x" for r in results), results
+    assert _time_waits(echo_port) == 0
+    _ask(echo_port, HELLO + b"\n")  # the check sees a normal close: the echo's side keeps its TIME_WAIT
+    assert _time_waits(echo_port) == 1

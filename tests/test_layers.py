@@ -17,7 +17,8 @@ LAYERS: list[tuple[str, ...]] = [  # lowest first; a module may import its own l
     ("crossnet.cells", "crossnet.builders", "crossnet.suites", "crossnet.live", "crossnet.judge"),
     ("crossnet.providers", "crossnet.runner", "crossnet.suite_batches"),
     ("crossnet.lifecycle", "crossnet.facts", "crossnet.facts_bgp", "crossnet.evidence", "crossnet.report"),
-    ("crossnet.options", "crossnet.plugin", "crossnet.cell_checks", "crossnet.cli", "crossnet.bench", "crossnet.bundle",
+    ("crossnet.options", "crossnet.plugin", "crossnet.cell_checks", "crossnet.fast_items", "crossnet.cli",
+     "crossnet.bench", "crossnet.bundle",
      "crossnet.existing_mode"),
 ]
 

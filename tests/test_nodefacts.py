@@ -7,6 +7,7 @@ its own fact failed (so a fault that leaked from another test shows)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -20,7 +21,7 @@ from testinfra.host import Host
 
 from crossnet.config import load_topology, resolve_setup
 from crossnet.evidence import collect_evidence
-from crossnet.facts import FactResult, NodeFact, check_fact, node_host, planned_facts
+from crossnet.facts import FactResult, NodeFact, _routes, check_fact, node_host, planned_facts, reading_once, route_text
 from crossnet.lifecycle import Run, attach
 from crossnet.model import ClusterSet, Topology
 from crossnet.profile import Profile, load_profile
@@ -134,6 +135,33 @@ def test_lab_backend_runs_through_the_provider_exec_with_a_timeout(tmp_path: Pat
     assert (out.rc, out.stdout) == (0, "hi\n")
     assert provider.calls == [(ExecTarget("cluster-1", "worker"), ["sh", "-c", "echo 'it'\"'\"'s'"], 2.5)]
     assert node_host(run, "cluster-1", "worker").backend.hostname == "cluster-1/worker"
+
+
+def test_a_node_is_read_once_for_all_its_facts(tmp_path: Path) -> None:
+    """The plumbing suite judges a node's facts from one reading of it (reading_once): the routing
+    table once for every route fact, each chain once; a route fact matches exactly its prefix,
+    a host route written without its /32 included."""
+    table = json.dumps([
+        {"dst": "default", "gateway": "172.19.0.1", "dev": "eth0"},
+        {"dst": "10.20.2.0/24", "gateway": "172.19.0.7", "dev": "eth0"},
+        {"dst": "10.20.0.0/16", "gateway": "172.19.0.9", "dev": "eth0"},  # a shorter prefix: not that route
+        {"dst": "10.40.0.10", "gateway": "172.19.0.7", "dev": "eth0"},  # a host route, as `ip -j` writes it
+        {"type": "blackhole", "dst": "10.20.3.0/24"},
+    ])
+    run, provider = scripted_run(tmp_path, {"ip -j route show table main": (0, table, "")})
+    host = reading_once(node_host(run, "cluster-1", "worker"))
+    assert [r["gateway"] for r in _routes(host, "10.20.2.0/24")] == ["172.19.0.7"]
+    assert [r["dst"] for r in _routes(host, "10.40.0.10/32")] == ["10.40.0.10/32"]
+    assert [route_text(r) for r in _routes(host, "10.20.3.0/24")] == ["blackhole route 10.20.3.0/24"]
+    assert _routes(host, "10.30.0.0/24") == []
+    for _ in range(3):
+        host.run("iptables -t nat -S KIND-MASQ-AGENT")
+    commands = [argv[-1] for _, argv, _ in provider.calls]
+    assert commands.count("ip -j route show table main") == 1
+    assert commands.count("iptables -t nat -S KIND-MASQ-AGENT") == 1
+    fresh = node_host(run, "cluster-1", "worker")  # evidence reads a node anew each time
+    fresh.run("ip -j route show table main")
+    assert [argv[-1] for _, argv, _ in provider.calls].count("ip -j route show table main") == 2
 
 
 def test_evidence_says_what_is_missing_and_never_raises(tmp_path: Path) -> None:
