@@ -272,11 +272,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    marks: dict[str, pytest.MarkDecorator] = {}  # one decorator per name (pytest.mark.NAME costs, ×100,000)
     for item in items:
         cell = cell_of(item)
         if cell is not None:
-            for mark in (cell.suite, cell.probe.protocol, cell.scope, cell.vantage.kind):
-                item.add_marker(mark.replace("-", "_"))
+            for name in (cell.suite, cell.probe.protocol, cell.scope, cell.vantage.kind):
+                if name not in marks:
+                    marks[name] = getattr(pytest.mark, name.replace("-", "_"))
+                item.add_marker(marks[name])
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
