@@ -71,6 +71,8 @@ COLLECTOR_KEY = pytest.StashKey["_CellCollector"]()
 REPORTS_STARTED_KEY = pytest.StashKey[bool]()
 LOADED_KEY = pytest.StashKey[Setup]()
 STARTED_KEY = pytest.StashKey[float]()
+GC_THRESHOLDS_KEY = pytest.StashKey[tuple[int, int, int]]()
+FULL_GC_AFTER = 100  # middle-generation collections before a full one during a suites run (Python: 10)
 HTML_MAX_CELLS = 3_000  # above it pytest-html's report.html is not written (matrix.html folds there too)
 # the results bundle (vendor options, raw observations, the .tar.gz); the lean run of passing cells
 pytest_plugins = ["crossnet.bundle.hooks", "crossnet.fast_items"]
@@ -284,9 +286,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The collected cells live until the end: out of the garbage collector's sight (gc.freeze), a
-    large matrix's heap is not traversed again by every collection during the run."""
+    large matrix's heap is not traversed again by every collection during the run. A full
+    collection waits for 100 middle-generation ones instead of 10: what a run makes (reports,
+    records) lives until its end too, and at 4 x 8 twenty full collections of it cost 8.4 s."""
     if _runs_suites(session.config):
         gc.freeze()
+        session.config.stash[GC_THRESHOLDS_KEY] = young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, FULL_GC_AFTER)
 
 
 def current_setup(config: pytest.Config) -> tuple[Topology, Profile, list[Cell]]:
@@ -424,6 +430,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         with signals_deferred():
             _finish(config, int(pytest.ExitCode.INTERRUPTED))
     _tear_down(config)
+    if GC_THRESHOLDS_KEY in config.stash:  # as it was (pytest may run again in this process), with what
+        gc.freeze()  # the run made out of sight: the process ends without a full collection of it (~2 s)
+        gc.set_threshold(*config.stash[GC_THRESHOLDS_KEY])
+        del config.stash[GC_THRESHOLDS_KEY]
 
 
 def _tear_down(config: pytest.Config) -> None:

@@ -168,8 +168,13 @@ def observation_record(first: Observation, retry: Observation | None, retried: b
     return {"first": _plain(first), "retry": _plain(retry) if retry else None, "retried": retried}
 
 
+_OBSERVATION_FIELDS = tuple(field.name for field in dataclasses.fields(Observation))
+
+
 def _plain(observation: Observation) -> dict[str, Any]:
-    return {**dataclasses.asdict(observation), "answers": list(observation.answers)}
+    """The observation as JSON data (its fields are scalars but `answers`: a shallow copy does,
+    where dataclasses.asdict's deep copy cost ~80 µs a cell)."""
+    return {**{name: getattr(observation, name) for name in _OBSERVATION_FIELDS}, "answers": list(observation.answers)}
 
 
 # --------------------------------------------------------------------------- hooks
