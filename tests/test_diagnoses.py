@@ -177,13 +177,13 @@ def scripted(tmp_path: Path, script: dict[str, tuple[int, str, str]] | None = No
 @pytest.mark.parametrize("kind", ["blackhole", "unreachable", "prohibit"])
 def test_a_typed_route_is_shown_as_such(tmp_path: Path, kind: str) -> None:
     listing = f'[{{"type":"{kind}","dst":"10.20.2.0/24","flags":[]}}]'
-    run, _ = scripted(tmp_path, {"ip -j route show 10.20.2.0/24": (0, listing, "")})
+    run, _ = scripted(tmp_path, {"ip -j route show table main": (0, listing, "")})
     fact = NodeFact("cluster-1", "worker", "route-to", "cluster-2/worker2")
     result = check_fact(node_host(run, "cluster-1", "worker"), fact, run)
     assert not result.ok and result.observed == f"{kind} route 10.20.2.0/24", result
     assert "None" not in result.observed
     fine = '[{"dst":"10.20.2.0/24","gateway":"172.19.0.7","dev":"eth0","flags":[]}]'
-    run, _ = scripted(tmp_path / "fine", {"ip -j route show 10.20.2.0/24": (0, fine, "")})
+    run, _ = scripted(tmp_path / "fine", {"ip -j route show table main": (0, fine, "")})
     assert check_fact(node_host(run, "cluster-1", "worker"), fact, run).ok
 
 

@@ -15,7 +15,6 @@ from typing import Any
 from tests.conftest import ROOT
 from tests.lab_helpers import crossnet, load_matrix, needs_lab, pytest_argv, run_suites, verdicts
 
-pytestmark = needs_lab
 VARYING = {"latency"}  # measured anew by each run
 
 
@@ -38,6 +37,7 @@ def setups(done: subprocess.CompletedProcess[str]) -> int:
     return int(found.group(1))
 
 
+@needs_lab
 def test_lean_and_pytest_protocol_report_the_same_cells(lab: Path, tmp_path: Path) -> None:
     crossnet("exec", "--state-dir", str(lab), "cluster-1/worker", "--", "ip", "route", "del", "10.20.2.0/24")
     runs = {}
@@ -58,6 +58,7 @@ def test_lean_and_pytest_protocol_report_the_same_cells(lab: Path, tmp_path: Pat
     assert int(re.search(r"1 failed, (\d+) passed", stopped.stdout).group(1)) < 350  # type: ignore[union-attr]
 
 
+@needs_lab
 def test_skip_and_xfail_marks_are_honoured(lab: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         pytest_argv("suites/test_dns.py", "--attach", str(lab), "--reports", str(tmp_path), "-p", "tests.item_counter",
@@ -68,3 +69,13 @@ def test_skip_and_xfail_marks_are_honoured(lab: Path, tmp_path: Path) -> None:
     assert "1 skipped" in done.stdout and "skipped by the user's conftest" in done.stdout
     assert "1 xpassed" in done.stdout  # the xfail-marked cell ran (pytest's protocol) and passed
     assert setups(done) == 1  # the xfail-marked cell; the skipped one never reaches setup's body
+
+
+def test_cell_locations_are_pytests_own(tmp_path: Path) -> None:
+    """crossnet fills in Item.location for the cells (their test function's file and line read once);
+    every one equals what pytest computes itself."""
+    done = run_suites("suites/", "--collect-only", "-q", "--provider", "lab", "-p", "tests.item_counter",
+                      "--reports", str(tmp_path / "reports"), "--state-dir", str(tmp_path / "state"))
+    found = re.search(r"item-counter: (\d+) locations filled, (\d+) differ", done.stdout)
+    assert done.returncode == 0 and found, done.stdout[-2000:]
+    assert int(found.group(1)) > 900 and found.group(2) == "0"
