@@ -5,12 +5,21 @@ indirect=True)`; default: the routed topology with its profile)."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The interruption tests send SIGINT to the runs they start. A shell that starts a job in the
+# background without job control (`nohup … &`, some CI runners) leaves SIGINT ignored, and a
+# process started with SIGINT ignored keeps it ignored across exec: those runs would never see
+# the Ctrl-C. A handler of our own is reset to the default in every child instead.
+if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 KIND_CONFIGS = ROOT / "kind-configs"
 DEFAULT_CONFIGS = (KIND_CONFIGS / "cluster-1.yaml", KIND_CONFIGS / "cluster-2.yaml")
 
