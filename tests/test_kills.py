@@ -8,6 +8,7 @@ count (e.g. 50 for a soak)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab_helpers import BIN, ROOT, assert_nothing_left, host_snapshot, needs_lab
+from tests.lab_helpers import BIN, ROOT, assert_nothing_left, down, host_snapshot, needs_lab
 
 KILLS_PER_MOMENT = int(os.environ.get("CROSSNET_KILLS", "20"))
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
@@ -87,6 +88,9 @@ def trial(work: Path, argv: list[str], moment: Callable[[Watched, Path], bool], 
         try:
             assert_nothing_left(state_dir, before, wait=10.0)
         except AssertionError as exc:
+            if (state_dir / "state.json").exists():  # a failed trial leaves no running lab behind either
+                with contextlib.suppress(AssertionError, OSError, subprocess.SubprocessError):
+                    down(state_dir)
             raise AssertionError(f"{signal.Signals(sig).name} left something: {exc}\n{output[-1500:]}") from None
     return hit, output
 
