@@ -71,6 +71,16 @@ def suite_judgements(item: pytest.Item, suite: str) -> dict[str, Judgement]:
     return cache[suite]
 
 
+def failing_verdicts(config: pytest.Config) -> set[str]:
+    """The verdicts that fail a cell's test in this session (`flaky` too under --strict-flakes)."""
+    return set(FAILING_VERDICTS) | ({"flaky"} if config.getoption("strict_flakes") else set())
+
+
+def path_unreached_for_snat(cell: Cell, judgement: Judgement) -> bool:
+    """A SNAT cell whose path was not reached: not a source question (its test is skipped)."""
+    return cell.suite == "snat" and judgement.verdict == "regression"
+
+
 def judge_for(config: pytest.Config) -> Callable[[Cell], None]:
     """What the `judge_cell` fixture gives a cell's test: judge the running test's own cell."""
 
@@ -115,14 +125,13 @@ def check_cell(item: pytest.Item, cell: Cell) -> None:
         ("rule", cell.expectation.rule),
         ("verdict", judgement.verdict),
     ] + ([("global-ip", live.global_ip)] if live.global_ip else [])
-    if cell.suite == "snat" and judgement.verdict == "regression":  # not a source question: the path failed
+    if path_unreached_for_snat(cell, judgement):
         pytest.skip(
             f"the path was not reached ({judgement.message}); its source IP is judged once the path's own cell passes"
         )
     node: Any = item
     node.crossnet_cell = record  # pytest_runtest_makereport puts it on the report
-    failing = set(FAILING_VERDICTS) | ({"flaky"} if config.getoption("strict_flakes") else set())
-    if judgement.verdict in failing:
+    if judgement.verdict in failing_verdicts(config):
         evidence = _evidence(config, cell, live)
         record["evidence"] = evidence
         print(evidence)  # JUnit system-out of this cell (junit_logging = system-out)
@@ -162,7 +171,9 @@ __all__ = [
     "cell_of",
     "check_cell",
     "current_run",
+    "failing_verdicts",
     "judge_for",
+    "path_unreached_for_snat",
     "start_batches",
     "suite_judgements",
 ]

@@ -86,6 +86,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir or default_state_dir(run_id)).resolve()
     provider, why = choose_provider(args.provider)
     print(f"crossnet: provider {provider} ({why})", file=sys.stderr)
+    mode = plumbing_mode(args.plumbing)
     run = bring_up(
         topology,
         state_dir,
@@ -95,11 +96,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
         provider=provider,
         reuse=args.reuse,
         agent_image=args.agent_image,
-        plumbing_mode=plumbing_mode(args.plumbing),
+        plumbing_mode=mode,
     )
-    run.provider.state.update(
-        setup=fingerprint(setup, plumbing_mode(args.plumbing))
-    )  # --attach checks it asks about this setup
+    run.provider.state.update(setup=fingerprint(setup, mode))  # --attach checks it asks about this setup
     print(f"crossnet: run {run_id} is up (provider {provider}, profile {profile.name})")
     print(f"  state:   {run.state_dir / 'state.json'}")
     print(f"  probe:   pytest suites/ --attach {run.state_dir}")

@@ -21,8 +21,16 @@ import pytest
 from _pytest.runner import CallInfo
 
 from crossnet import existing_mode
-from crossnet.cell_checks import ITEM_KEY, cell_of, current_run, judge_for, suite_judgements
-from crossnet.model import FAILING_VERDICTS, Cell
+from crossnet.cell_checks import (
+    ITEM_KEY,
+    cell_of,
+    current_run,
+    failing_verdicts,
+    judge_for,
+    path_unreached_for_snat,
+    suite_judgements,
+)
+from crossnet.model import Cell
 from crossnet.runner import INFRASTRUCTURE_ERRORS
 
 CELL_ARGS = ("cell", "judge_cell")
@@ -55,8 +63,7 @@ def _plainly_passing(item: pytest.Item, cell: Cell) -> bool:
     judgement = suite_judgements(item, cell.suite).get(cell.id)
     if judgement is None or judgement.observation.error in INFRASTRUCTURE_ERRORS:
         return False
-    failing = set(FAILING_VERDICTS) | ({"flaky"} if item.config.getoption("strict_flakes") else set())
-    return judgement.verdict not in failing and not (cell.suite == "snat" and judgement.verdict == "regression")
+    return judgement.verdict not in failing_verdicts(item.config) and not path_unreached_for_snat(cell, judgement)
 
 
 @pytest.hookimpl(tryfirst=True)

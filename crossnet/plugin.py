@@ -218,14 +218,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # current after a Ctrl-C, a failed bring-up or a kill -9 of this one.
     report.write_reports(_matrix(config, None), Path(config.getoption("reports")))
     config.stash[REPORTS_STARTED_KEY] = True
+    mode = plumbing_mode(config.getoption("plumbing"))
     try:
         if config.getoption("attach"):
             run = attach(Path(config.getoption("attach")).resolve())
-            why = setup_mismatch(
-                run.provider.state.read().get("setup"),
-                config.stash[LOADED_KEY],
-                plumbing_mode(config.getoption("plumbing")),
-            )
+            why = setup_mismatch(run.provider.state.read().get("setup"), config.stash[LOADED_KEY], mode)
             if why:
                 raise pytest.UsageError(f"--attach {config.getoption('attach')}: {why}")
         else:
@@ -239,9 +236,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                 provider=config.stash[PROVIDER_KEY][0],
                 reuse=config.getoption("reuse"),
                 agent_image=config.getoption("agent_image"),
-                plumbing_mode=plumbing_mode(config.getoption("plumbing")),
+                plumbing_mode=mode,
                 existing=existing_mode.discovery_of(config),
-                record={"setup": fingerprint(config.stash[LOADED_KEY], plumbing_mode(config.getoption("plumbing")))},
+                record={"setup": fingerprint(config.stash[LOADED_KEY], mode)},
                 keep=lambda made: config.stash.__setitem__(RUN_KEY, made),  # Ctrl-C from here on: torn down
             )
     except ProviderError as exc:

@@ -20,9 +20,8 @@ _HOSTS = pytest.StashKey[dict[tuple[str, str], Any]]()  # per session: each node
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "fact" in metafunc.fixturenames and SETUP_KEY in metafunc.config.stash:
         topology, profile, _ = current_setup(metafunc.config)
-        facts = planned_facts(
-            topology, profile, plumbing_mode(metafunc.config.getoption("plumbing"))
-        )  # none: read-only facts
+        mode = plumbing_mode(metafunc.config.getoption("plumbing"))
+        facts = planned_facts(topology, profile, mode)  # none: read-only facts
         metafunc.parametrize("fact", facts, ids=[f.id for f in facts])
 
 
