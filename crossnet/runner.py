@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from crossnet.agent.core import cover_waves
+from crossnet.agent.cover import cover_waves
 from crossnet.agent.icmp import LADDER_SECONDS
 from crossnet.agent.results import SMALL_PACKET
 from crossnet.judge import judge
@@ -205,7 +205,7 @@ def probe_cells(
 
 def _duration_bound(live: LiveCell, timeout: float) -> float:
     """The longest one probe may take at the agent: a by-name probe resolves then connects; a
-    Service probe connects in waves until every endpoint answered (crossnet.agent.core._cover)."""
+    Service probe connects in waves until every endpoint answered (crossnet.agent.cover.cover)."""
     stages = 2 if live.probe.get("qname") and live.probe.get("port") else 1
     endpoints = len(live.probe.get("expect_agents") or ())
     waves = cover_waves(endpoints, str(live.probe.get("protocol"))) if live.probe.get("cover") and endpoints > 1 else 1

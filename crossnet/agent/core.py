@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
-import json
-import math
-import re
 import socket
-import struct
 import time
 from typing import Any
 
+from crossnet.agent.cover import run_cover
 from crossnet.agent.icmp import IP_HEADER, IP_RECVERR, icmp_origin, open_probe_socket, path_mtu, probe_icmp
 from crossnet.agent.lookup import probe_dns
-from crossnet.agent.results import HELLO, SMALL_PACKET
+from crossnet.agent.reply import (
+    AGENT_ID,
+    MAX_REPLY,
+    check_reply,
+    overlong,
+    payload,
+    tcp_outcome,
+    tcp_timeout,
+    udp_timeout,
+)
+from crossnet.agent.results import SMALL_PACKET
 from crossnet.agent.results import ms_since as _ms
 from crossnet.agent.results import os_error as _os_error
 from crossnet.agent.results import packet_bytes as _packet_bytes
@@ -24,87 +30,13 @@ from crossnet.agent.results import result as _result
 __all__ = ["AGENT_ID", "PROBE_PROTOCOLS", "run_probe", "run_probes"]
 
 PROBE_PROTOCOLS = ("tcp", "udp", "icmp", "dns-udp", "dns-tcp")
-NOT_ECHO = "not-crossnet-echo"  # the `peer` of a result whose reply came from something else
 MAX_CONCURRENT = 256  # probes of one request in flight at once (sockets: stay far below RLIMIT_NOFILE)
-
-AGENT_ID = re.compile(r"[A-Za-z0-9._-]{1,63}(/[A-Za-z0-9._-]{1,63}){0,7}")  # what an echo reply may name
-MAX_REPLY = 4096  # crossnet's echo answers with one short JSON line; anything longer is someone else
-# Once the reply is read, the probe's socket is closed with a reset: the connection has said all it
-# had to, and a reset spares both ends the FIN exchange and the echo's side its TIME_WAIT (and
-# conntrack its 120 s entry). A 4 x 8 matrix makes ~100,000 Service connections.
-ABORT_ON_CLOSE = struct.pack("ii", 1, 0)
-
-
-def _echo_reply(raw: bytes) -> dict[str, Any] | None:
-    """The reply of crossnet's own echo (`{"agent": ID, "seen": IP, "len": N}` and a newline,
-    nothing else), or None."""
-    if len(raw) > MAX_REPLY or not raw.endswith(b"\n"):
-        return None
-    try:
-        reply = json.loads(raw.decode().strip())
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    if not isinstance(reply, dict) or set(reply) != {"agent", "seen", "len"}:
-        return None
-    agent, seen, size = reply.get("agent"), reply.get("seen"), reply.get("len")
-    if not isinstance(agent, str) or not AGENT_ID.fullmatch(agent):
-        return None
-    if not isinstance(size, int) or isinstance(size, bool) or not isinstance(seen, str):
-        return None
-    try:
-        seen = str(ipaddress.ip_address(seen))
-    except ValueError:
-        return None
-    return {"agent": agent, "seen": seen, "len": size}
-
-
-def _not_echo(size: int, started: float, why: str = "") -> dict[str, Any]:
-    """Something answered, but not crossnet's echo: say so without repeating a byte of it (it may be
-    another service's banner). `wrong-answer` keeps the verdict what it was: that target is not reached."""
-    return _result(
-        False,
-        "wrong-answer",
-        latency_ms=_ms(started),
-        peer=NOT_ECHO,
-        reply_bytes=size,
-        detail=f"{NOT_ECHO}: the peer answered {why or f'{size} bytes'} that are not crossnet's echo",
-    )
-
-
-def _check_reply(raw: bytes, probe: dict[str, Any], started: float) -> dict[str, Any]:
-    reply = _echo_reply(raw)
-    if reply is None:
-        return _not_echo(len(raw), started)
-    responder = reply["agent"]
-    expected = probe.get("expect_agents") or []
-    if expected and responder not in expected:
-        return _result(
-            False,
-            "wrong-answer",
-            latency_ms=_ms(started),
-            responder=responder,
-            source_ip=reply["seen"],
-            detail=f"answered by {responder}, expected {' or '.join(expected)}",
-        )
-    if reply["len"] != int(probe.get("payload") or 0):
-        return _result(
-            False,
-            "wrong-answer",
-            latency_ms=_ms(started),
-            responder=responder,
-            detail=f"payload of {probe.get('payload')} bytes came back as {reply['len']}",
-        )
-    return _result(True, latency_ms=_ms(started), source_ip=reply["seen"], responder=responder)
-
-
-def _payload(probe: dict[str, Any]) -> bytes:
-    return HELLO + b"x" * int(probe.get("payload") or 0) + b"\n"
 
 
 async def _probe_tcp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Connect, send the hello, read crossnet's one-line echo reply (plain non-blocking socket
-    calls under one deadline: no stream objects or extra tasks per connection -- a Service cell
-    makes several)."""
+    calls under one deadline: no stream objects or extra tasks per connection). A Service cell's
+    many connections take crossnet.agent.cover's blocking twin of this in a worker thread."""
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -115,25 +47,18 @@ async def _probe_tcp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             await loop.sock_connect(sock, (probe["dst"], int(probe["port"])))
             connected = True
-            await loop.sock_sendall(sock, _payload(probe))
+            await loop.sock_sendall(sock, payload(probe))
             line = b""
             while b"\n" not in line:
                 chunk = await loop.sock_recv(sock, MAX_REPLY + 1 - len(line))
                 if not chunk:
                     break
                 line += chunk
-                if len(line) > MAX_REPLY and b"\n" not in line:  # longer than MAX_REPLY: not crossnet's echo
-                    return _not_echo(MAX_REPLY, started, f"more than {MAX_REPLY} bytes without a newline")
-            if b"\n" in line:  # the first line is the reply (crossnet's echo sends one)
-                line = line[: line.index(b"\n") + 1]
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, ABORT_ON_CLOSE)
-        if not line:
-            return _result(False, "refused", latency_ms=_ms(started), detail="connection closed without a reply")
-        return _check_reply(line, probe, started)
+                if (too_long := overlong(line, started)) is not None:
+                    return too_long
+        return tcp_outcome(sock, line, probe, started)
     except TimeoutError:
-        if not connected:
-            return _result(False, "timeout", latency_ms=_ms(started), detail=f"no TCP answer within {timeout}s")
-        return _result(False, "timeout", latency_ms=_ms(started), detail="connected, but no reply")
+        return tcp_timeout(connected, started, timeout)
     except OSError as exc:
         return _os_error(exc, started) if connected else _os_error(exc, started, probe, icmp_origin(sock))
     finally:
@@ -154,12 +79,12 @@ async def _probe_udp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
             sock.connect((probe["dst"], int(probe["port"])))
         except OSError as exc:
             return _os_error(exc, started, probe)
-        sock.send(_payload(probe))
+        sock.send(payload(probe))
         async with asyncio.timeout(timeout):
             data = await loop.sock_recv(sock, 65535)
-        return _check_reply(data, probe, started)
+        return check_reply(data, probe, started)
     except TimeoutError:
-        return _result(False, "timeout", latency_ms=_ms(started), detail=f"no UDP answer within {timeout}s")
+        return udp_timeout(started, timeout)
     except OSError as exc:
         return _os_error(exc, started, probe, icmp_origin(sock))
     finally:
@@ -280,7 +205,7 @@ async def _run_probe(probe: dict[str, Any]) -> dict[str, Any]:
     try:
         endpoints = list(probe.get("expect_agents") or [])
         if probe.get("cover") and len(endpoints) > 1 and prober in (_probe_tcp, _probe_udp):
-            result = await _cover(prober, probe, timeout, endpoints)
+            result = await run_cover(probe, timeout, endpoints)
         else:
             result = await prober(probe, timeout)
         if probe.get("dst") and (probe.get("measure_mtu") or _large_and_failed(probe, result)):
@@ -311,90 +236,6 @@ async def _with_path_mtu(probe: dict[str, Any], result: dict[str, Any], timeout:
     else:
         note = f"; the path MTU to {probe['dst']} is {mtu} bytes (DF ladder): not an MTU problem"
     return {"path_mtu": mtu, "detail": f"{result.get('detail') or result.get('error')}{note}"}
-
-
-# A healthy Service of N endpoints leaves one of them unseen in k random connections with
-# probability <= N (1 - 1/N)^k: k is chosen so that this false alarm stays below COVER_FALSE_ALARM
-# per cell (0 expected in 10^5 cells). It costs nothing on a healthy Service (the loop ends once
-# every endpoint answered: N ln N connections on average) and little on a broken one: a dead
-# endpoint fails the connections sent to it, and two failures with one endpoint unseen end the cell.
-COVER_FALSE_ALARM = 1e-6
-COVER_FAILURES = 6  # failed connections that end a Service cell (the first waits the timeout, the rest a quarter)
-COVER_BUDGET = 3  # a Service cell may take this many probe timeouts; beyond it the agent, not the path, is slow
-
-
-def cover_waves(endpoints: int, protocol: str = "tcp") -> int:
-    """How many probe timeouts `_cover` may take at most: its budget without failures, or one
-    timeout plus 2 * COVER_FAILURES - 1 quarter-timeouts with them (under 4 timeouts)."""
-    return max(COVER_BUDGET, 4)
-
-
-def cover_bound(endpoints: int, protocol: str = "tcp") -> int:
-    """Connections after which a never-answering endpoint of `endpoints` equally likely ones
-    (kube-proxy's random choice) is called missing: a healthy Service misses one this long with
-    probability <= COVER_FALSE_ALARM. UDP gets twice as many: a UDP conntrack entry outlives its
-    socket, so a reused source port may repeat a choice (measured: a live endpoint unseen in 18
-    UDP connections in about 1 of 100 cells)."""
-    if endpoints < 2:
-        return 1
-    bound = max(endpoints, math.ceil(math.log(COVER_FALSE_ALARM / endpoints) / math.log(1 - 1 / endpoints)))
-    return 2 * bound if protocol == "udp" else bound
-
-
-async def _cover(prober: Any, probe: dict[str, Any], timeout: float, endpoints: list[str]) -> dict[str, Any]:
-    """A Service cell: connect again and again, one connection at a time (parallel connections
-    through NAT can collide in conntrack and fail on their own), until every endpoint has answered
-    or cover_bound() connections were made. Reached only when every endpoint answered; a
-    never-answering endpoint is named (a dead endpoint of three is caught with >= 99.9 %). Failed
-    connections end it early: two, when every endpoint but one has answered (that one is dead);
-    COVER_FAILURES in all otherwise, twice that once some endpoint answered (the re-probe of a
-    failed cell asks again)."""
-    started = time.perf_counter()
-    bound, made = cover_bound(len(endpoints), str(probe.get("protocol"))), 0
-    seen: dict[str, dict[str, Any]] = {}
-    failures: list[dict[str, Any]] = []
-    deadline = started + COVER_BUDGET * timeout
-    # With some endpoints seen, a dead one among several unseen must not hide a live one: allow
-    # twice the failures (a live unseen endpoint of three escapes 12 failures with p ~ 2^-12).
-    while made < bound and len(failures) < (2 * COVER_FAILURES if seen else COVER_FAILURES):
-        if time.perf_counter() > deadline and not failures:  # slow answers, none lost: the harness is slow
-            return _result(
-                False,
-                "slow",
-                latency_ms=_ms(started),
-                detail=f"{len(seen)} of {len(endpoints)} endpoints answered in {made} connections before the "
-                f"{COVER_BUDGET * timeout:.0f} s budget ran out, none failed: the machine is too slow",
-            )
-        unseen = set(endpoints) - set(seen)
-        if not unseen or (len(unseen) == 1 and len(failures) >= 2):  # all seen, or the one silent is dead
-            break
-        # After a first failure a live endpoint still answers in milliseconds: later attempts need
-        # not wait the full timeout to tell a dead one.
-        one = await prober(probe, min(timeout, max(0.5, timeout / 4)) if failures else timeout)
-        made += 1
-        if one.get("reached") and one.get("responder") in endpoints:
-            seen.setdefault(str(one["responder"]), one)
-        elif not one.get("reached"):
-            failures.append(one)
-        elif not seen:  # reached, but answered by something that is not an endpoint: say so at once
-            return {**one, "latency_ms": _ms(started)}
-    missing = [e for e in endpoints if e not in seen]
-    if not missing:
-        first = seen[endpoints[0]]
-        note = f"every endpoint answered ({len(endpoints)}) in {made} connections"
-        note += f"; {len(failures)} failed on the way ({failures[0].get('error')})" if failures else ""
-        return {**first, "latency_ms": _ms(started), "detail": note}
-    # Some endpoints answered, others never did: a dead endpoint behind a working Service.
-    error = "endpoint-missing" if seen else (failures[0].get("error") or "timeout") if failures else "wrong-answer"
-    names = ", ".join(missing)
-    return _result(
-        False,
-        error,
-        latency_ms=_ms(started),
-        source_ip=next(iter(seen.values())).get("source_ip") if seen else None,
-        detail=f"endpoint {names} never answered in {made} connections"
-        + (f" ({len(failures)} failed: {failures[0].get('detail') or failures[0].get('error')})" if failures else ""),
-    )
 
 
 async def run_probes(probes: list[dict[str, Any]], concurrency: int = MAX_CONCURRENT) -> list[dict[str, Any]]:
