@@ -25,7 +25,7 @@ __all__ = ["COVER_THREADS", "cover", "cover_bound", "cover_waves", "run_cover", 
 
 # Service cells one agent covers at once (more wait for a thread; the runner sends at most a
 # chunk's third, 8, to an agent at a time). Threads start when first needed.
-COVER_THREADS = 4
+COVER_THREADS = 8
 _POOL: ThreadPoolExecutor | None = None
 
 
