@@ -17,6 +17,7 @@ from crossnet.agent.reply import (
     check_reply,
     overlong,
     payload,
+    tcp_failure,
     tcp_outcome,
     tcp_timeout,
     udp_timeout,
@@ -60,7 +61,7 @@ async def _probe_tcp(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     except TimeoutError:
         return tcp_timeout(connected, started, timeout)
     except OSError as exc:
-        return _os_error(exc, started) if connected else _os_error(exc, started, probe, icmp_origin(sock))
+        return tcp_failure(exc, connected, sock, probe, started)
     finally:
         sock.close()
 

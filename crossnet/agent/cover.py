@@ -17,7 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from crossnet.agent.icmp import IP_RECVERR, icmp_origin, open_probe_socket
-from crossnet.agent.reply import MAX_REPLY, check_reply, overlong, payload, tcp_outcome, tcp_timeout, udp_timeout
+from crossnet.agent.reply import (
+    MAX_REPLY,
+    check_reply,
+    overlong,
+    payload,
+    tcp_failure,
+    tcp_outcome,
+    tcp_timeout,
+    udp_timeout,
+)
 from crossnet.agent.results import ms_since, result
 from crossnet.agent.results import os_error as _os_error
 
@@ -63,7 +72,7 @@ def tcp_exchange(probe: dict[str, Any], timeout: float) -> dict[str, Any]:
     except TimeoutError:
         return tcp_timeout(connected, started, timeout)
     except OSError as exc:
-        return _os_error(exc, started) if connected else _os_error(exc, started, probe, icmp_origin(sock))
+        return tcp_failure(exc, connected, sock, probe, started)
     finally:
         sock.close()
 
@@ -105,7 +114,7 @@ COVER_BUDGET = 3  # a Service cell may take this many probe timeouts; beyond it 
 
 
 def cover_waves(endpoints: int, protocol: str = "tcp") -> int:
-    """How many probe timeouts `_cover` may take at most: its budget without failures, or one
+    """How many probe timeouts `cover` may take at most: its budget without failures, or one
     timeout plus 2 * COVER_FAILURES - 1 quarter-timeouts with them (under 4 timeouts)."""
     return max(COVER_BUDGET, 4)
 

@@ -10,7 +10,8 @@ import socket
 import struct
 from typing import Any
 
-from crossnet.agent.results import HELLO, ms_since, result
+from crossnet.agent.icmp import icmp_origin
+from crossnet.agent.results import HELLO, ms_since, os_error, result
 
 __all__ = [
     "ABORT_ON_CLOSE",
@@ -22,6 +23,7 @@ __all__ = [
     "not_echo",
     "overlong",
     "payload",
+    "tcp_failure",
     "tcp_outcome",
     "tcp_timeout",
     "udp_timeout",
@@ -119,6 +121,14 @@ def tcp_outcome(sock: socket.socket, line: bytes, probe: dict[str, Any], started
     if not line:
         return result(False, "refused", latency_ms=ms_since(started), detail="connection closed without a reply")
     return check_reply(line, probe, started)
+
+
+def tcp_failure(
+    exc: OSError, connected: bool, sock: socket.socket, probe: dict[str, Any], started: float
+) -> dict[str, Any]:
+    """A TCP probe's socket error. Before the connection was up it may come from an ICMP error on
+    the way (a REJECT, an unreachable): its sender is in the error queue. After, it is the peer's."""
+    return os_error(exc, started) if connected else os_error(exc, started, probe, icmp_origin(sock))
 
 
 def tcp_timeout(connected: bool, started: float, timeout: float) -> dict[str, Any]:
